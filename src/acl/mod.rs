@@ -1,0 +1,9 @@
+//! The ACL core: NT security descriptors, NFSv4 ACLs and POSIX ACLs, their encodings, and
+//! the mappings between them. Pure Rust; no Samba needed to build or test.
+//!
+//! - [`sid`]: security identifiers.
+//! - [`sd`]: the NT security descriptor model.
+//! - [`nfs4`]: the NFSv4 ACL model (RFC 8881 §6).
+pub mod nfs4;
+pub mod sd;
+pub mod sid;

@@ -1,0 +1,156 @@
+//! The NFSv4 ACL model (RFC 8881 §6): ACL flags and ACEs with type, flags, mask and who.
+//!
+//! Plain data, shared by every encoding (`nfs`, `xdr`, `ndr`, nfs4-acl-tools text, JSON).
+//! Masks use the NFSv4 bit values, which equal the NT file rights.
+use serde::{Deserialize, Serialize};
+
+/// ACL flags (`aclflag4`, NFSv4.1 only; an NFSv4.0 ACL has none).
+pub mod acl_flags {
+    pub const AUTO_INHERIT: u32 = 0x1;
+    pub const PROTECTED: u32 = 0x2;
+    pub const DEFAULTED: u32 = 0x4;
+}
+
+/// ACE flags (`aceflag4`).
+pub mod ace_flags {
+    pub const FILE_INHERIT: u32 = 0x01;
+    pub const DIRECTORY_INHERIT: u32 = 0x02;
+    pub const NO_PROPAGATE_INHERIT: u32 = 0x04;
+    pub const INHERIT_ONLY: u32 = 0x08;
+    pub const SUCCESSFUL_ACCESS: u32 = 0x10;
+    pub const FAILED_ACCESS: u32 = 0x20;
+    pub const IDENTIFIER_GROUP: u32 = 0x40;
+    pub const INHERITED: u32 = 0x80;
+}
+
+/// Access mask bits (`acemask4`).
+pub mod mask {
+    pub const READ_DATA: u32 = 0x0000_0001; // LIST_DIRECTORY
+    pub const WRITE_DATA: u32 = 0x0000_0002; // ADD_FILE
+    pub const APPEND_DATA: u32 = 0x0000_0004; // ADD_SUBDIRECTORY
+    pub const READ_NAMED_ATTRS: u32 = 0x0000_0008;
+    pub const WRITE_NAMED_ATTRS: u32 = 0x0000_0010;
+    pub const EXECUTE: u32 = 0x0000_0020;
+    pub const DELETE_CHILD: u32 = 0x0000_0040;
+    pub const READ_ATTRIBUTES: u32 = 0x0000_0080;
+    pub const WRITE_ATTRIBUTES: u32 = 0x0000_0100;
+    pub const WRITE_RETENTION: u32 = 0x0000_0200;
+    pub const WRITE_RETENTION_HOLD: u32 = 0x0000_0400;
+    pub const DELETE: u32 = 0x0001_0000;
+    pub const READ_ACL: u32 = 0x0002_0000;
+    pub const WRITE_ACL: u32 = 0x0004_0000;
+    pub const WRITE_OWNER: u32 = 0x0008_0000;
+    pub const SYNCHRONIZE: u32 = 0x0010_0000;
+}
+
+/// An NFSv4 ACL. `flags` is [`acl_flags`] (0 for an NFSv4.0 ACL).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Nfs4Acl {
+    pub flags: u32,
+    pub aces: Vec<Nfs4Ace>,
+}
+
+/// One ACE. Invariant: `who` is [`Who::Gid`] exactly when `flags` has IDENTIFIER_GROUP among
+/// numeric ids; for [`Who::Name`] the flag says whether the name is a group; GROUP@ may carry
+/// the flag or not (the Linux client sets it) and keeps whichever it had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nfs4Ace {
+    pub ace_type: Nfs4AceType,
+    /// See [`ace_flags`].
+    pub flags: u32,
+    /// See [`mask`].
+    pub mask: u32,
+    pub who: Who,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Nfs4AceType {
+    Allow = 0,
+    Deny = 1,
+    Audit = 2,
+    Alarm = 3,
+}
+
+/// Whom an ACE applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Who {
+    /// OWNER@, GROUP@, EVERYONE@ and the other RFC 8881 §6.2.1.5 special identifiers.
+    Special(SpecialWho),
+    /// A numeric user id.
+    Uid(u32),
+    /// A numeric group id (IDENTIFIER_GROUP set).
+    Gid(u32),
+    /// A principal by name (`user@domain`), as the Linux NFS client's `nfs` encoding may
+    /// carry it; resolved to an id by the identity mapping.
+    Name(String),
+}
+
+/// The special identifiers, with the numeric values of Samba's/TrueNAS's `nfs41acl.x`
+/// (`ACE4_SPECIAL_*`, used with `ACEI4_SPECIAL_WHO`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SpecialWho {
+    Owner = 1,
+    Group = 2,
+    Everyone = 3,
+    Interactive = 4,
+    Network = 5,
+    Dialup = 6,
+    Batch = 7,
+    Anonymous = 8,
+    Authenticated = 9,
+    Service = 10,
+}
+
+impl SpecialWho {
+    pub const ALL: [SpecialWho; 10] = [
+        SpecialWho::Owner,
+        SpecialWho::Group,
+        SpecialWho::Everyone,
+        SpecialWho::Interactive,
+        SpecialWho::Network,
+        SpecialWho::Dialup,
+        SpecialWho::Batch,
+        SpecialWho::Anonymous,
+        SpecialWho::Authenticated,
+        SpecialWho::Service,
+    ];
+
+    /// The wire/text form: `OWNER@`, `GROUP@`, `EVERYONE@`, `INTERACTIVE@`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpecialWho::Owner => "OWNER@",
+            SpecialWho::Group => "GROUP@",
+            SpecialWho::Everyone => "EVERYONE@",
+            SpecialWho::Interactive => "INTERACTIVE@",
+            SpecialWho::Network => "NETWORK@",
+            SpecialWho::Dialup => "DIALUP@",
+            SpecialWho::Batch => "BATCH@",
+            SpecialWho::Anonymous => "ANONYMOUS@",
+            SpecialWho::Authenticated => "AUTHENTICATED@",
+            SpecialWho::Service => "SERVICE@",
+        }
+    }
+
+    pub fn from_str_exact(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.as_str() == text)
+    }
+
+    pub fn from_id(id: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| *w as u32 == id)
+    }
+}
+
+impl Nfs4AceType {
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            0 => Some(Self::Allow),
+            1 => Some(Self::Deny),
+            2 => Some(Self::Audit),
+            3 => Some(Self::Alarm),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The NT security descriptor model (MS-DTYP 2.4.6): owner, group, DACL, SACL, control.
+//!
+//! Plain data. Encodings (self-relative binary, SDDL, smbcacls text, JSON) live in
+//! submodules; the NT ↔ NFSv4 mapping lives elsewhere. Nothing here drops or reorders ACEs:
+//! the order of `aces` is the order on the wire.
+use serde::{Deserialize, Serialize};
+
+use super::sid::Sid;
+
+/// SECURITY_DESCRIPTOR_CONTROL bits (MS-DTYP 2.4.6).
+pub mod control {
+    pub const OWNER_DEFAULTED: u16 = 0x0001;
+    pub const GROUP_DEFAULTED: u16 = 0x0002;
+    pub const DACL_PRESENT: u16 = 0x0004;
+    pub const DACL_DEFAULTED: u16 = 0x0008;
+    pub const SACL_PRESENT: u16 = 0x0010;
+    pub const SACL_DEFAULTED: u16 = 0x0020;
+    pub const DACL_TRUSTED: u16 = 0x0040;
+    pub const SERVER_SECURITY: u16 = 0x0080;
+    pub const DACL_AUTO_INHERIT_REQ: u16 = 0x0100;
+    pub const SACL_AUTO_INHERIT_REQ: u16 = 0x0200;
+    pub const DACL_AUTO_INHERITED: u16 = 0x0400;
+    pub const SACL_AUTO_INHERITED: u16 = 0x0800;
+    pub const DACL_PROTECTED: u16 = 0x1000;
+    pub const SACL_PROTECTED: u16 = 0x2000;
+    pub const RM_CONTROL_VALID: u16 = 0x4000;
+    pub const SELF_RELATIVE: u16 = 0x8000;
+}
+
+/// ACE flags (MS-DTYP 2.4.4.1).
+pub mod ace_flags {
+    pub const OBJECT_INHERIT: u8 = 0x01;
+    pub const CONTAINER_INHERIT: u8 = 0x02;
+    pub const NO_PROPAGATE_INHERIT: u8 = 0x04;
+    pub const INHERIT_ONLY: u8 = 0x08;
+    pub const INHERITED: u8 = 0x10;
+    pub const SUCCESSFUL_ACCESS: u8 = 0x40;
+    pub const FAILED_ACCESS: u8 = 0x80;
+}
+
+/// Access mask bits for files and directories (MS-DTYP 2.4.3, MS-SMB2 2.2.13.1).
+pub mod access {
+    pub const FILE_READ_DATA: u32 = 0x0000_0001; // LIST_DIRECTORY
+    pub const FILE_WRITE_DATA: u32 = 0x0000_0002; // ADD_FILE
+    pub const FILE_APPEND_DATA: u32 = 0x0000_0004; // ADD_SUBDIRECTORY
+    pub const FILE_READ_EA: u32 = 0x0000_0008;
+    pub const FILE_WRITE_EA: u32 = 0x0000_0010;
+    pub const FILE_EXECUTE: u32 = 0x0000_0020; // TRAVERSE
+    pub const FILE_DELETE_CHILD: u32 = 0x0000_0040;
+    pub const FILE_READ_ATTRIBUTES: u32 = 0x0000_0080;
+    pub const FILE_WRITE_ATTRIBUTES: u32 = 0x0000_0100;
+    pub const DELETE: u32 = 0x0001_0000;
+    pub const READ_CONTROL: u32 = 0x0002_0000;
+    pub const WRITE_DAC: u32 = 0x0004_0000;
+    pub const WRITE_OWNER: u32 = 0x0008_0000;
+    pub const SYNCHRONIZE: u32 = 0x0010_0000;
+    pub const ACCESS_SYSTEM_SECURITY: u32 = 0x0100_0000;
+    pub const MAXIMUM_ALLOWED: u32 = 0x0200_0000;
+    pub const GENERIC_ALL: u32 = 0x1000_0000;
+    pub const GENERIC_EXECUTE: u32 = 0x2000_0000;
+    pub const GENERIC_WRITE: u32 = 0x4000_0000;
+    pub const GENERIC_READ: u32 = 0x8000_0000;
+
+    /// The specific rights a file's generic rights stand for (MS-SMB2 2.2.13.1.1 / Windows'
+    /// FILE_GENERIC_* definitions).
+    pub const FILE_GENERIC_READ: u32 = READ_CONTROL | FILE_READ_DATA | FILE_READ_ATTRIBUTES | FILE_READ_EA | SYNCHRONIZE;
+    pub const FILE_GENERIC_WRITE: u32 =
+        READ_CONTROL | FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES | FILE_WRITE_EA | FILE_APPEND_DATA | SYNCHRONIZE;
+    pub const FILE_GENERIC_EXECUTE: u32 = READ_CONTROL | FILE_READ_ATTRIBUTES | FILE_EXECUTE | SYNCHRONIZE;
+    pub const FILE_ALL_ACCESS: u32 = 0x001F_01FF;
+}
+
+/// A security descriptor. `owner`, `group`, `dacl` and `sacl` are `None` when absent (not
+/// the same as present-and-empty for the ACLs: a NULL DACL grants everything, an empty DACL
+/// grants nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityDescriptor {
+    /// Always 1 in practice.
+    pub revision: u8,
+    /// SECURITY_DESCRIPTOR_CONTROL bits, see [`control`]. DACL_PRESENT / SACL_PRESENT must
+    /// agree with `dacl` / `sacl` being `Some`; encoders set them from the fields.
+    pub control: u16,
+    pub owner: Option<Sid>,
+    pub group: Option<Sid>,
+    pub dacl: Option<Acl>,
+    pub sacl: Option<Acl>,
+}
+
+/// An ACL: revision (2, or 4 when object ACEs are present) and its ACEs in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acl {
+    pub revision: u8,
+    pub aces: Vec<Ace>,
+}
+
+/// One ACE of the kinds a file system ACL holds, or an unknown kind kept verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ace {
+    pub ace_type: AceType,
+    /// See [`ace_flags`].
+    pub flags: u8,
+    /// See [`access`].
+    pub mask: u32,
+    pub sid: Sid,
+}
+
+/// ACE types. Object and callback ACEs (Active Directory) have no file system meaning; a
+/// decoder that meets one keeps it as `Other` with its raw body so that it is never lost,
+/// and the NFSv4 mapping refuses it with an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AceType {
+    AccessAllowed,
+    AccessDenied,
+    SystemAudit,
+    SystemAlarm,
+    /// Any other ACE type: the type byte and the ACE body after the header (the `sid` field
+    /// of such an [`Ace`] is then meaningless and set to S-1-0-0).
+    Other { type_code: u8, body: Vec<u8> },
+}
+
+impl AceType {
+    pub const ACCESS_ALLOWED: u8 = 0;
+    pub const ACCESS_DENIED: u8 = 1;
+    pub const SYSTEM_AUDIT: u8 = 2;
+    pub const SYSTEM_ALARM: u8 = 3;
+
+    pub fn code(&self) -> u8 {
+        match self {
+            AceType::AccessAllowed => Self::ACCESS_ALLOWED,
+            AceType::AccessDenied => Self::ACCESS_DENIED,
+            AceType::SystemAudit => Self::SYSTEM_AUDIT,
+            AceType::SystemAlarm => Self::SYSTEM_ALARM,
+            AceType::Other { type_code, .. } => *type_code,
+        }
+    }
+}
+
+impl Acl {
+    /// ACL_REVISION (2), the revision of an ACL with no object ACEs.
+    pub const REVISION: u8 = 2;
+
+    pub fn new(aces: Vec<Ace>) -> Self {
+        Acl { revision: Self::REVISION, aces }
+    }
+}
+
+impl SecurityDescriptor {
+    /// An empty descriptor: revision 1, self-relative, nothing present.
+    pub fn new() -> Self {
+        SecurityDescriptor { revision: 1, control: control::SELF_RELATIVE, owner: None, group: None, dacl: None, sacl: None }
+    }
+}
+
+impl Default for SecurityDescriptor {
+    fn default() -> Self {
+        Self::new()
+    }
+}

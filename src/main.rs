@@ -1,0 +1,38 @@
+//! `nfsbridge`: the administrator's command line tool.
+use clap::{Parser, Subcommand};
+use nfsbridge::config::{OptionKind, OPTIONS};
+
+/// Keeps one Linux file system coherent when it is served over SMB and NFS at once.
+///
+/// The smbd side is the VFS module (`vfs objects = nfsbridge`, see vfs_nfsbridge(8)); this
+/// tool is for administrators.
+#[derive(Parser)]
+#[command(name = "nfsbridge", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the module's `nfsbridge:` smb.conf options with their values and defaults.
+    Options,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Options => print_options(),
+    }
+}
+
+fn print_options() {
+    for spec in OPTIONS {
+        let values = match spec.kind {
+            OptionKind::Bool => "yes|no".to_string(),
+            OptionKind::Keyword(words) => words.join("|"),
+        };
+        println!("nfsbridge:{} = {}   (default: {})", spec.name, values, spec.default);
+        println!("    {}", spec.help);
+    }
+}
