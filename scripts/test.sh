@@ -1,0 +1,61 @@
+#!/bin/bash
+# scripts/test.sh - the whole test suite: Rust unit and property tests, the integration tests
+# against a real smbd with the module loaded, and the smbtorture parity gate.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh --quick    skip the smbtorture parity gate (about 10 minutes)
+#
+# Needs scripts/setup.sh to have run (root: tests create users and network namespaces).
+# NFSBRIDGE_KEEP_TEST_DIRS=1 keeps the test shares and smbd logs under /tmp/nfsbridge-test-*.
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/scripts/lib/common.sh"
+export PATH=$HOME/.cargo/bin:$PATH
+quick=0
+for arg in "$@"; do
+  case $arg in
+    --quick) quick=1 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) die "unknown argument $arg (see scripts/test.sh --help)" ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || die "scripts/test.sh must run as root (it creates users and network namespaces)"
+check_headers_match
+cd "$REPO"
+PY="$NFSBRIDGE_VENV/bin/python"
+[ -x "$PY" ] || die "no test venv at $NFSBRIDGE_VENV: run scripts/setup.sh"
+
+passed=0; failed=0; failed_stages=""
+# Runs one stage, echoing its output, and adds its counts (parsed from the runner's own summary
+# lines) to the totals. A stage that exits non-zero without reporting failures counts as one.
+stage() {
+  local name=$1; shift
+  step "$name: $*"
+  local out; out=$(mktemp)
+  "$@" 2>&1 | tee "$out"
+  local rc=${PIPESTATUS[0]}
+  local p f
+  p=$(grep -hoE '(^| )[0-9]+ passed' "$out" | awk '{s+=$1} END {print s+0}')
+  f=$(grep -hoE '(^| )[0-9]+ failed' "$out" | awk '{s+=$1} END {print s+0}')
+  f=$((f + $(grep -hoE '(^| )[0-9]+ errors?( |$)' "$out" | awk '{s+=$1} END {print s+0}')))
+  rm -f "$out"
+  if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; fi
+  passed=$((passed + p)); failed=$((failed + f))
+  if [ "$rc" != 0 ]; then failed_stages="$failed_stages $name"; fi
+  step "$name: $p passed, $f failed (exit $rc)"
+}
+
+stage "rust unit and property tests" cargo test --locked --workspace --exclude nfsbridge-vfs
+stage "build module and CLI" scripts/build.sh
+stage "integration tests (real smbd)" "$PY" -m pytest -q -rfE tests/integration
+if [ $quick = 1 ]; then
+  step "smbtorture parity gate: skipped (--quick)"
+else
+  stage "smbtorture parity gate" "$PY" -m pytest -q -s -rfE tests/parity
+fi
+
+if [ -n "$failed_stages" ]; then
+  echo "FAILED stages:$failed_stages"
+fi
+echo "nfsbridge: $passed passed, $failed failed"
+[ -z "$failed_stages" ]
