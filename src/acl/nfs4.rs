@@ -237,3 +237,60 @@ fn validate_principal_name(name: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ace(flags: u32, who: Who) -> Nfs4Ace {
+        Nfs4Ace {
+            ace_type: Nfs4AceType::Allow,
+            flags,
+            mask: mask::READ_DATA,
+            who,
+        }
+    }
+
+    #[test]
+    fn validate_ties_numeric_ids_to_the_group_flag() {
+        let group = ace_flags::IDENTIFIER_GROUP;
+        assert!(ace(0, Who::Uid(1)).validate().is_ok());
+        assert!(ace(group, Who::Gid(1)).validate().is_ok());
+        assert!(ace(group, Who::Uid(1))
+            .validate()
+            .unwrap_err()
+            .contains("uid 1"));
+        assert!(ace(0, Who::Gid(1))
+            .validate()
+            .unwrap_err()
+            .contains("gid 1"));
+        // GROUP@ and names may or may not carry the flag.
+        for flags in [0, group] {
+            assert!(ace(flags, Who::Special(SpecialWho::Group))
+                .validate()
+                .is_ok());
+            assert!(ace(flags, Who::Name("staff@ex".into())).validate().is_ok());
+        }
+    }
+
+    #[test]
+    fn validate_rejects_names_that_would_read_back_as_something_else() {
+        for (name, needle) in [
+            ("", "empty"),
+            ("1000", "all digits"),
+            ("OWNER@", "special"),
+            ("a\0b", "NUL"),
+        ] {
+            let err = ace(0, Who::Name(name.into())).validate().unwrap_err();
+            assert!(err.contains(needle), "{name:?}: {err}");
+        }
+        let acl = Nfs4Acl {
+            flags: 0,
+            aces: vec![ace(0, Who::Uid(1)), ace(0, Who::Gid(2))],
+        };
+        assert!(matches!(
+            acl.validate(),
+            Err(Nfs4CodecError::InvalidAce { index: 1, .. })
+        ));
+    }
+}

@@ -90,11 +90,17 @@ mod tests {
     fn default_names_match_samba_truenas_and_the_linux_client() {
         assert_eq!(Nfs4Encoding::Nfs40.default_xattr_name(), "system.nfs4_acl");
         assert_eq!(Nfs4Encoding::Nfs41.default_xattr_name(), "system.nfs4_dacl");
-        assert_eq!(Nfs4Encoding::Xdr.default_xattr_name(), "security.nfs4acl_xdr");
+        assert_eq!(
+            Nfs4Encoding::Xdr.default_xattr_name(),
+            "security.nfs4acl_xdr"
+        );
         assert!(Nfs4Encoding::Xdr
             .default_xattr_names()
             .contains(&"system.nfs4_acl_xdr"));
-        assert_eq!(Nfs4Encoding::Ndr.default_xattr_name(), "security.nfs4acl_ndr");
+        assert_eq!(
+            Nfs4Encoding::Ndr.default_xattr_name(),
+            "security.nfs4acl_ndr"
+        );
     }
 
     #[test]

@@ -52,7 +52,10 @@ mod tests {
         let uid_with_group =
             r#"{"flags":0,"aces":[{"ace_type":"allow","flags":64,"mask":1,"who":{"uid":5}}]}"#;
         let err = from_json(uid_with_group).unwrap_err();
-        assert!(matches!(err, Nfs4CodecError::InvalidAce { index: 0, .. }), "{err}");
+        assert!(
+            matches!(err, Nfs4CodecError::InvalidAce { index: 0, .. }),
+            "{err}"
+        );
         let gid_without = Nfs4Acl {
             flags: 0,
             aces: vec![Nfs4Ace {

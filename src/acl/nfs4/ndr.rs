@@ -79,9 +79,7 @@ pub fn decode(bytes: &[u8]) -> Result<NdrAcl, Nfs4CodecError> {
     let version = match reader.u8("a_version")? {
         0 => NdrVersion::V40,
         1 => NdrVersion::V41,
-        other => {
-            return Err(reader.error(0, format!("unknown a_version {other} (0 or 1 exist)")))
-        }
+        other => return Err(reader.error(0, format!("unknown a_version {other} (0 or 1 exist)"))),
     };
     let acl_flags = reader.u8("a_flags")?;
     if version == NdrVersion::V40 && acl_flags != 0 {
@@ -197,7 +195,10 @@ pub fn encode(ndr: &NdrAcl) -> Result<Vec<u8>, Nfs4CodecError> {
         let e_flags = u16::try_from(ace.flags).map_err(|_| {
             Nfs4CodecError::unencodable(
                 FORMAT,
-                format!("ACE {index}: flags 0x{:x} do not fit e_flags (u16)", ace.flags),
+                format!(
+                    "ACE {index}: flags 0x{:x} do not fit e_flags (u16)",
+                    ace.flags
+                ),
             )
         })?;
         let (e_id, e_who) = match &ace.who {
@@ -348,12 +349,60 @@ mod tests {
     fn refuses_what_samba_would_misread() {
         let mut acl = samba_style();
         acl.acl.aces[0].who = Who::Special(SpecialWho::Interactive);
-        assert!(encode(&acl).unwrap_err().to_string().contains("INTERACTIVE@"));
+        assert!(encode(&acl)
+            .unwrap_err()
+            .to_string()
+            .contains("INTERACTIVE@"));
         let mut wide = samba_style();
         wide.acl.aces[1].flags |= 0x1_0000;
         assert!(encode(&wide).unwrap_err().to_string().contains("e_flags"));
         let mut v0 = samba_style();
         v0.version = NdrVersion::V40;
         assert!(encode(&v0).unwrap_err().to_string().contains("version 0"));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::super::strategies;
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ndr_acl() -> impl Strategy<Value = NdrAcl> {
+        (
+            strategies::ndr_acl(),
+            any::<bool>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+        )
+            .prop_map(|(mut acl, v41, owner_mask, group_mask, other_mask)| {
+                let version = if v41 {
+                    NdrVersion::V41
+                } else {
+                    NdrVersion::V40
+                };
+                if version == NdrVersion::V40 {
+                    acl.flags = 0;
+                }
+                NdrAcl {
+                    version,
+                    owner_mask,
+                    group_mask,
+                    other_mask,
+                    acl,
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn version_and_masks_round_trip(ndr in ndr_acl()) {
+            let bytes = encode(&ndr).unwrap();
+            prop_assert_eq!(bytes.len() % 4, 0);
+            prop_assert_eq!(decode(&bytes).unwrap(), ndr);
+        }
     }
 }

@@ -251,10 +251,7 @@ mod tests {
             who_from_str("GROUP@", ace_flags::IDENTIFIER_GROUP),
             Ok(Who::Special(SpecialWho::Group))
         );
-        assert_eq!(
-            who_from_str("alice", 0),
-            Ok(Who::Name("alice".to_string()))
-        );
+        assert_eq!(who_from_str("alice", 0), Ok(Who::Name("alice".to_string())));
     }
 
     #[test]
@@ -306,7 +303,10 @@ mod tests {
     fn huge_count_is_rejected_before_allocating() {
         let bytes = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
         let err = decode_nfs40(&bytes).unwrap_err();
-        assert!(err.to_string().contains("ACE count 4294967295 cannot fit"), "{err}");
+        assert!(
+            err.to_string().contains("ACE count 4294967295 cannot fit"),
+            "{err}"
+        );
     }
 
     #[test]

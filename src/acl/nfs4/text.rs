@@ -136,11 +136,7 @@ fn parse_entry(entry: &str, line: usize, column: usize) -> Result<Nfs4Ace, Nfs4C
     let mut start = 0;
     for slot in fields.iter_mut().take(3) {
         let Some(colon) = entry[start..].find(':') else {
-            return Err(error(
-                0,
-                entry,
-                "expected type:flags:principal:permissions",
-            ));
+            return Err(error(0, entry, "expected type:flags:principal:permissions"));
         };
         let raw = &entry[start..start + colon];
         let trimmed = raw.trim_start_matches(' ');
@@ -209,10 +205,7 @@ pub fn to_text(acl: &Nfs4Acl) -> Result<String, Nfs4CodecError> {
     if acl.flags != 0 {
         return Err(Nfs4CodecError::unencodable(
             "nfs4 text",
-            format!(
-                "ACL flags 0x{:x} have no nfs4_getfacl text form",
-                acl.flags
-            ),
+            format!("ACL flags 0x{:x} have no nfs4_getfacl text form", acl.flags),
         ));
     }
     let mut out = String::new();
@@ -314,7 +307,12 @@ mod tests {
         assert_eq!(
             acl.aces,
             vec![
-                ace(Nfs4AceType::Allow, 0, 0x0016_019f, Who::Special(SpecialWho::Owner)),
+                ace(
+                    Nfs4AceType::Allow,
+                    0,
+                    0x0016_019f,
+                    Who::Special(SpecialWho::Owner)
+                ),
                 ace(
                     Nfs4AceType::Allow,
                     ace_flags::IDENTIFIER_GROUP,
@@ -348,6 +346,37 @@ mod tests {
     fn numeric_principal_is_uid_without_g() {
         let acl = parse("A::1001:r").unwrap();
         assert_eq!(acl.aces[0].who, Who::Uid(1001));
+    }
+
+    #[test]
+    fn reads_nfs4_getfacl_output_with_numeric_ids_and_prints_it_back() {
+        // nfs4_getfacl on a server without id mapping: the same number as user and group.
+        let output = "A::1001:rwatTnNcy\nA:g:1001:rwatTnNcy\nA::EVERYONE@:rtncy\n";
+        let acl = parse(output).unwrap();
+        assert_eq!(acl.aces[0].who, Who::Uid(1001));
+        assert_eq!(acl.aces[0].flags, 0);
+        assert_eq!(acl.aces[1].who, Who::Gid(1001));
+        assert_eq!(acl.aces[1].flags, ace_flags::IDENTIFIER_GROUP);
+        assert_eq!(to_text(&acl).unwrap(), output);
+    }
+
+    #[test]
+    fn group_at_gains_the_group_flag_like_nfs4_setfacl() {
+        let bare = Nfs4Acl {
+            flags: 0,
+            aces: vec![ace(
+                Nfs4AceType::Allow,
+                0,
+                1,
+                Who::Special(SpecialWho::Group),
+            )],
+        };
+        let text = to_text(&bare).unwrap();
+        assert_eq!(text, "A::GROUP@:r\n");
+        assert_eq!(
+            parse(&text).unwrap().aces[0].flags,
+            ace_flags::IDENTIFIER_GROUP
+        );
     }
 
     #[test]
