@@ -216,6 +216,30 @@ mod tests {
         assert_eq!(encode_nfs40(&acl).unwrap(), NFS40_TWO_ACES);
     }
 
+    /// An strace of `nfs4_getfacl` against Linux nfsd on ext4 (a public bug report) shows
+    /// `getxattr("system.nfs4_acl") = 80` starting `\0\0\0\3\0\0\0\0\0\0\0\0\0\26\1\207
+    /// \0\0\0\6OWNER@\0\0` and the tool printing the three lines below. The rest of the 80
+    /// bytes is assembled from those lines; note nfsd sends GROUP@ without IDENTIFIER_GROUP.
+    #[test]
+    fn linux_nfsd_capture_decodes_to_what_nfs4_getfacl_printed() {
+        let bytes: &[u8] = &[
+            0, 0, 0, 3, //
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0x16, 0x01, 0x87, // rwatTcCy
+            0, 0, 0, 6, b'O', b'W', b'N', b'E', b'R', b'@', 0, 0, //
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x00, 0x81, // rtcy
+            0, 0, 0, 6, b'G', b'R', b'O', b'U', b'P', b'@', 0, 0, //
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x00, 0x81, // rtcy
+            0, 0, 0, 9, b'E', b'V', b'E', b'R', b'Y', b'O', b'N', b'E', b'@', 0, 0, 0,
+        ];
+        assert_eq!(bytes.len(), 80);
+        let acl = decode_nfs40(bytes).unwrap();
+        assert_eq!(
+            super::super::text::to_text(&acl).unwrap(),
+            "A::OWNER@:rwatTcCy\nA::GROUP@:rtcy\nA::EVERYONE@:rtcy\n"
+        );
+        assert_eq!(encode_nfs40(&acl).unwrap(), bytes);
+    }
+
     #[test]
     fn nfs41_hand_vector_has_aclflag_first() {
         // aclflag4 = AUTO_INHERIT|PROTECTED, then an nfsace4<> with one named ACE:
