@@ -2,7 +2,36 @@
 //!
 //! Plain data, shared by every encoding (`nfs`, `xdr`, `ndr`, nfs4-acl-tools text, JSON).
 //! Masks use the NFSv4 bit values, which equal the NT file rights.
+//!
+//! The encodings live in submodules, each a pair of pure functions over bytes or text:
+//!
+//! - [`nfs`]: RFC 7530/8881 XDR as the Linux NFS client exposes it (`system.nfs4_acl`,
+//!   `system.nfs4_dacl`, `system.nfs4_sacl`); principals are strings.
+//! - [`xdr`]: Samba's/TrueNAS's `nfsacl41i` (numeric ids, `ACEI4_SPECIAL_WHO`).
+//! - [`ndr`]: Samba's `nfs4acl_xattr` default (`security.nfs4acl_ndr`).
+//! - [`text`]: the `nfs4_setfacl`/`nfs4_getfacl` text form.
+//! - [`json`]: serde JSON with validation.
+//! - [`Nfs4Encoding`]: one dispatch type over the binary encodings and their xattr names.
+//!
+//! Every decoder is total: any input gives `Ok` or an [`Nfs4CodecError`] that names the byte
+//! offset (or line and column) and the offending value, never a panic, and never allocates
+//! more than the input length justifies. Every encoder checks [`Nfs4Acl::validate`] first.
 use serde::{Deserialize, Serialize};
+
+mod encoding;
+mod error;
+pub mod json;
+pub mod ndr;
+pub mod nfs;
+pub mod text;
+mod wire;
+pub mod xdr;
+
+#[cfg(test)]
+pub(crate) mod strategies;
+
+pub use encoding::Nfs4Encoding;
+pub use error::Nfs4CodecError;
 
 /// ACL flags (`aclflag4`, NFSv4.1 only; an NFSv4.0 ACL has none).
 pub mod acl_flags {
@@ -45,6 +74,7 @@ pub mod mask {
 
 /// An NFSv4 ACL. `flags` is [`acl_flags`] (0 for an NFSv4.0 ACL).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Nfs4Acl {
     pub flags: u32,
     pub aces: Vec<Nfs4Ace>,
@@ -54,6 +84,7 @@ pub struct Nfs4Acl {
 /// numeric ids; for [`Who::Name`] the flag says whether the name is a group; GROUP@ may carry
 /// the flag or not (the Linux client sets it) and keeps whichever it had.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Nfs4Ace {
     pub ace_type: Nfs4AceType,
     /// See [`ace_flags`].
@@ -152,5 +183,114 @@ impl Nfs4AceType {
             3 => Some(Self::Alarm),
             _ => None,
         }
+    }
+}
+
+impl Nfs4Acl {
+    /// Checks every ACE with [`Nfs4Ace::validate`]; the error names the first bad ACE.
+    pub fn validate(&self) -> Result<(), Nfs4CodecError> {
+        for (index, ace) in self.aces.iter().enumerate() {
+            ace.validate()
+                .map_err(|why| Nfs4CodecError::InvalidAce { index, why })?;
+        }
+        Ok(())
+    }
+}
+
+impl Nfs4Ace {
+    /// The model invariants every encoding relies on:
+    /// - `Uid` never carries IDENTIFIER_GROUP and `Gid` always does (numeric principals are
+    ///   told apart by that flag alone on the wire);
+    /// - a `Name` is non-empty, has no NUL, is not all ASCII digits (it would read back as a
+    ///   numeric id) and does not end in `@` (it would read back as a special identifier).
+    pub fn validate(&self) -> Result<(), String> {
+        let group_flag = self.flags & ace_flags::IDENTIFIER_GROUP != 0;
+        match &self.who {
+            Who::Uid(id) if group_flag => Err(format!(
+                "uid {id} carries IDENTIFIER_GROUP (0x40); a group must be Who::Gid"
+            )),
+            Who::Gid(id) if !group_flag => Err(format!(
+                "gid {id} lacks IDENTIFIER_GROUP (0x40); a user must be Who::Uid"
+            )),
+            Who::Name(name) => validate_principal_name(name),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn validate_principal_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty principal name".to_string());
+    }
+    if name.contains('\0') {
+        return Err(format!("principal name {name:?} contains NUL"));
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "principal name {name:?} is all digits; use Who::Uid or Who::Gid"
+        ));
+    }
+    if name.ends_with('@') {
+        return Err(format!(
+            "principal name {name:?} ends in '@', the form of a special identifier"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ace(flags: u32, who: Who) -> Nfs4Ace {
+        Nfs4Ace {
+            ace_type: Nfs4AceType::Allow,
+            flags,
+            mask: mask::READ_DATA,
+            who,
+        }
+    }
+
+    #[test]
+    fn validate_ties_numeric_ids_to_the_group_flag() {
+        let group = ace_flags::IDENTIFIER_GROUP;
+        assert!(ace(0, Who::Uid(1)).validate().is_ok());
+        assert!(ace(group, Who::Gid(1)).validate().is_ok());
+        assert!(ace(group, Who::Uid(1))
+            .validate()
+            .unwrap_err()
+            .contains("uid 1"));
+        assert!(ace(0, Who::Gid(1))
+            .validate()
+            .unwrap_err()
+            .contains("gid 1"));
+        // GROUP@ and names may or may not carry the flag.
+        for flags in [0, group] {
+            assert!(ace(flags, Who::Special(SpecialWho::Group))
+                .validate()
+                .is_ok());
+            assert!(ace(flags, Who::Name("staff@ex".into())).validate().is_ok());
+        }
+    }
+
+    #[test]
+    fn validate_rejects_names_that_would_read_back_as_something_else() {
+        for (name, needle) in [
+            ("", "empty"),
+            ("1000", "all digits"),
+            ("OWNER@", "special"),
+            ("a\0b", "NUL"),
+        ] {
+            let err = ace(0, Who::Name(name.into())).validate().unwrap_err();
+            assert!(err.contains(needle), "{name:?}: {err}");
+        }
+        let acl = Nfs4Acl {
+            flags: 0,
+            aces: vec![ace(0, Who::Uid(1)), ace(0, Who::Gid(2))],
+        };
+        assert!(matches!(
+            acl.validate(),
+            Err(Nfs4CodecError::InvalidAce { index: 1, .. })
+        ));
     }
 }
