@@ -127,6 +127,8 @@ pub(crate) enum Match {
 pub(crate) struct Bounds {
     pub guaranteed: u32,
     pub possible: u32,
+    /// Granted by the first `Always` ACE that decides it, ignoring every `IfMember` ACE.
+    pub decided_allow: u32,
     /// Keys whose DENY, coming before the deciding ALLOW, keeps an rwx bit out of
     /// `guaranteed`.
     pub narrowed_by: Vec<Key>,
@@ -187,6 +189,7 @@ pub(crate) fn bounds<'a>(aces: impl IntoIterator<Item = &'a Nfs4Ace>, classify: 
     Bounds {
         guaranteed: allowed & !blocked,
         possible: allowed | allowed_if_member,
+        decided_allow: allowed,
         narrowed_by: keys.iter().filter(|k| k.denied & allowed & RWX_MASK != 0).map(|k| k.key).collect(),
     }
 }

@@ -179,12 +179,13 @@ fn draft_entries(aces: &[Nfs4Ace], scope: Scope, roles: &[Role]) -> Vec<Draft> {
             let bounds = bounds(aces.iter().filter(|a| a.flags & ace_flags::INHERIT_ONLY == 0), |ace| {
                 classify(ace, scope, *role)
             });
-            Draft {
-                tag: role.tag(),
-                posix: perms_from_mask(bounds.guaranteed),
-                best: perms_from_mask(bounds.possible),
-                bounds,
-            }
+            // POSIX already gives a member of several groups the union of their entries, so
+            // for a group entry a right that only another group's ACE grants is not lost.
+            let best = match role {
+                Role::OwningGroup | Role::NamedGroup(_) => bounds.decided_allow,
+                _ => bounds.possible,
+            };
+            Draft { tag: role.tag(), posix: perms_from_mask(bounds.guaranteed), best: perms_from_mask(best), bounds }
         })
         .collect()
 }
@@ -230,11 +231,14 @@ fn narrowing(kind: AclKind, draft: &Draft, extra_reason: Option<&str>) -> Option
             names.join(", ")
         ));
     }
-    if draft.bounds.possible & RWX_MASK & !draft.bounds.guaranteed != 0 && draft.bounds.narrowed_by.is_empty() {
-        reasons.push("the right comes only from a group ACE; members of that group get it over SMB, but POSIX cannot single them out within this entry".to_string());
+    if draft.bounds.possible & !draft.bounds.decided_allow & RWX_MASK != 0 && matches!(draft.tag, Tag::UserObj | Tag::User(_)) {
+        reasons.push("the right comes from a group ACE; a user who is in that group gets it over SMB, but user entries in POSIX do not look at groups".to_string());
     }
     if let Some(extra) = extra_reason {
         reasons.push(extra.to_string());
+    }
+    if reasons.is_empty() {
+        reasons.push("the right depends on who owns the new file or on group memberships, which POSIX cannot see".to_string());
     }
     Some(Narrowing { kind, tag: draft.tag, posix: draft.posix, nfs4_best: draft.best, reason: reasons.join("; ") })
 }
