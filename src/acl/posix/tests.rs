@@ -448,7 +448,8 @@ fn group_class(acl: &Nfs4Acl, group: u32, requester: &Requester) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    // No regression files: they would land in the shared worktree.
+    #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// The security promise: with the mirrored access ACL and mode, the kernel grants no
     /// requester any rwx combination the NFSv4 ACL does not grant.
