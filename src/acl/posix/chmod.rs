@@ -23,12 +23,22 @@ pub fn apply_mode(acl: &Nfs4Acl, mode: u32, is_dir: bool) -> Nfs4Acl {
     let group_bits = mask_from_perms(Perms::from_bits_truncate(mode >> 3), is_dir);
     let other_bits = mask_from_perms(Perms::from_bits_truncate(mode), is_dir);
     let mode_rights = mask_from_perms(Perms::ALL, is_dir);
-    let inheritance = ace_flags::FILE_INHERIT | ace_flags::DIRECTORY_INHERIT | ace_flags::NO_PROPAGATE_INHERIT;
+    let inheritance =
+        ace_flags::FILE_INHERIT | ace_flags::DIRECTORY_INHERIT | ace_flags::NO_PROPAGATE_INHERIT;
 
-    let special = |ace_type, who: SpecialWho, mask| Nfs4Ace { ace_type, flags: 0, mask, who: Who::Special(who) };
+    let special = |ace_type, who: SpecialWho, mask| Nfs4Ace {
+        ace_type,
+        flags: 0,
+        mask,
+        who: Who::Special(who),
+    };
     let mut aces = Vec::with_capacity(acl.aces.len() + 6);
     if mode_rights & !owner_bits != 0 {
-        aces.push(special(Nfs4AceType::Deny, SpecialWho::Owner, mode_rights & !owner_bits));
+        aces.push(special(
+            Nfs4AceType::Deny,
+            SpecialWho::Owner,
+            mode_rights & !owner_bits,
+        ));
     }
     if owner_bits != 0 {
         aces.push(special(Nfs4AceType::Allow, SpecialWho::Owner, owner_bits));
@@ -46,9 +56,15 @@ pub fn apply_mode(acl: &Nfs4Acl, mode: u32, is_dir: bool) -> Nfs4Acl {
             continue;
         }
         if is_dir && ace.flags & (ace_flags::FILE_INHERIT | ace_flags::DIRECTORY_INHERIT) != 0 {
-            inherit_only.push(Nfs4Ace { flags: ace.flags | ace_flags::INHERIT_ONLY, ..ace.clone() });
+            inherit_only.push(Nfs4Ace {
+                flags: ace.flags | ace_flags::INHERIT_ONLY,
+                ..ace.clone()
+            });
         }
-        let mut effective = Nfs4Ace { flags: ace.flags & !inheritance, ..ace.clone() };
+        let mut effective = Nfs4Ace {
+            flags: ace.flags & !inheritance,
+            ..ace.clone()
+        };
         match &ace.who {
             Who::Special(SpecialWho::Owner | SpecialWho::Group | SpecialWho::Everyone) => {
                 effective.mask &= !mode_rights;
@@ -72,14 +88,30 @@ pub fn apply_mode(acl: &Nfs4Acl, mode: u32, is_dir: bool) -> Nfs4Acl {
     }
     let group_class_deny = other_bits & !group_bits;
     if group_class_deny != 0 {
-        aces.push(special(Nfs4AceType::Deny, SpecialWho::Group, group_class_deny));
+        aces.push(special(
+            Nfs4AceType::Deny,
+            SpecialWho::Group,
+            group_class_deny,
+        ));
         for (who, group_flag) in named {
-            aces.push(Nfs4Ace { ace_type: Nfs4AceType::Deny, flags: group_flag, mask: group_class_deny, who });
+            aces.push(Nfs4Ace {
+                ace_type: Nfs4AceType::Deny,
+                flags: group_flag,
+                mask: group_class_deny,
+                who,
+            });
         }
     }
     if other_bits != 0 {
-        aces.push(special(Nfs4AceType::Allow, SpecialWho::Everyone, other_bits));
+        aces.push(special(
+            Nfs4AceType::Allow,
+            SpecialWho::Everyone,
+            other_bits,
+        ));
     }
     aces.extend(inherit_only);
-    Nfs4Acl { flags: acl.flags, aces }
+    Nfs4Acl {
+        flags: acl.flags,
+        aces,
+    }
 }

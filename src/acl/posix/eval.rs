@@ -22,7 +22,10 @@ pub struct Requester {
 
 impl Requester {
     pub fn new(uid: u32, gids: impl IntoIterator<Item = u32>) -> Self {
-        Requester { uid, gids: gids.into_iter().collect() }
+        Requester {
+            uid,
+            gids: gids.into_iter().collect(),
+        }
     }
 }
 
@@ -67,14 +70,17 @@ pub fn mask_from_perms(perms: Perms, is_dir: bool) -> u32 {
 
 /// Whether the ACE takes part in access checks on the object it is on.
 pub fn is_effective(ace: &Nfs4Ace) -> bool {
-    matches!(ace.ace_type, Nfs4AceType::Allow | Nfs4AceType::Deny) && ace.flags & ace_flags::INHERIT_ONLY == 0
+    matches!(ace.ace_type, Nfs4AceType::Allow | Nfs4AceType::Deny)
+        && ace.flags & ace_flags::INHERIT_ONLY == 0
 }
 
 /// Whether `who` is OWNER@/GROUP@/EVERYONE@ or a numeric id, i.e. something we can match.
 pub fn is_resolvable(who: &Who) -> bool {
     matches!(
         who,
-        Who::Uid(_) | Who::Gid(_) | Who::Special(SpecialWho::Owner | SpecialWho::Group | SpecialWho::Everyone)
+        Who::Uid(_)
+            | Who::Gid(_)
+            | Who::Special(SpecialWho::Owner | SpecialWho::Group | SpecialWho::Everyone)
     )
 }
 
@@ -141,7 +147,10 @@ pub(crate) struct Bounds {
 /// an ALLOW too: otherwise a requester in just that one group is denied. It is granted for
 /// some membership when an `Always` ALLOW decides it or some key's first ACE for it is an
 /// ALLOW before any `Always` ACE decides it.
-pub(crate) fn bounds<'a>(aces: impl IntoIterator<Item = &'a Nfs4Ace>, classify: impl Fn(&Nfs4Ace) -> Match) -> Bounds {
+pub(crate) fn bounds<'a>(
+    aces: impl IntoIterator<Item = &'a Nfs4Ace>,
+    classify: impl Fn(&Nfs4Ace) -> Match,
+) -> Bounds {
     struct KeyState {
         key: Key,
         decided: u32,
@@ -170,7 +179,11 @@ pub(crate) fn bounds<'a>(aces: impl IntoIterator<Item = &'a Nfs4Ace>, classify: 
                 let index = match keys.iter().position(|k| k.key == key) {
                     Some(index) => index,
                     None => {
-                        keys.push(KeyState { key, decided: 0, denied: 0 });
+                        keys.push(KeyState {
+                            key,
+                            decided: 0,
+                            denied: 0,
+                        });
                         keys.len() - 1
                     }
                 };
@@ -190,6 +203,10 @@ pub(crate) fn bounds<'a>(aces: impl IntoIterator<Item = &'a Nfs4Ace>, classify: 
         guaranteed: allowed & !blocked,
         possible: allowed | allowed_if_member,
         decided_allow: allowed,
-        narrowed_by: keys.iter().filter(|k| k.denied & allowed & RWX_MASK != 0).map(|k| k.key).collect(),
+        narrowed_by: keys
+            .iter()
+            .filter(|k| k.denied & allowed & RWX_MASK != 0)
+            .map(|k| k.key)
+            .collect(),
     }
 }

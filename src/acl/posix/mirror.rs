@@ -55,7 +55,10 @@ pub fn mirror(acl: &Nfs4Acl, owner: u32, group: u32, is_dir: bool) -> Mirror {
         .filter(|ace| ace.flags & ace_flags::INHERIT_ONLY == 0)
         .cloned()
         .collect();
-    let scope = Scope { owner: Some(owner), group: Some(group) };
+    let scope = Scope {
+        owner: Some(owner),
+        group: Some(group),
+    };
     let roles = roles_for(&effective, scope);
     let drafts = draft_entries(&effective, scope, &roles);
     for draft in &drafts {
@@ -63,10 +66,24 @@ pub fn mirror(acl: &Nfs4Acl, owner: u32, group: u32, is_dir: bool) -> Mirror {
             narrowed.push(n);
         }
     }
-    let access = assemble(drafts.iter().map(|d| (d.tag, d.posix)).collect(), AclKind::Access, &mut notes);
-    let default = if is_dir { mirror_default(acl, &mut narrowed, &mut notes) } else { None };
+    let access = assemble(
+        drafts.iter().map(|d| (d.tag, d.posix)).collect(),
+        AclKind::Access,
+        &mut notes,
+    );
+    let default = if is_dir {
+        mirror_default(acl, &mut narrowed, &mut notes)
+    } else {
+        None
+    };
     let mode = access.mode_bits();
-    Mirror { access, default, mode, narrowed, notes }
+    Mirror {
+        access,
+        default,
+        mode,
+        narrowed,
+        notes,
+    }
 }
 
 /// Owner and owning group; `None` when not known yet (a child that inherits).
@@ -113,7 +130,10 @@ struct Draft {
 fn roles_for(aces: &[Nfs4Ace], scope: Scope) -> Vec<Role> {
     let mut uids = BTreeSet::new();
     let mut gids = BTreeSet::new();
-    for ace in aces.iter().filter(|a| matches!(a.ace_type, Nfs4AceType::Allow | Nfs4AceType::Deny)) {
+    for ace in aces
+        .iter()
+        .filter(|a| matches!(a.ace_type, Nfs4AceType::Allow | Nfs4AceType::Deny))
+    {
         match ace.who {
             Who::Uid(uid) if Some(uid) != scope.owner => {
                 uids.insert(uid);
@@ -160,7 +180,11 @@ fn classify(ace: &Nfs4Ace, scope: Scope, role: Role) -> Match {
             _ => Match::Never,
         },
         Who::Special(SpecialWho::Group) => group_match(owning_group_key),
-        Who::Gid(gid) => group_match(if Some(*gid) == scope.group { owning_group_key } else { Key::Gid(*gid) }),
+        Who::Gid(gid) => group_match(if Some(*gid) == scope.group {
+            owning_group_key
+        } else {
+            Key::Gid(*gid)
+        }),
         who => {
             debug_assert!(!is_resolvable(who));
             if ace.ace_type == Nfs4AceType::Deny {
@@ -176,16 +200,23 @@ fn draft_entries(aces: &[Nfs4Ace], scope: Scope, roles: &[Role]) -> Vec<Draft> {
     roles
         .iter()
         .map(|role| {
-            let bounds = bounds(aces.iter().filter(|a| a.flags & ace_flags::INHERIT_ONLY == 0), |ace| {
-                classify(ace, scope, *role)
-            });
+            let bounds = bounds(
+                aces.iter()
+                    .filter(|a| a.flags & ace_flags::INHERIT_ONLY == 0),
+                |ace| classify(ace, scope, *role),
+            );
             // POSIX already gives a member of several groups the union of their entries, so
             // for a group entry a right that only another group's ACE grants is not lost.
             let best = match role {
                 Role::OwningGroup | Role::NamedGroup(_) => bounds.decided_allow,
                 _ => bounds.possible,
             };
-            Draft { tag: role.tag(), posix: perms_from_mask(bounds.guaranteed), best: perms_from_mask(best), bounds }
+            Draft {
+                tag: role.tag(),
+                posix: perms_from_mask(bounds.guaranteed),
+                best: perms_from_mask(best),
+                bounds,
+            }
         })
         .collect()
 }
@@ -193,13 +224,23 @@ fn draft_entries(aces: &[Nfs4Ace], scope: Scope, roles: &[Role]) -> Vec<Draft> {
 /// A valid, canonical ACL from entries in role order, adding `mask::` when there are named
 /// entries. The mask is the union of the group-class entries, so it takes nothing away.
 fn assemble(entries: Vec<(Tag, Perms)>, kind: AclKind, notes: &mut Vec<String>) -> PosixAcl {
-    let has_named = entries.iter().any(|(tag, _)| matches!(tag, Tag::User(_) | Tag::Group(_)));
+    let has_named = entries
+        .iter()
+        .any(|(tag, _)| matches!(tag, Tag::User(_) | Tag::Group(_)));
     let union = entries
         .iter()
         .filter(|(tag, _)| tag.is_group_class())
         .fold(Perms::NONE, |acc, (_, perms)| acc | *perms);
-    let other = entries.iter().find(|(tag, _)| *tag == Tag::Other).map_or(Perms::NONE, |(_, p)| *p);
-    let mut acl = PosixAcl::new(entries.into_iter().map(|(tag, perms)| PosixEntry::new(tag, perms)).collect());
+    let other = entries
+        .iter()
+        .find(|(tag, _)| *tag == Tag::Other)
+        .map_or(Perms::NONE, |(_, p)| *p);
+    let mut acl = PosixAcl::new(
+        entries
+            .into_iter()
+            .map(|(tag, perms)| PosixEntry::new(tag, perms))
+            .collect(),
+    );
     if has_named {
         // With mode group bits 000 the kernel skips the ACL and sends named users and groups
         // to the other bits (acl_permission_check). A mask that no entry can use keeps the
@@ -231,7 +272,9 @@ fn narrowing(kind: AclKind, draft: &Draft, extra_reason: Option<&str>) -> Option
             names.join(", ")
         ));
     }
-    if draft.bounds.possible & !draft.bounds.decided_allow & RWX_MASK != 0 && matches!(draft.tag, Tag::UserObj | Tag::User(_)) {
+    if draft.bounds.possible & !draft.bounds.decided_allow & RWX_MASK != 0
+        && matches!(draft.tag, Tag::UserObj | Tag::User(_))
+    {
         reasons.push("the right comes from a group ACE; a user who is in that group gets it over SMB, but user entries in POSIX do not look at groups".to_string());
     }
     if let Some(extra) = extra_reason {
@@ -240,7 +283,13 @@ fn narrowing(kind: AclKind, draft: &Draft, extra_reason: Option<&str>) -> Option
     if reasons.is_empty() {
         reasons.push("the right depends on who owns the new file or on group memberships, which POSIX cannot see".to_string());
     }
-    Some(Narrowing { kind, tag: draft.tag, posix: draft.posix, nfs4_best: draft.best, reason: reasons.join("; ") })
+    Some(Narrowing {
+        kind,
+        tag: draft.tag,
+        posix: draft.posix,
+        nfs4_best: draft.best,
+        reason: reasons.join("; "),
+    })
 }
 
 fn describe_key(key: &Key) -> String {
@@ -262,7 +311,12 @@ enum Heir {
 }
 
 impl Heir {
-    const ALL: [Heir; 4] = [Heir::File, Heir::Directory, Heir::DeepFile, Heir::DeepDirectory];
+    const ALL: [Heir; 4] = [
+        Heir::File,
+        Heir::Directory,
+        Heir::DeepFile,
+        Heir::DeepDirectory,
+    ];
 
     /// The ACEs effective on such a child, with inheritance flags cleared.
     fn inherited(self, acl: &Nfs4Acl) -> Vec<Nfs4Ace> {
@@ -274,8 +328,13 @@ impl Heir {
         };
         acl.aces
             .iter()
-            .filter(|ace| ace.flags & flag != 0 && !(deep && ace.flags & ace_flags::NO_PROPAGATE_INHERIT != 0))
-            .map(|ace| Nfs4Ace { flags: ace.flags & !INHERITANCE_FLAGS, ..ace.clone() })
+            .filter(|ace| {
+                ace.flags & flag != 0 && !(deep && ace.flags & ace_flags::NO_PROPAGATE_INHERIT != 0)
+            })
+            .map(|ace| Nfs4Ace {
+                flags: ace.flags & !INHERITANCE_FLAGS,
+                ..ace.clone()
+            })
             .collect()
     }
 }
@@ -288,7 +347,11 @@ const INHERITANCE_FLAGS: u32 = ace_flags::FILE_INHERIT
 /// A POSIX default ACL becomes the access ACL of new files *and* subdirectories, and the
 /// default ACL of subdirectories at every depth. So each entry gets what all four kinds of
 /// heir would get, for an owner and group not known yet.
-fn mirror_default(acl: &Nfs4Acl, narrowed: &mut Vec<Narrowing>, notes: &mut Vec<String>) -> Option<PosixAcl> {
+fn mirror_default(
+    acl: &Nfs4Acl,
+    narrowed: &mut Vec<Narrowing>,
+    notes: &mut Vec<String>,
+) -> Option<PosixAcl> {
     let inheritable: Vec<Nfs4Ace> = acl
         .aces
         .iter()
@@ -299,18 +362,31 @@ fn mirror_default(acl: &Nfs4Acl, narrowed: &mut Vec<Narrowing>, notes: &mut Vec<
     if inheritable.is_empty() {
         return None;
     }
-    let scope = Scope { owner: None, group: None };
+    let scope = Scope {
+        owner: None,
+        group: None,
+    };
     let roles = roles_for(&inheritable, scope);
-    let per_heir: Vec<Vec<Draft>> =
-        Heir::ALL.iter().map(|heir| draft_entries(&heir.inherited(acl), scope, &roles)).collect();
+    let per_heir: Vec<Vec<Draft>> = Heir::ALL
+        .iter()
+        .map(|heir| draft_entries(&heir.inherited(acl), scope, &roles))
+        .collect();
     let mut entries = Vec::with_capacity(roles.len());
     for (index, role) in roles.iter().enumerate() {
         let drafts: Vec<&Draft> = per_heir.iter().map(|d| &d[index]).collect();
         let posix = drafts.iter().fold(Perms::ALL, |acc, d| acc & d.posix);
         let heirs_differ = drafts.iter().any(|d| d.posix != drafts[0].posix);
         // Report against the heir that loses the most, with its own reasons.
-        let widest = drafts.iter().max_by_key(|d| d.best.bits().count_ones()).expect("four heirs");
-        let combined = Draft { tag: role.tag(), posix, best: widest.best, bounds: widest.bounds.clone() };
+        let widest = drafts
+            .iter()
+            .max_by_key(|d| d.best.bits().count_ones())
+            .expect("four heirs");
+        let combined = Draft {
+            tag: role.tag(),
+            posix,
+            best: widest.best,
+            bounds: widest.bounds.clone(),
+        };
         let extra = heirs_differ.then_some(
             "files, subdirectories and deeper descendants inherit different rights (FILE_INHERIT vs DIRECTORY_INHERIT, NO_PROPAGATE); one POSIX default ACL serves them all, so it gets what all of them get",
         );
@@ -324,9 +400,15 @@ fn mirror_default(acl: &Nfs4Acl, narrowed: &mut Vec<Narrowing>, notes: &mut Vec<
 
 /// Notes for ACEs that POSIX has no room for at all.
 fn note_lossy_aces(acl: &Nfs4Acl, is_dir: bool, notes: &mut Vec<String>) {
-    let audit = acl.aces.iter().filter(|a| matches!(a.ace_type, Nfs4AceType::Audit | Nfs4AceType::Alarm)).count();
+    let audit = acl
+        .aces
+        .iter()
+        .filter(|a| matches!(a.ace_type, Nfs4AceType::Audit | Nfs4AceType::Alarm))
+        .count();
     if audit > 0 {
-        notes.push(format!("{audit} AUDIT/ALARM ACE(s) ignored: POSIX ACLs have no auditing"));
+        notes.push(format!(
+            "{audit} AUDIT/ALARM ACE(s) ignored: POSIX ACLs have no auditing"
+        ));
     }
     for ace in acl.aces.iter().filter(|a| !is_resolvable(&a.who)) {
         let who = match &ace.who {
@@ -334,8 +416,15 @@ fn note_lossy_aces(acl: &Nfs4Acl, is_dir: bool, notes: &mut Vec<String>) {
             Who::Special(special) => special.as_str().to_string(),
             _ => unreachable!("filtered to unresolvable principals"),
         };
-        let effect = if ace.ace_type == Nfs4AceType::Deny { "applied to everyone" } else { "ignored" };
-        notes.push(format!("{who} is not a uid, gid, OWNER@, GROUP@ or EVERYONE@; its {:?} ACE is {effect}", ace.ace_type));
+        let effect = if ace.ace_type == Nfs4AceType::Deny {
+            "applied to everyone"
+        } else {
+            "ignored"
+        };
+        notes.push(format!(
+            "{who} is not a uid, gid, OWNER@, GROUP@ or EVERYONE@; its {:?} ACE is {effect}",
+            ace.ace_type
+        ));
     }
     for ace in acl.aces.iter().filter(|a| a.ace_type == Nfs4AceType::Allow) {
         let write = ace.mask & (mask::WRITE_DATA | mask::APPEND_DATA);
@@ -348,7 +437,8 @@ fn note_lossy_aces(acl: &Nfs4Acl, is_dir: bool, notes: &mut Vec<String>) {
     }
     if is_dir {
         let useless = acl.aces.iter().any(|a| {
-            a.flags & ace_flags::INHERIT_ONLY != 0 && a.flags & (ace_flags::FILE_INHERIT | ace_flags::DIRECTORY_INHERIT) == 0
+            a.flags & ace_flags::INHERIT_ONLY != 0
+                && a.flags & (ace_flags::FILE_INHERIT | ace_flags::DIRECTORY_INHERIT) == 0
         });
         if useless {
             notes.push("INHERIT_ONLY ACE(s) without FILE_INHERIT or DIRECTORY_INHERIT have no effect and were ignored".to_string());

@@ -9,7 +9,9 @@ use super::eval::Requester;
 
 /// Read/write/execute bits of one entry, with the kernel's values (`ACL_READ` 4, `ACL_WRITE`
 /// 2, `ACL_EXECUTE` 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 pub struct Perms(u8);
 
 impl Perms {
@@ -82,7 +84,13 @@ impl BitOrAssign for Perms {
 impl fmt::Display for Perms {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let flag = |bit: Perms, c: char| if self.contains(bit) { c } else { '-' };
-        write!(f, "{}{}{}", flag(Perms::READ, 'r'), flag(Perms::WRITE, 'w'), flag(Perms::EXECUTE, 'x'))
+        write!(
+            f,
+            "{}{}{}",
+            flag(Perms::READ, 'r'),
+            flag(Perms::WRITE, 'w'),
+            flag(Perms::EXECUTE, 'x')
+        )
     }
 }
 
@@ -239,7 +247,9 @@ impl PosixAcl {
 
     /// Whether there are entries beyond the three the mode can carry.
     pub fn has_named_entries(&self) -> bool {
-        self.entries.iter().any(|e| matches!(e.tag, Tag::User(_) | Tag::Group(_)))
+        self.entries
+            .iter()
+            .any(|e| matches!(e.tag, Tag::User(_) | Tag::Group(_)))
     }
 
     /// The kernel's rules (`posix_acl_valid`): base entries once each, in tag order, named
@@ -258,7 +268,10 @@ impl PosixAcl {
         let mut state = Expect::UserObj;
         let mut needs_mask = false;
         for (index, entry) in self.entries.iter().enumerate() {
-            let out_of_order = PosixAclError::OutOfOrder { index, tag: entry.tag };
+            let out_of_order = PosixAclError::OutOfOrder {
+                index,
+                tag: entry.tag,
+            };
             match entry.tag {
                 Tag::UserObj if state == Expect::UserObj => state = Expect::Users,
                 Tag::User(id) | Tag::Group(id)
@@ -266,7 +279,11 @@ impl PosixAcl {
                         || (state == Expect::Groups && matches!(entry.tag, Tag::Group(_))) =>
                 {
                     if id == ACL_UNDEFINED_ID {
-                        return Err(PosixAclError::InvalidId { index, tag: entry.tag, id });
+                        return Err(PosixAclError::InvalidId {
+                            index,
+                            tag: entry.tag,
+                            id,
+                        });
                     }
                     needs_mask = true;
                 }
@@ -298,9 +315,14 @@ impl PosixAcl {
         for (index, entry) in self.entries.iter().enumerate() {
             if entry.tag.is_group_class()
                 && entry.tag != Tag::GroupObj
-                && self.entries[..index].iter().any(|earlier| earlier.tag == entry.tag)
+                && self.entries[..index]
+                    .iter()
+                    .any(|earlier| earlier.tag == entry.tag)
             {
-                return Err(PosixAclError::Duplicate { index, tag: entry.tag });
+                return Err(PosixAclError::Duplicate {
+                    index,
+                    tag: entry.tag,
+                });
             }
         }
         Ok(())
@@ -317,7 +339,9 @@ impl PosixAcl {
     /// count as no permissions.
     pub fn mode_bits(&self) -> u32 {
         let bits = |tag: Tag| self.perms_of(tag).map_or(0, |p| u32::from(p.bits()));
-        let group = self.mask().map_or_else(|| bits(Tag::GroupObj), |m| u32::from(m.bits()));
+        let group = self
+            .mask()
+            .map_or_else(|| bits(Tag::GroupObj), |m| u32::from(m.bits()));
         (bits(Tag::UserObj) << 6) | (group << 3) | bits(Tag::Other)
     }
 
@@ -353,9 +377,15 @@ impl PosixAcl {
         for entry in &self.entries {
             match entry.tag {
                 Tag::UserObj if requester.uid == owner => return entry.perms.contains(want),
-                Tag::User(uid) if uid == requester.uid => return (entry.perms & mask).contains(want),
+                Tag::User(uid) if uid == requester.uid => {
+                    return (entry.perms & mask).contains(want)
+                }
                 Tag::GroupObj | Tag::Group(_) => {
-                    let gid = if let Tag::Group(gid) = entry.tag { gid } else { group };
+                    let gid = if let Tag::Group(gid) = entry.tag {
+                        gid
+                    } else {
+                        group
+                    };
                     if requester.gids.contains(&gid) {
                         in_a_group_entry = true;
                         if entry.perms.contains(want) {
@@ -375,7 +405,13 @@ impl PosixAcl {
     /// owner bits; the ACL is consulted only when the mode's group bits are not all zero;
     /// otherwise members of the owning group get the group bits and everyone else the other
     /// bits. That last case means a `mask::---` lets named entries fall through to `other::`.
-    pub fn kernel_permits(&self, owner: u32, group: u32, requester: &Requester, want: Perms) -> bool {
+    pub fn kernel_permits(
+        &self,
+        owner: u32,
+        group: u32,
+        requester: &Requester,
+        want: Perms,
+    ) -> bool {
         let mode = self.mode_bits();
         if requester.uid == owner {
             return Perms::from_bits_truncate(mode >> 6).contains(want);
@@ -383,7 +419,11 @@ impl PosixAcl {
         if mode & 0o070 != 0 {
             return self.acl_permits(owner, group, requester, want);
         }
-        let class_bits = if requester.gids.contains(&group) { mode >> 3 } else { mode };
+        let class_bits = if requester.gids.contains(&group) {
+            mode >> 3
+        } else {
+            mode
+        };
         Perms::from_bits_truncate(class_bits).contains(want)
     }
 

@@ -18,17 +18,27 @@ const OWNER_RIGHTS: u32 = mask::WRITE_ATTRIBUTES | mask::WRITE_ACL;
 /// (the mode's group bits are 000) and checks the mode instead; the result then describes the
 /// mode, which is what is enforced. Both ACLs must pass [`PosixAcl::validate`]; a default
 /// ACL on a non-directory is ignored, as the kernel refuses to store one.
-pub fn posix_to_nfs4(access: &PosixAcl, default: Option<&PosixAcl>, is_dir: bool) -> Result<Nfs4Acl, PosixAclError> {
+pub fn posix_to_nfs4(
+    access: &PosixAcl,
+    default: Option<&PosixAcl>,
+    is_dir: bool,
+) -> Result<Nfs4Acl, PosixAclError> {
     access.validate()?;
     let mut aces = Vec::new();
     if access.has_named_entries() && access.mode_bits() & 0o070 == 0 {
-        push_pairs(&PosixAcl::from_mode(access.mode_bits()), 0, is_dir, &mut aces);
+        push_pairs(
+            &PosixAcl::from_mode(access.mode_bits()),
+            0,
+            is_dir,
+            &mut aces,
+        );
     } else {
         push_pairs(access, 0, is_dir, &mut aces);
     }
     if let Some(default) = default.filter(|_| is_dir) {
         default.validate()?;
-        let inherit = ace_flags::FILE_INHERIT | ace_flags::DIRECTORY_INHERIT | ace_flags::INHERIT_ONLY;
+        let inherit =
+            ace_flags::FILE_INHERIT | ace_flags::DIRECTORY_INHERIT | ace_flags::INHERIT_ONLY;
         push_pairs(default, inherit, is_dir, &mut aces);
     }
     Ok(Nfs4Acl { flags: 0, aces })
@@ -78,8 +88,17 @@ fn push_pairs(acl: &PosixAcl, flags: u32, is_dir: bool, aces: &mut Vec<Nfs4Ace>)
         ANYONE_RIGHTS | if is_owner { OWNER_RIGHTS } else { 0 } | mask_from_perms(perms, is_dir)
     };
     let mut push = |ace_type: Nfs4AceType, who: Who, ace_mask: u32| {
-        let group_flag = if matches!(who, Who::Gid(_)) { ace_flags::IDENTIFIER_GROUP } else { 0 };
-        aces.push(Nfs4Ace { ace_type, flags: flags | group_flag, mask: ace_mask, who });
+        let group_flag = if matches!(who, Who::Gid(_)) {
+            ace_flags::IDENTIFIER_GROUP
+        } else {
+            0
+        };
+        aces.push(Nfs4Ace {
+            ace_type,
+            flags: flags | group_flag,
+            mask: ace_mask,
+            who,
+        });
     };
     let owner_who = Who::Special(SpecialWho::Owner);
     let group_who = Who::Special(SpecialWho::Group);
@@ -87,9 +106,17 @@ fn push_pairs(acl: &PosixAcl, flags: u32, is_dir: bool, aces: &mut Vec<Nfs4Ace>)
     let later = summary.users | summary.group | summary.groups | summary.other;
     let deny = later.without(summary.owner);
     if !deny.is_empty() {
-        push(Nfs4AceType::Deny, owner_who.clone(), mask_from_perms(deny, is_dir));
+        push(
+            Nfs4AceType::Deny,
+            owner_who.clone(),
+            mask_from_perms(deny, is_dir),
+        );
     }
-    push(Nfs4AceType::Allow, owner_who, allow_mask(summary.owner, true));
+    push(
+        Nfs4AceType::Allow,
+        owner_who,
+        allow_mask(summary.owner, true),
+    );
 
     let group_class_and_other = summary.group | summary.groups | summary.other;
     for entry in &acl.entries {
@@ -97,13 +124,25 @@ fn push_pairs(acl: &PosixAcl, flags: u32, is_dir: bool, aces: &mut Vec<Nfs4Ace>)
             let effective = entry.perms & summary.mask;
             let deny = group_class_and_other.without(effective);
             if !deny.is_empty() {
-                push(Nfs4AceType::Deny, Who::Uid(uid), mask_from_perms(deny, is_dir));
+                push(
+                    Nfs4AceType::Deny,
+                    Who::Uid(uid),
+                    mask_from_perms(deny, is_dir),
+                );
             }
-            push(Nfs4AceType::Allow, Who::Uid(uid), allow_mask(effective, false));
+            push(
+                Nfs4AceType::Allow,
+                Who::Uid(uid),
+                allow_mask(effective, false),
+            );
         }
     }
 
-    push(Nfs4AceType::Allow, group_who.clone(), allow_mask(summary.group, false));
+    push(
+        Nfs4AceType::Allow,
+        group_who.clone(),
+        allow_mask(summary.group, false),
+    );
     let named_groups: Vec<(u32, Perms)> = acl
         .entries
         .iter()
@@ -113,7 +152,11 @@ fn push_pairs(acl: &PosixAcl, flags: u32, is_dir: bool, aces: &mut Vec<Nfs4Ace>)
         })
         .collect();
     for (gid, perms) in &named_groups {
-        push(Nfs4AceType::Allow, Who::Gid(*gid), allow_mask(*perms, false));
+        push(
+            Nfs4AceType::Allow,
+            Who::Gid(*gid),
+            allow_mask(*perms, false),
+        );
     }
     let deny = summary.other.without(summary.group);
     if !deny.is_empty() {
@@ -122,8 +165,16 @@ fn push_pairs(acl: &PosixAcl, flags: u32, is_dir: bool, aces: &mut Vec<Nfs4Ace>)
     for (gid, perms) in &named_groups {
         let deny = summary.other.without(*perms);
         if !deny.is_empty() {
-            push(Nfs4AceType::Deny, Who::Gid(*gid), mask_from_perms(deny, is_dir));
+            push(
+                Nfs4AceType::Deny,
+                Who::Gid(*gid),
+                mask_from_perms(deny, is_dir),
+            );
         }
     }
-    push(Nfs4AceType::Allow, Who::Special(SpecialWho::Everyone), allow_mask(summary.other, false));
+    push(
+        Nfs4AceType::Allow,
+        Who::Special(SpecialWho::Everyone),
+        allow_mask(summary.other, false),
+    );
 }

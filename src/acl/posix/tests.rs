@@ -7,15 +7,26 @@ use super::eval::{access_perms, mask_from_perms, Requester};
 use super::model::{AclKind, Perms, PosixAcl, PosixAclError, PosixEntry, Tag};
 use super::xattr::XattrDecodeError;
 use super::{apply_mode, mirror, posix_to_nfs4};
-use crate::acl::nfs4::{ace_flags as af, mask as m, Nfs4Ace, Nfs4AceType, Nfs4Acl, SpecialWho, Who};
+use crate::acl::nfs4::{
+    ace_flags as af, mask as m, Nfs4Ace, Nfs4AceType, Nfs4Acl, SpecialWho, Who,
+};
 
 const R: u32 = m::READ_DATA;
 const W: u32 = m::WRITE_DATA | m::APPEND_DATA;
 const X: u32 = m::EXECUTE;
 
 fn ace(ace_type: Nfs4AceType, flags: u32, mask: u32, who: Who) -> Nfs4Ace {
-    let flags = if matches!(who, Who::Gid(_)) { flags | af::IDENTIFIER_GROUP } else { flags };
-    Nfs4Ace { ace_type, flags, mask, who }
+    let flags = if matches!(who, Who::Gid(_)) {
+        flags | af::IDENTIFIER_GROUP
+    } else {
+        flags
+    };
+    Nfs4Ace {
+        ace_type,
+        flags,
+        mask,
+        who,
+    }
 }
 fn allow(mask: u32, who: Who) -> Nfs4Ace {
     ace(Nfs4AceType::Allow, 0, mask, who)
@@ -79,23 +90,44 @@ fn xattr_encodes_version_2_little_endian_entries() {
 #[test]
 fn xattr_decode_errors_name_the_offset() {
     let good = sample_acl().to_xattr();
-    assert_eq!(PosixAcl::from_xattr(&good[..3]), Err(XattrDecodeError::TooShort { len: 3 }));
+    assert_eq!(
+        PosixAcl::from_xattr(&good[..3]),
+        Err(XattrDecodeError::TooShort { len: 3 })
+    );
     let mut version_1 = good.clone();
     version_1[0] = 1;
-    assert_eq!(PosixAcl::from_xattr(&version_1), Err(XattrDecodeError::UnsupportedVersion { version: 1 }));
+    assert_eq!(
+        PosixAcl::from_xattr(&version_1),
+        Err(XattrDecodeError::UnsupportedVersion { version: 1 })
+    );
     assert_eq!(
         PosixAcl::from_xattr(&good[..good.len() - 5]),
-        Err(XattrDecodeError::TrailingBytes { offset: good.len() - 8, extra: 3 })
+        Err(XattrDecodeError::TrailingBytes {
+            offset: good.len() - 8,
+            extra: 3
+        })
     );
     let mut bad_tag = good.clone();
     bad_tag[12] = 0x03;
-    assert_eq!(PosixAcl::from_xattr(&bad_tag), Err(XattrDecodeError::UnknownTag { offset: 12, tag: 3 }));
+    assert_eq!(
+        PosixAcl::from_xattr(&bad_tag),
+        Err(XattrDecodeError::UnknownTag { offset: 12, tag: 3 })
+    );
     let mut bad_perm = good.clone();
     bad_perm[22] = 0x08;
-    assert_eq!(PosixAcl::from_xattr(&bad_perm), Err(XattrDecodeError::BadPerm { offset: 20, perm: 8 }));
+    assert_eq!(
+        PosixAcl::from_xattr(&bad_perm),
+        Err(XattrDecodeError::BadPerm {
+            offset: 20,
+            perm: 8
+        })
+    );
     let mut no_id = good.clone();
     no_id[16..20].copy_from_slice(&[0xff; 4]);
-    assert_eq!(PosixAcl::from_xattr(&no_id), Err(XattrDecodeError::UndefinedId { offset: 12 }));
+    assert_eq!(
+        PosixAcl::from_xattr(&no_id),
+        Err(XattrDecodeError::UndefinedId { offset: 12 })
+    );
     assert_eq!(PosixAcl::from_xattr(&good[..4]), Ok(PosixAcl::default()));
     let message = PosixAcl::from_xattr(&bad_tag).unwrap_err().to_string();
     assert!(message.contains("offset 12"), "{message}");
@@ -112,22 +144,51 @@ fn validate_follows_the_kernel_rules() {
         entry(Tag::Other, ""),
     ]);
     assert_eq!(without_mask.validate(), Err(PosixAclError::MissingMask));
-    let swapped = PosixAcl::new(vec![entry(Tag::GroupObj, "r"), entry(Tag::UserObj, "rw"), entry(Tag::Other, "")]);
-    assert_eq!(swapped.validate(), Err(PosixAclError::OutOfOrder { index: 0, tag: Tag::GroupObj }));
+    let swapped = PosixAcl::new(vec![
+        entry(Tag::GroupObj, "r"),
+        entry(Tag::UserObj, "rw"),
+        entry(Tag::Other, ""),
+    ]);
+    assert_eq!(
+        swapped.validate(),
+        Err(PosixAclError::OutOfOrder {
+            index: 0,
+            tag: Tag::GroupObj
+        })
+    );
     let short = PosixAcl::new(vec![entry(Tag::UserObj, "rw"), entry(Tag::GroupObj, "r")]);
-    assert_eq!(short.validate(), Err(PosixAclError::Incomplete { missing: "other::" }));
+    assert_eq!(
+        short.validate(),
+        Err(PosixAclError::Incomplete { missing: "other::" })
+    );
     let twice_other = PosixAcl::new(vec![
         entry(Tag::UserObj, ""),
         entry(Tag::GroupObj, ""),
         entry(Tag::Other, ""),
         entry(Tag::Other, ""),
     ]);
-    assert_eq!(twice_other.validate(), Err(PosixAclError::OutOfOrder { index: 3, tag: Tag::Other }));
+    assert_eq!(
+        twice_other.validate(),
+        Err(PosixAclError::OutOfOrder {
+            index: 3,
+            tag: Tag::Other
+        })
+    );
 
     let mut duplicate = sample_acl();
     duplicate.entries.insert(2, entry(Tag::User(1000), "rw"));
-    assert_eq!(duplicate.validate(), Ok(()), "the kernel does not look for duplicates");
-    assert_eq!(duplicate.validate_strict(), Err(PosixAclError::Duplicate { index: 2, tag: Tag::User(1000) }));
+    assert_eq!(
+        duplicate.validate(),
+        Ok(()),
+        "the kernel does not look for duplicates"
+    );
+    assert_eq!(
+        duplicate.validate_strict(),
+        Err(PosixAclError::Duplicate {
+            index: 2,
+            tag: Tag::User(1000)
+        })
+    );
 }
 
 #[test]
@@ -146,7 +207,16 @@ fn sort_canonical_orders_by_tag_then_id() {
     let tags: Vec<Tag> = acl.entries.iter().map(|e| e.tag).collect();
     assert_eq!(
         tags,
-        vec![Tag::UserObj, Tag::User(2), Tag::User(9), Tag::GroupObj, Tag::Group(3), Tag::Group(7), Tag::Mask, Tag::Other]
+        vec![
+            Tag::UserObj,
+            Tag::User(2),
+            Tag::User(9),
+            Tag::GroupObj,
+            Tag::Group(3),
+            Tag::Group(7),
+            Tag::Mask,
+            Tag::Other
+        ]
     );
     assert_eq!(acl.validate_strict(), Ok(()));
 }
@@ -185,7 +255,10 @@ fn kernel_check_needs_one_group_entry_with_all_wanted_bits() {
     assert!(!acl.kernel_permits(1, 10, &in_both, perms("rw")));
     // In a group entry, so never falls through to other::.
     assert!(!acl.kernel_permits(1, 10, &in_both, perms("x")));
-    assert_eq!(acl.kernel_granted(1, 10, &Requester::new(7, [99])), perms("x"));
+    assert_eq!(
+        acl.kernel_granted(1, 10, &Requester::new(7, [99])),
+        perms("x")
+    );
 }
 
 #[test]
@@ -198,8 +271,14 @@ fn kernel_skips_the_acl_when_the_mask_is_empty() {
         entry(Tag::Other, "r"),
     ]);
     let named = Requester::new(5, [99]);
-    assert!(!acl.acl_permits(1, 10, &named, perms("r")), "the ACL alone gives user 5 nothing");
-    assert!(acl.kernel_permits(1, 10, &named, perms("r")), "but mode g=0 sends user 5 to other::");
+    assert!(
+        !acl.acl_permits(1, 10, &named, perms("r")),
+        "the ACL alone gives user 5 nothing"
+    );
+    assert!(
+        acl.kernel_permits(1, 10, &named, perms("r")),
+        "but mode g=0 sends user 5 to other::"
+    );
 }
 
 // ---------------------------------------------------------------- NFSv4 evaluation
@@ -209,13 +288,27 @@ fn evaluation_takes_the_first_ace_that_decides_each_bit() {
     let acl = nfs4(vec![
         deny(W, Who::Gid(20)),
         allow(R | W, Who::Uid(7)),
-        ace(Nfs4AceType::Allow, af::INHERIT_ONLY | af::FILE_INHERIT, X, everyone()),
+        ace(
+            Nfs4AceType::Allow,
+            af::INHERIT_ONLY | af::FILE_INHERIT,
+            X,
+            everyone(),
+        ),
         allow(X, everyone()),
         deny(R, everyone()),
     ]);
-    assert_eq!(access_perms(&acl, 1, 10, &Requester::new(7, [20])), perms("rx"));
-    assert_eq!(access_perms(&acl, 1, 10, &Requester::new(7, [30])), perms("rwx"));
-    assert_eq!(access_perms(&acl, 1, 10, &Requester::new(8, [])), perms("x"));
+    assert_eq!(
+        access_perms(&acl, 1, 10, &Requester::new(7, [20])),
+        perms("rx")
+    );
+    assert_eq!(
+        access_perms(&acl, 1, 10, &Requester::new(7, [30])),
+        perms("rwx")
+    );
+    assert_eq!(
+        access_perms(&acl, 1, 10, &Requester::new(8, [])),
+        perms("x")
+    );
 }
 
 #[test]
@@ -225,14 +318,23 @@ fn unresolvable_principals_only_take_rights_away() {
         deny(R, Who::Special(SpecialWho::Authenticated)),
         allow(R | W, everyone()),
     ]);
-    assert_eq!(access_perms(&acl, 1, 10, &Requester::new(8, [])), perms("w"));
+    assert_eq!(
+        access_perms(&acl, 1, 10, &Requester::new(8, [])),
+        perms("w")
+    );
 }
 
 #[test]
 fn write_needs_write_data_and_append_data() {
     let acl = nfs4(vec![allow(m::WRITE_DATA | R, everyone())]);
-    assert_eq!(access_perms(&acl, 1, 10, &Requester::new(8, [])), perms("r"));
-    assert!(mirror(&acl, 1, 10, false).notes.iter().any(|n| n.contains("WRITE_DATA/APPEND_DATA")));
+    assert_eq!(
+        access_perms(&acl, 1, 10, &Requester::new(8, [])),
+        perms("r")
+    );
+    assert!(mirror(&acl, 1, 10, false)
+        .notes
+        .iter()
+        .any(|n| n.contains("WRITE_DATA/APPEND_DATA")));
 }
 
 // ---------------------------------------------------------------- mirror examples (docs/posix-mirror.md)
@@ -265,7 +367,11 @@ fn example_named_user_and_everyone_deny_in_the_middle() {
         "user::r-x\nuser:1001:rw-\ngroup::r-x\nmask::rwx\nother::---\n"
     );
     // User 1001 in group 10 gets x over SMB from GROUP@; a named POSIX entry ignores groups.
-    let narrowed: Vec<(Tag, Perms)> = mirrored.narrowed.iter().map(|n| (n.tag, n.nfs4_best)).collect();
+    let narrowed: Vec<(Tag, Perms)> = mirrored
+        .narrowed
+        .iter()
+        .map(|n| (n.tag, n.nfs4_best))
+        .collect();
     assert_eq!(narrowed, vec![(Tag::User(1001), perms("rwx"))]);
 }
 
@@ -273,38 +379,73 @@ fn example_named_user_and_everyone_deny_in_the_middle() {
 fn example_default_acl_serves_files_and_directories() {
     let inherit = af::FILE_INHERIT | af::DIRECTORY_INHERIT;
     let acl = nfs4(vec![
-        ace(Nfs4AceType::Allow, inherit, R | W | X | m::DELETE_CHILD, owner_at()),
+        ace(
+            Nfs4AceType::Allow,
+            inherit,
+            R | W | X | m::DELETE_CHILD,
+            owner_at(),
+        ),
         ace(Nfs4AceType::Allow, inherit, R | X, group_at()),
-        ace(Nfs4AceType::Allow, af::FILE_INHERIT | af::INHERIT_ONLY, R | W, Who::Gid(20)),
+        ace(
+            Nfs4AceType::Allow,
+            af::FILE_INHERIT | af::INHERIT_ONLY,
+            R | W,
+            Who::Gid(20),
+        ),
     ]);
     let mirrored = mirror(&acl, 1000, 10, true);
-    assert_eq!(mirrored.access.to_text(AclKind::Access), "user::rwx\ngroup::r-x\nother::---\n");
-    let default = mirrored.default.expect("inheritable ACEs give a default ACL");
+    assert_eq!(
+        mirrored.access.to_text(AclKind::Access),
+        "user::rwx\ngroup::r-x\nother::---\n"
+    );
+    let default = mirrored
+        .default
+        .expect("inheritable ACEs give a default ACL");
     assert_eq!(
         default.to_text(AclKind::Default),
         "default:user::rwx\ndefault:group::r-x\ndefault:group:20:---\ndefault:mask::r-x\ndefault:other::---\n"
     );
-    let group_20 = mirrored.narrowed.iter().find(|n| n.tag == Tag::Group(20)).expect("group 20 narrowed");
+    let group_20 = mirrored
+        .narrowed
+        .iter()
+        .find(|n| n.tag == Tag::Group(20))
+        .expect("group 20 narrowed");
     assert_eq!(group_20.kind, AclKind::Default);
-    assert!(group_20.reason.contains("FILE_INHERIT vs DIRECTORY_INHERIT"));
+    assert!(group_20
+        .reason
+        .contains("FILE_INHERIT vs DIRECTORY_INHERIT"));
 }
 
 #[test]
 fn mask_stays_nonzero_when_named_entries_are_denied_and_other_is_not() {
-    let acl = nfs4(vec![deny(R, Who::Uid(5)), deny(R, group_at()), allow(R, everyone())]);
+    let acl = nfs4(vec![
+        deny(R, Who::Uid(5)),
+        deny(R, group_at()),
+        allow(R, everyone()),
+    ]);
     let mirrored = mirror(&acl, 1, 10, false);
     assert_eq!(mirrored.access.perms_of(Tag::User(5)), Some(Perms::NONE));
     assert_eq!(mirrored.access.mask(), Some(Perms::READ));
-    assert!(!mirrored.access.kernel_permits(1, 10, &Requester::new(5, []), Perms::READ));
+    assert!(!mirrored
+        .access
+        .kernel_permits(1, 10, &Requester::new(5, []), Perms::READ));
     assert!(mirrored.notes.iter().any(|n| n.contains("mask::")));
 }
 
 #[test]
 fn files_get_no_default_acl() {
-    let acl = nfs4(vec![ace(Nfs4AceType::Allow, af::FILE_INHERIT, R, everyone())]);
+    let acl = nfs4(vec![ace(
+        Nfs4AceType::Allow,
+        af::FILE_INHERIT,
+        R,
+        everyone(),
+    )]);
     assert_eq!(mirror(&acl, 1, 10, false).default, None);
     assert!(mirror(&acl, 1, 10, true).default.is_some());
-    assert_eq!(mirror(&nfs4(vec![allow(R, everyone())]), 1, 10, true).default, None);
+    assert_eq!(
+        mirror(&nfs4(vec![allow(R, everyone())]), 1, 10, true).default,
+        None
+    );
 }
 
 #[test]
@@ -313,15 +454,41 @@ fn chmod_keeps_named_entries_within_the_group_bits() {
         allow(R | W | X | m::WRITE_ACL, owner_at()),
         allow(R | W, Who::Uid(1001)),
         allow(R | W | X, everyone()),
-        ace(Nfs4AceType::Allow, af::FILE_INHERIT | af::DIRECTORY_INHERIT, R | W, Who::Gid(20)),
+        ace(
+            Nfs4AceType::Allow,
+            af::FILE_INHERIT | af::DIRECTORY_INHERIT,
+            R | W,
+            Who::Gid(20),
+        ),
     ]);
     let changed = apply_mode(&acl, 0o740, true);
-    assert_eq!(access_perms(&changed, 1000, 10, &Requester::new(1000, [])), perms("rwx"));
-    assert_eq!(access_perms(&changed, 1000, 10, &Requester::new(1001, [])), perms("r"));
-    assert_eq!(access_perms(&changed, 1000, 10, &Requester::new(1002, [10])), perms("r"));
-    assert_eq!(access_perms(&changed, 1000, 10, &Requester::new(1002, [])), Perms::NONE);
-    assert!(changed.aces.iter().any(|a| a.who == owner_at() && a.mask == m::WRITE_ACL), "non-rwx rights kept");
-    assert_eq!(mirror(&changed, 1000, 10, true).default, mirror(&acl, 1000, 10, true).default);
+    assert_eq!(
+        access_perms(&changed, 1000, 10, &Requester::new(1000, [])),
+        perms("rwx")
+    );
+    assert_eq!(
+        access_perms(&changed, 1000, 10, &Requester::new(1001, [])),
+        perms("r")
+    );
+    assert_eq!(
+        access_perms(&changed, 1000, 10, &Requester::new(1002, [10])),
+        perms("r")
+    );
+    assert_eq!(
+        access_perms(&changed, 1000, 10, &Requester::new(1002, [])),
+        Perms::NONE
+    );
+    assert!(
+        changed
+            .aces
+            .iter()
+            .any(|a| a.who == owner_at() && a.mask == m::WRITE_ACL),
+        "non-rwx rights kept"
+    );
+    assert_eq!(
+        mirror(&changed, 1000, 10, true).default,
+        mirror(&acl, 1000, 10, true).default
+    );
     assert_eq!(mirror(&changed, 1000, 10, true).mode, 0o740);
 }
 
@@ -339,7 +506,11 @@ fn every_requester() -> Vec<Requester> {
     let mut requesters = Vec::new();
     for uid in uids {
         for subset in 0u32..(1 << gids.len()) {
-            let chosen = gids.iter().enumerate().filter(|(i, _)| subset & (1 << i) != 0).map(|(_, g)| *g);
+            let chosen = gids
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| subset & (1 << i) != 0)
+                .map(|(_, g)| *g);
             requesters.push(Requester::new(uid, chosen));
         }
     }
@@ -360,10 +531,20 @@ fn who_strategy() -> impl Strategy<Value = Who> {
 
 fn mask_strategy() -> impl Strategy<Value = u32> {
     let write = prop_oneof![4 => Just(0), 5 => Just(W), 1 => Just(m::WRITE_DATA), 1 => Just(m::APPEND_DATA)];
-    (any::<bool>(), write, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(r, w, x, dc, acl)| {
-        (if r { R } else { 0 }) | w | (if x { X } else { 0 }) | (if dc { m::DELETE_CHILD } else { 0 })
-            | (if acl { m::WRITE_ACL } else { 0 })
-    })
+    (
+        any::<bool>(),
+        write,
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(r, w, x, dc, acl)| {
+            (if r { R } else { 0 })
+                | w
+                | (if x { X } else { 0 })
+                | (if dc { m::DELETE_CHILD } else { 0 })
+                | (if acl { m::WRITE_ACL } else { 0 })
+        })
 }
 
 fn flags_strategy() -> impl Strategy<Value = u32> {
@@ -402,9 +583,17 @@ fn posix_strategy() -> impl Strategy<Value = PosixAcl> {
     )
         .prop_map(|(owner, users, group, groups, mask, other)| {
             let mut entries = vec![PosixEntry::new(Tag::UserObj, owner)];
-            entries.extend(users.iter().map(|(uid, p)| PosixEntry::new(Tag::User(*uid), *p)));
+            entries.extend(
+                users
+                    .iter()
+                    .map(|(uid, p)| PosixEntry::new(Tag::User(*uid), *p)),
+            );
             entries.push(PosixEntry::new(Tag::GroupObj, group));
-            entries.extend(groups.iter().map(|(gid, p)| PosixEntry::new(Tag::Group(*gid), *p)));
+            entries.extend(
+                groups
+                    .iter()
+                    .map(|(gid, p)| PosixEntry::new(Tag::Group(*gid), *p)),
+            );
             let needs_mask = !users.is_empty() || !groups.is_empty();
             if let Some(mask) = mask.or(needs_mask.then_some(Perms::ALL)) {
                 entries.push(PosixEntry::new(Tag::Mask, mask));
@@ -423,16 +612,33 @@ fn inherit(parent: &Nfs4Acl, child_is_dir: bool) -> Nfs4Acl {
         let file_inherit = ace.flags & af::FILE_INHERIT != 0;
         let dir_inherit = ace.flags & af::DIRECTORY_INHERIT != 0;
         let no_propagate = ace.flags & af::NO_PROPAGATE_INHERIT != 0;
-        let plain = ace.flags & !(af::FILE_INHERIT | af::DIRECTORY_INHERIT | af::NO_PROPAGATE_INHERIT | af::INHERIT_ONLY);
+        let plain = ace.flags
+            & !(af::FILE_INHERIT
+                | af::DIRECTORY_INHERIT
+                | af::NO_PROPAGATE_INHERIT
+                | af::INHERIT_ONLY);
         if !child_is_dir {
             if file_inherit {
-                aces.push(Nfs4Ace { flags: plain, ..ace.clone() });
+                aces.push(Nfs4Ace {
+                    flags: plain,
+                    ..ace.clone()
+                });
             }
         } else if dir_inherit {
-            let flags = if no_propagate { plain } else { ace.flags & !af::INHERIT_ONLY };
-            aces.push(Nfs4Ace { flags, ..ace.clone() });
+            let flags = if no_propagate {
+                plain
+            } else {
+                ace.flags & !af::INHERIT_ONLY
+            };
+            aces.push(Nfs4Ace {
+                flags,
+                ..ace.clone()
+            });
         } else if file_inherit && !no_propagate {
-            aces.push(Nfs4Ace { flags: ace.flags | af::INHERIT_ONLY, ..ace.clone() });
+            aces.push(Nfs4Ace {
+                flags: ace.flags | af::INHERIT_ONLY,
+                ..ace.clone()
+            });
         }
     }
     Nfs4Acl { flags: 0, aces }
@@ -440,11 +646,15 @@ fn inherit(parent: &Nfs4Acl, child_is_dir: bool) -> Nfs4Acl {
 
 fn group_class(acl: &Nfs4Acl, group: u32, requester: &Requester) -> bool {
     requester.gids.contains(&group)
-        || acl.aces.iter().filter(|a| super::eval::is_effective(a)).any(|a| match a.who {
-            Who::Uid(uid) => uid == requester.uid,
-            Who::Gid(gid) => requester.gids.contains(&gid),
-            _ => false,
-        })
+        || acl
+            .aces
+            .iter()
+            .filter(|a| super::eval::is_effective(a))
+            .any(|a| match a.who {
+                Who::Uid(uid) => uid == requester.uid,
+                Who::Gid(gid) => requester.gids.contains(&gid),
+                _ => false,
+            })
 }
 
 proptest! {
@@ -616,7 +826,9 @@ proptest! {
 fn every_requester_covers_all_memberships() {
     let requesters = every_requester();
     assert_eq!(requesters.len(), 5 * 32);
-    let distinct: BTreeSet<(u32, Vec<u32>)> =
-        requesters.iter().map(|r| (r.uid, r.gids.iter().copied().collect())).collect();
+    let distinct: BTreeSet<(u32, Vec<u32>)> = requesters
+        .iter()
+        .map(|r| (r.uid, r.gids.iter().copied().collect()))
+        .collect();
     assert_eq!(distinct.len(), requesters.len());
 }

@@ -17,7 +17,9 @@ pub enum XattrDecodeError {
     TooShort { len: usize },
     #[error("POSIX ACL xattr version {version} at offset 0; only version 2 exists")]
     UnsupportedVersion { version: u32 },
-    #[error("POSIX ACL xattr has {extra} stray bytes at offset {offset}; entries are 8 bytes each")]
+    #[error(
+        "POSIX ACL xattr has {extra} stray bytes at offset {offset}; entries are 8 bytes each"
+    )]
     TrailingBytes { offset: usize, extra: usize },
     #[error("unknown tag {tag:#06x} in the entry at offset {offset}")]
     UnknownTag { offset: usize, tag: u16 },
@@ -57,7 +59,10 @@ impl PosixAcl {
         let body = &bytes[HEADER_LEN..];
         let extra = body.len() % ENTRY_LEN;
         if extra != 0 {
-            return Err(XattrDecodeError::TrailingBytes { offset: bytes.len() - extra, extra });
+            return Err(XattrDecodeError::TrailingBytes {
+                offset: bytes.len() - extra,
+                extra,
+            });
         }
         let mut entries = Vec::with_capacity(body.len() / ENTRY_LEN);
         for (index, chunk) in body.chunks_exact(ENTRY_LEN).enumerate() {
@@ -79,9 +84,15 @@ impl PosixAcl {
                 tag_code::GROUP => named(Tag::Group)?,
                 tag_code::MASK => Tag::Mask,
                 tag_code::OTHER => Tag::Other,
-                _ => return Err(XattrDecodeError::UnknownTag { offset, tag: tag_value }),
+                _ => {
+                    return Err(XattrDecodeError::UnknownTag {
+                        offset,
+                        tag: tag_value,
+                    })
+                }
             };
-            let perms = Perms::from_bits(u32::from(perm)).ok_or(XattrDecodeError::BadPerm { offset, perm })?;
+            let perms = Perms::from_bits(u32::from(perm))
+                .ok_or(XattrDecodeError::BadPerm { offset, perm })?;
             entries.push(PosixEntry::new(tag, perms));
         }
         Ok(PosixAcl::new(entries))
