@@ -5,5 +5,6 @@
 //! - [`sd`]: the NT security descriptor model.
 //! - [`nfs4`]: the NFSv4 ACL model (RFC 8881 §6).
 pub mod nfs4;
+pub mod posix;
 pub mod sd;
 pub mod sid;
