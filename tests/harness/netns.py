@@ -20,6 +20,7 @@ class NetNamespace:
     """`ip netns add` with loopback up; `close()` deletes it (and so every socket in it)."""
 
     def __init__(self, prefix: str = "nfsb"):
+        remove_stale(prefix)
         self.name = f"{prefix}-{os.getpid()}-{next(_counter)}"
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         subprocess.run(["ip", "-n", self.name, "link", "set", "lo", "up"], check=True)
@@ -46,6 +47,20 @@ class NetNamespace:
 
     def close(self) -> None:
         subprocess.run(["ip", "netns", "del", self.name], check=False, capture_output=True)
+
+
+def remove_stale(prefix: str) -> None:
+    """Deletes namespaces named <prefix>-<pid>-<n> whose creating process is gone (a test run
+    that was killed before its teardown)."""
+    try:
+        names = os.listdir("/run/netns")
+    except FileNotFoundError:
+        return
+    for name in names:
+        parts = name.split("-")
+        if len(parts) == 3 and parts[0] == prefix and parts[1].isdigit():
+            if not os.path.exists(f"/proc/{parts[1]}"):
+                subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
 
 
 def _setns(fd: int) -> None:

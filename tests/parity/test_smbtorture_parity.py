@@ -23,14 +23,22 @@ SUITE_TIMEOUT = 900
 # server: it is left out of the run, not counted as a pass.
 EXCLUDED = {"smb2.dirlease.oplocks"}
 SUITES = ["smb2.lease", "smb2.oplock", "smb2.durable-open", "smb2.dirlease"]
+# Streams are on for both shares (Windows-facing shares have them, and several oplock/lease
+# tests open streams); nfsbridge sits on top of the same stack.
 COMMON = {"smb3 directory leases": "yes", "kernel oplocks": "no"}
+PLAIN = {**COMMON, "vfs objects": "streams_xattr"}
+BRIDGED = {**COMMON, "vfs objects": "nfsbridge streams_xattr"}
+# A test that passes on plain but fails through nfsbridge is run again, alone, this many times
+# on both shares; only a failure that repeats while plain keeps passing counts. smbtorture's
+# lease tests are timing-sensitive on a loaded 2-core machine.
+RETRIES = 2
 
 
 @pytest.fixture(scope="module")
 def smbd(smbd_factory, data_dir):
     return smbd_factory([
-        Share("plain", data_dir / "plain", dict(COMMON)),
-        Share("bridged", data_dir / "bridged", {**COMMON, "vfs objects": "nfsbridge"}),
+        Share("plain", data_dir / "plain", dict(PLAIN)),
+        Share("bridged", data_dir / "bridged", dict(BRIDGED)),
     ], log_level="1")
 
 
@@ -114,7 +122,19 @@ def test_suite_parity(smbd, test_user, suite, data_dir):
         print(f"{suite}: plain share differs from the committed list (not a failure of nfsbridge): "
               + ", ".join(f"{t} expected {expected.get(t, 'missing')} got {plain[t]}" for t in drift))
     must_pass = {t for t in tests if plain[t] == "success" or expected.get(t) == "success"}
-    regressions = sorted(t for t in must_pass if bridged[t] != "success")
+    regressions = []
+    for test in sorted(t for t in must_pass if bridged[t] != "success"):
+        for attempt in range(RETRIES):
+            retry_dir = workdir / f"retry-{attempt}"
+            retry_dir.mkdir(exist_ok=True)
+            again = {share: run_suite(smbd, share, test_user, suite, [test], retry_dir)[test]
+                     for share in ("plain", "bridged")}
+            print(f"{suite}: retry {attempt + 1} of {test}: plain {again['plain']}, nfsbridge {again['bridged']}")
+            if again["bridged"] == "success":
+                print(f"{suite}: {test} passed through nfsbridge on retry (timing-sensitive; not counted)")
+                break
+        else:
+            regressions.append(test)
     assert not regressions, (
         f"{suite}: {len(regressions)} test(s) pass on plain Samba but not through nfsbridge: "
         + ", ".join(f"{t} ({bridged[t]}; plain {plain[t]})" for t in regressions)
