@@ -7,3 +7,5 @@
 
 pub mod acl;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
