@@ -346,3 +346,188 @@ fn write_acl(acl: &Acl, out: &mut Vec<u8>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::sd::strategies::arb_security_descriptor;
+    use crate::acl::sd::{ace_flags, sddl};
+    use proptest::prelude::*;
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// O:BAG:SYD:PAI(A;OICI;FA;;;WD) laid out as Samba marshalls it: header, owner at 20,
+    /// group at 36, no SACL, DACL at 48.
+    const SAMBA_LAYOUT: &str = concat!(
+        "0100", "0494", "14000000", "24000000", "00000000", "30000000",
+        "010200000000000520000000", "20020000",
+        "010100000000000512000000",
+        "02001c0001000000", "00031400ff011f00", "010100000000000100000000",
+    );
+
+    /// A descriptor Windows sent over DRSUAPI (Samba's source4/torture/ndr/drsuapi.c): the
+    /// DACL first, then owner and group.
+    const WINDOWS_LAYOUT: &str = concat!(
+        "0100048068000000840000000000000014000000020054000300000000001400",
+        "9400020001010000000000050b00000000002400fd010f000105000000000005",
+        "1500000016d8d82d03e4c374658bdd610002000000001400ff010f0001010000",
+        "000000051200000001050000000000051500000016d8d82d03e4c374658bdd61",
+        "0002000001050000000000051500000016d8d82d03e4c374658bdd6100020000",
+    );
+
+    #[test]
+    fn samba_layout_is_byte_identical() {
+        let bytes = hex(SAMBA_LAYOUT);
+        let sd = decode(&bytes).unwrap();
+        assert_eq!(sd, sddl::parse("O:BAG:SYD:PAI(A;OICI;FA;;;WD)", None).unwrap());
+        assert_eq!(encode(&sd).unwrap(), bytes);
+    }
+
+    #[test]
+    fn windows_layout_is_read_and_rewritten_in_samba_order() {
+        let bytes = hex(WINDOWS_LAYOUT);
+        let sd = decode(&bytes).unwrap();
+        let domain: Sid = "S-1-5-21-769185814-1958994947-1641909093".parse().unwrap();
+        assert_eq!(
+            sddl::format(&sd, Some(&domain)).unwrap(),
+            "O:DAG:DAD:(A;;LCRPLORC;;;AU)(A;;CCLCSWRPWPDTLOCRSDRCWDWO;;;DA)(A;;CCDCLCSWRPWPDTLOCRSDRCWDWO;;;SY)"
+        );
+        let rewritten = encode(&sd).unwrap();
+        assert_eq!(rewritten.len(), bytes.len());
+        // Owner at 20, group at 48, no SACL, DACL at 76.
+        assert_eq!(&rewritten[4..20], &hex("1400000030000000000000004c000000")[..]);
+        assert_eq!(decode(&rewritten).unwrap(), sd);
+    }
+
+    #[test]
+    fn empty_descriptor() {
+        // Samba's source4/torture/ndr/winreg.c: a bare self-relative header.
+        let bytes = hex("0100008000000000000000000000000000000000");
+        let sd = decode(&bytes).unwrap();
+        assert_eq!(sd, SecurityDescriptor::new());
+        assert_eq!(encode(&sd).unwrap(), bytes);
+    }
+
+    #[test]
+    fn null_dacl_keeps_its_present_bit() {
+        // DACL_PRESENT with a zero DACL offset: a NULL DACL.
+        let bytes = hex("0100048000000000000000000000000000000000");
+        let sd = decode(&bytes).unwrap();
+        assert_eq!((sd.dacl.as_ref(), sd.control & control::DACL_PRESENT), (None, control::DACL_PRESENT));
+        assert_eq!(encode(&sd).unwrap(), bytes);
+        assert_eq!(sddl::format(&sd, None).unwrap(), "D:NO_ACCESS_CONTROL");
+    }
+
+    #[test]
+    fn unknown_ace_types_are_kept_verbatim() {
+        // DACL with an ACCESS_ALLOWED_OBJECT ACE (type 5): mask 0x100, flags 1 (object type
+        // present), a GUID, SID S-1-1-0; then an ordinary ACE.
+        let bytes = hex(concat!(
+            "0100", "0480", "00000000", "00000000", "00000000", "14000000",
+            "0200440002000000",
+            "05", "02", "2800", "00010000", "01000000", "00112233445566778899aabbccddeeff", "010100000000000100000000",
+            "00001400ff011f00010100000000000512000000",
+        ));
+        let sd = decode(&bytes).unwrap();
+        let dacl = sd.dacl.as_ref().unwrap();
+        assert_eq!(dacl.aces[0].ace_type.code(), 5);
+        assert_eq!(dacl.aces[0].flags, ace_flags::CONTAINER_INHERIT);
+        assert_eq!(dacl.aces[0].mask, 0x100);
+        assert_eq!(dacl.aces[0].sid, Sid::null());
+        assert_eq!(dacl.aces[1], Ace::allowed(Sid::local_system(), 0x1f01ff, 0));
+        assert_eq!(encode(&sd).unwrap(), bytes);
+    }
+
+    #[test]
+    fn errors_name_offset_and_problem() {
+        let good = hex(SAMBA_LAYOUT);
+        let patched = |at: usize, with: &[u8]| {
+            let mut bytes = good.clone();
+            bytes[at..at + with.len()].copy_from_slice(with);
+            bytes
+        };
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(&[0, 0, 0, 0]);
+        let cases: Vec<(Vec<u8>, usize, &str)> = vec![
+            (good[..19].to_vec(), 0, "header truncated"),
+            (patched(0, &[2]), 0, "revision 2"),
+            (patched(1, &[1]), 1, "Sbz1"),
+            (patched(2, &[0x04, 0x14]), 2, "SELF_RELATIVE"),
+            (patched(4, &[8, 0, 0, 0]), 4, "into the 20-byte header"),
+            (patched(8, &[76, 0, 0, 0]), 8, "outside the 76-byte buffer"),
+            (patched(12, &[48, 0, 0, 0]), 12, "SACL_PRESENT"),
+            (patched(20, &[3]), 20, "SID revision 3"),
+            (patched(21, &[16]), 20, "sub-authority count 16"),
+            (patched(21, &[15]), 20, "truncated"),
+            (patched(48, &[3]), 48, "ACL revision 3"),
+            (patched(49, &[1]), 49, "ACL Sbz1"),
+            (patched(50, &[0x20, 0]), 50, "past the end of the buffer"),
+            (patched(50, &[0x18, 0]), 58, "runs past the end of the ACL"),
+            (patched(52, &[2, 0]), 76, "ACE header"),
+            (patched(52, &[0, 0]), 50, "use 8"),
+            (patched(54, &[1, 0]), 54, "ACL Sbz2"),
+            (patched(58, &[0x02, 0]), 58, "smaller than the 4-byte"),
+            (patched(58, &[0x13, 0]), 58, "multiple of 4"),
+            (patched(58, &[0x10, 0]), 64, "truncated"),
+            (patched(65, &[0]), 58, "extra bytes"),
+            (trailing, 76, "4 trailing bytes"),
+        ];
+        for (bytes, offset, needle) in cases {
+            let error = decode(&bytes).unwrap_err();
+            assert_eq!(error.offset, offset, "{error}");
+            assert!(error.to_string().contains(needle), "expected {needle:?} in: {error}");
+        }
+    }
+
+    #[test]
+    fn encode_refuses_what_cannot_be_written() {
+        let mut sd = SecurityDescriptor::new();
+        sd.revision = 2;
+        assert!(encode(&sd).is_err());
+        let mut sd = SecurityDescriptor::new();
+        sd.dacl = Some(Acl::new(vec![Ace::allowed(Sid::world(), 1, 0); 4000]));
+        assert!(encode(&sd).unwrap_err().problem.contains("more than 65535"));
+        sd.dacl = Some(Acl::new(vec![Ace::other(9, 0, vec![0; 6])]));
+        assert!(encode(&sd).unwrap_err().problem.contains("multiple of 4"));
+        // The model's rule: PRESENT bits follow the fields.
+        sd.dacl = Some(Acl::new(vec![]));
+        let bytes = encode(&sd).unwrap();
+        assert_eq!(decode(&bytes).unwrap().control, control::SELF_RELATIVE | control::DACL_PRESENT);
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(sd in arb_security_descriptor()) {
+            let bytes = encode(&sd).unwrap();
+            prop_assert_eq!(decode(&bytes).unwrap(), sd);
+            prop_assert_eq!(encode(&decode(&bytes).unwrap()).unwrap(), bytes);
+        }
+
+        #[test]
+        fn never_panics_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn mutated_encodings_decode_or_fail_cleanly(
+            sd in arb_security_descriptor(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            cut in proptest::option::of(any::<prop::sample::Index>()),
+        ) {
+            let mut bytes = encode(&sd).unwrap();
+            for (at, value) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            if let Ok(decoded) = decode(&bytes) {
+                // Whatever decodes is a valid model value and survives a round trip.
+                prop_assert_eq!(decode(&encode(&decoded).unwrap()).unwrap(), decoded);
+            }
+        }
+    }
+}
