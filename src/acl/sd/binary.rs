@@ -140,6 +140,9 @@ pub fn decode(bytes: &[u8]) -> Result<SecurityDescriptor, SdDecodeError> {
     Ok(SecurityDescriptor { revision: SecurityDescriptor::REVISION, control, owner, group, dacl, sacl })
 }
 
+/// Decodes one component at an offset; returns it and its length.
+type ComponentDecoder<T> = fn(&[u8], usize, &'static str) -> Result<(T, usize), SdDecodeError>;
+
 /// Reads the offset field at `field_at` and, when non-zero, the component it points to.
 /// `end` is raised to the end of the component.
 fn decode_component<T>(
@@ -147,7 +150,7 @@ fn decode_component<T>(
     field_at: usize,
     what: &'static str,
     end: &mut usize,
-    decode_at: fn(&[u8], usize, &'static str) -> Result<(T, usize), SdDecodeError>,
+    decode_at: ComponentDecoder<T>,
 ) -> Result<Option<T>, SdDecodeError> {
     let value = read_u32(bytes, field_at);
     if value == 0 {

@@ -9,7 +9,10 @@
 //! 32 bits) or a run of abbreviations (`GA GR GW GX RC SD WD WO RP WP CC DC LC SW LO DT CR
 //! FA FR FW FX KA KR KW KX`; an empty field is 0); SIDs as `S-1-...` or a two-letter alias.
 //! Domain-relative aliases (`DA`, `DU`, `LA`, `EA`...) need the domain SID argument and are
-//! an error without it. No whitespace is accepted anywhere. Parsed ACLs have revision 2;
+//! an error without it. As in Samba, spaces are accepted only after `D:`/`S:` and before or
+//! between rights abbreviations (Windows' other leniencies, lower case, spaces around SIDs,
+//! are refused, as Samba refuses them). SIDs must have decimal sub-authorities (Samba also
+//! takes `0x` sub-authorities, normalising them). Parsed ACLs have revision 2;
 //! the control word is SELF_RELATIVE, the PRESENT bits and the ACL flags.
 //!
 //! Formatting follows Samba's `sddl_encode` (which matches Windows): sections in the order
@@ -233,6 +236,9 @@ pub fn parse_access_mask(text: &str) -> Result<u32, SddlError> {
 }
 
 fn parse_rights(text: &str, offset: usize) -> Result<u32, SddlError> {
+    // Like Samba and Windows: spaces before the rights and between abbreviations, not after.
+    let lead = text.len() - text.trim_start_matches(' ').len();
+    let (text, offset) = (&text[lead..], offset + lead);
     let bytes = text.as_bytes();
     if bytes.first().is_some_and(u8::is_ascii_digit) {
         let (digits, radix) = if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
@@ -252,6 +258,12 @@ fn parse_rights(text: &str, offset: usize) -> Result<u32, SddlError> {
     let mut mask = 0;
     let mut at = 0;
     while at < bytes.len() {
+        while bytes.get(at) == Some(&b' ') {
+            at += 1;
+        }
+        if at == bytes.len() {
+            return fail(offset + at - 1, "trailing space in access rights");
+        }
         let token = bytes.get(at..at + 2).unwrap_or(&bytes[at..]);
         let found = RIGHTS.iter().chain(FILE_RIGHTS).chain(KEY_RIGHTS).find(|(name, _)| name.as_bytes() == token);
         match found {
@@ -353,6 +365,10 @@ fn parse_acl(text: &str, mut at: usize, domain: Option<&Sid>) -> Result<(u16, Op
     let bytes = text.as_bytes();
     let mut flags = 0;
     let mut null_acl = false;
+    // Samba and Windows allow spaces between "D:" and the ACL flags.
+    while bytes.get(at) == Some(&b' ') {
+        at += 1;
+    }
     loop {
         let rest = &bytes[at..];
         if rest.starts_with(NO_ACCESS_CONTROL.as_bytes()) {
@@ -536,6 +552,47 @@ mod tests {
         assert_eq!(format_access_mask(0x0010_0000), "0x100000");
     }
 
+    /// Input and the form Samba prints, from Samba's python/samba/tests/sddl.py (domain
+    /// S-1-2-3-4 as there).
+    #[test]
+    fn samba_test_vectors() {
+        let domain: Sid = "S-1-2-3-4".parse().unwrap();
+        let pairs = [
+            ("D:(A;;CC;;;BA)(A;;RPWPCRCCDCLCLORCWOWDSDDTSW;;;SY)(A;;RPLCLORC;;;AU)",
+             "D:(A;;CC;;;BA)(A;;CCDCLCSWRPWPDTLOCRSDRCWDWO;;;SY)(A;;LCRPLORC;;;AU)"),
+            ("S:D:P", "D:PS:"),
+            ("D:(A;;123456789;;;LG)", "D:(A;;0x75bcd15;;;LG)"),
+            ("D:(A;;01234567;;;LG)", "D:(A;;0x53977;;;LG)"),
+            ("D:(A;;17;;;LG)", "D:(A;;CCRP;;;LG)"),
+            ("D:(A;;0xe00f0000;;;LG)", "D:(A;;SDRCWDWOGXGWGR;;;LG)"),
+            ("D:ARPAI(A;;GA;;;SY)", "D:PARAI(A;;GA;;;SY)"),
+            ("D:PPPPPPPPPPPP(A;;GA;;;SY)", "D:P(A;;GA;;;SY)"),
+            ("D:(A;;GA;;;S-1-0x20-3-4)", "D:(A;;GA;;;S-1-32-3-4)"),
+            ("D:AI(A;CI;RP LCLO  RC;;;AU)", "D:AI(A;CI;LCRPLORC;;;AU)"),
+            ("D: P(A;;GA;;;LG)", "D:P(A;;GA;;;LG)"),
+            ("O:LAG:BAD:P(A;OICI;0x1f01ff;;;BA)", "O:LAG:BAD:P(A;OICI;FA;;;BA)"),
+            ("D:(A;;FAGX;;;SY)", "D:(A;;0x201f01ff;;;SY)"),
+            ("O:S-1-5-21-1225132014-296224811-2507946102-512G:S-1-5-21-1225132014-296224811-2507946102-512D:P",
+             "O:S-1-5-21-1225132014-296224811-2507946102-512G:S-1-5-21-1225132014-296224811-2507946102-512D:P"),
+            ("D:(A;;0x401200a0;;;LG)", "D:(A;;0x401200a0;;;LG)"),
+            ("D:P(A;;GA;;;LG)(A;;GX;;;AA)", "D:P(A;;GA;;;LG)(A;;GX;;;AA)"),
+            ("S:(AU;SA;CR;;;WD)(AU;SA;CR;;;WD)", "S:(AU;SA;CR;;;WD)(AU;SA;CR;;;WD)"),
+        ];
+        for (input, printed) in pairs {
+            let sd = parse(input, Some(&domain)).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(format(&sd, Some(&domain)).unwrap(), printed, "{input}");
+        }
+        for refused in [
+            "Z:(A;;GA;;;SY)", "D:(Antlers;;GA;;;SY)", "d:(A;;GA;;;LG)", "D:((A;;GA;;;LG))", "D:(A;;GA;;)",
+            "D :S:", "S:(AU;SA;CROOO;;;WD)", "D:(A;;GA;;;S-1-0x1313131313131-513)", "D:P:S:", "D:(Ā;;GA;;;LG)",
+            "D:(A;;123456789 ;;;LG)", "D:(A;;0x 75bcd15;;;LG)", "D:(A;;RP ;;;LG)", "D:(A;;GA;;;LG;)",
+            "D:(A;;GA;;;S-1-3-4 )", "D:AI(A;CI;RP LC\tLORC;;;AU)", "O:S", "O:S-", "O:S-1", "O:S-1-", "O:S-0x1",
+            "O:", "O:XX", "D:(D:()D:())D:(A;;0x75bcd15;;;LG))",
+        ] {
+            assert!(parse(refused, Some(&domain)).is_err(), "{refused} accepted");
+        }
+    }
+
     #[test]
     fn numbers_and_key_rights() {
         assert_eq!(parse_access_mask("0x1f01ff"), Ok(access::FILE_ALL_ACCESS));
@@ -544,7 +601,9 @@ mod tests {
         assert_eq!(parse_access_mask("KA"), Ok(0xf003f));
         assert_eq!(parse_access_mask(""), Ok(0));
         assert_eq!(parse_access_mask("FRFW"), Ok(access::FILE_GENERIC_READ | access::FILE_GENERIC_WRITE));
-        for bad in ["0x100000000", "4294967296", "0x", "08", "0x+1", "1a", "F", "FAX", "fa", " FA"] {
+        assert_eq!(parse_access_mask(" RP LCLO  RC"), parse_access_mask("RPLCLORC"));
+        assert_eq!(parse_access_mask(" 0x75bcd15"), Ok(0x75bcd15));
+        for bad in ["0x100000000", "4294967296", "0x", "08", "0x+1", "1a", "F", "FAX", "fa", "FA ", "0x1 "] {
             assert!(parse_access_mask(bad).is_err(), "{bad} accepted");
         }
     }
