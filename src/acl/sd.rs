@@ -1,8 +1,9 @@
 //! The NT security descriptor model (MS-DTYP 2.4.6): owner, group, DACL, SACL, control.
 //!
-//! Plain data. Encodings (self-relative binary, SDDL, smbcacls text, JSON) live in
-//! submodules; the NT ↔ NFSv4 mapping lives elsewhere. Nothing here drops or reorders ACEs:
-//! the order of `aces` is the order on the wire.
+//! Plain data. Encodings live in submodules: [`binary`] (self-relative, as smbd hands it to
+//! a VFS module), [`sddl`], [`smbcacls`] text, [`json`]; [`order`] has the Windows canonical
+//! ACE order and generic-rights expansion. The NT ↔ NFSv4 mapping lives elsewhere. Nothing
+//! here drops or reorders ACEs unless asked to: the order of `aces` is the order on the wire.
 use serde::{Deserialize, Serialize};
 
 use super::sid::Sid;
@@ -86,8 +87,10 @@ pub mod access {
 pub struct SecurityDescriptor {
     /// Always 1 in practice.
     pub revision: u8,
-    /// SECURITY_DESCRIPTOR_CONTROL bits, see [`control`]. DACL_PRESENT / SACL_PRESENT must
-    /// agree with `dacl` / `sacl` being `Some`; encoders set them from the fields.
+    /// SECURITY_DESCRIPTOR_CONTROL bits, see [`control`]. `dacl` / `sacl` being `Some`
+    /// requires DACL_PRESENT / SACL_PRESENT (encoders set the bit from the field). The bit
+    /// with `None` is a NULL ACL as MS-DTYP 2.4.6 defines it (present, no ACL: a NULL DACL
+    /// grants everything, like an absent one); it is kept so binary round trips are exact.
     pub control: u16,
     pub owner: Option<Sid>,
     pub group: Option<Sid>,

@@ -82,16 +82,16 @@ impl Sid {
     pub fn authenticated_users() -> Sid {
         Self::well_known(5, &[11])
     }
-    /// S-1-22-1-<uid>: Samba's SID for a Unix user with no other mapping.
+    /// `S-1-22-1-<uid>`: Samba's SID for a Unix user with no other mapping.
     pub fn unix_user(uid: u32) -> Sid {
         Self::well_known(22, &[1, uid])
     }
-    /// S-1-22-2-<gid>: Samba's SID for a Unix group with no other mapping.
+    /// `S-1-22-2-<gid>`: Samba's SID for a Unix group with no other mapping.
     pub fn unix_group(gid: u32) -> Sid {
         Self::well_known(22, &[2, gid])
     }
 
-    /// The uid of an S-1-22-1-<uid> SID.
+    /// The uid of an `S-1-22-1-<uid>` SID.
     pub fn as_unix_user(&self) -> Option<u32> {
         match (self.authority, self.sub_authorities.as_slice()) {
             (22, [1, uid]) => Some(*uid),
@@ -99,7 +99,7 @@ impl Sid {
         }
     }
 
-    /// The gid of an S-1-22-2-<gid> SID.
+    /// The gid of an `S-1-22-2-<gid>` SID.
     pub fn as_unix_group(&self) -> Option<u32> {
         match (self.authority, self.sub_authorities.as_slice()) {
             (22, [2, gid]) => Some(*gid),

@@ -1,7 +1,7 @@
 //! The text form Samba's `smbcacls` prints and accepts (`source3/lib/util_sd.c`,
 //! `source3/utils/smbcacls.c`).
 //!
-//! [`format`] writes what `smbcacls` prints for a descriptor, one item per line:
+//! [`format()`] writes what `smbcacls` prints for a descriptor, one item per line:
 //!
 //! ```text
 //! REVISION:1
