@@ -82,16 +82,16 @@ impl Sid {
     pub fn authenticated_users() -> Sid {
         Self::well_known(5, &[11])
     }
-    /// S-1-22-1-<uid>: Samba's SID for a Unix user with no other mapping.
+    /// `S-1-22-1-<uid>`: Samba's SID for a Unix user with no other mapping.
     pub fn unix_user(uid: u32) -> Sid {
         Self::well_known(22, &[1, uid])
     }
-    /// S-1-22-2-<gid>: Samba's SID for a Unix group with no other mapping.
+    /// `S-1-22-2-<gid>`: Samba's SID for a Unix group with no other mapping.
     pub fn unix_group(gid: u32) -> Sid {
         Self::well_known(22, &[2, gid])
     }
 
-    /// The uid of an S-1-22-1-<uid> SID.
+    /// The uid of an `S-1-22-1-<uid>` SID.
     pub fn as_unix_user(&self) -> Option<u32> {
         match (self.authority, self.sub_authorities.as_slice()) {
             (22, [1, uid]) => Some(*uid),
@@ -99,12 +99,98 @@ impl Sid {
         }
     }
 
-    /// The gid of an S-1-22-2-<gid> SID.
+    /// The gid of an `S-1-22-2-<gid>` SID.
     pub fn as_unix_group(&self) -> Option<u32> {
         match (self.authority, self.sub_authorities.as_slice()) {
             (22, [2, gid]) => Some(*gid),
             _ => None,
         }
+    }
+}
+
+/// Why the binary form of a SID (MS-DTYP 2.4.2.2) could not be read. Offsets are relative
+/// to the start of the SID; callers that know where the SID sits add their own base.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SidDecodeError {
+    #[error("SID truncated: needs {needed} bytes, only {available} available")]
+    Truncated { needed: usize, available: usize },
+    #[error("SID revision {0} (byte 0), expected 1")]
+    Revision(u8),
+    #[error("SID sub-authority count {0} (byte 1) exceeds 15")]
+    SubAuthorityCount(u8),
+}
+
+impl Sid {
+    /// The SID revision, the only one that exists.
+    pub const REVISION: u8 = 1;
+
+    /// S-1-0-0, the NULL SID (also the placeholder in ACEs of unknown type).
+    pub fn null() -> Sid {
+        Self::well_known(0, &[0])
+    }
+
+    /// Size of the binary form: 8 bytes of header and authority, 4 per sub-authority.
+    pub fn byte_len(&self) -> usize {
+        8 + 4 * self.sub_authorities.len()
+    }
+
+    /// Appends the binary form (MS-DTYP 2.4.2.2): revision, count, 48-bit big-endian
+    /// authority, little-endian sub-authorities.
+    pub fn write_bytes(&self, out: &mut Vec<u8>) {
+        out.push(Self::REVISION);
+        // At most 15 sub-authorities, guaranteed by every constructor.
+        out.push(self.sub_authorities.len() as u8);
+        out.extend_from_slice(&self.authority.to_be_bytes()[2..]);
+        for sub in &self.sub_authorities {
+            out.extend_from_slice(&sub.to_le_bytes());
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.byte_len());
+        self.write_bytes(&mut out);
+        out
+    }
+
+    /// Reads one SID from the start of `bytes`; returns it and the number of bytes it used.
+    /// Trailing bytes are left to the caller.
+    pub fn decode_prefix(bytes: &[u8]) -> Result<(Sid, usize), SidDecodeError> {
+        if bytes.len() < 8 {
+            return Err(SidDecodeError::Truncated { needed: 8, available: bytes.len() });
+        }
+        if bytes[0] != Self::REVISION {
+            return Err(SidDecodeError::Revision(bytes[0]));
+        }
+        let count = bytes[1];
+        if usize::from(count) > Self::MAX_SUB_AUTHORITIES {
+            return Err(SidDecodeError::SubAuthorityCount(count));
+        }
+        let len = 8 + 4 * usize::from(count);
+        if bytes.len() < len {
+            return Err(SidDecodeError::Truncated { needed: len, available: bytes.len() });
+        }
+        let mut authority_bytes = [0u8; 8];
+        authority_bytes[2..].copy_from_slice(&bytes[2..8]);
+        let authority = u64::from_be_bytes(authority_bytes);
+        let sub_authorities = bytes[8..len]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok((Sid { authority, sub_authorities }, len))
+    }
+
+    /// Whether `self` is `domain` plus exactly one more sub-authority (a domain account).
+    pub fn is_in_domain(&self, domain: &Sid) -> bool {
+        self.authority == domain.authority
+            && self.sub_authorities.len() == domain.sub_authorities.len() + 1
+            && self.sub_authorities.starts_with(&domain.sub_authorities)
+    }
+
+    /// `domain` with `rid` appended; `None` when the domain already has 15 sub-authorities.
+    pub fn with_rid(domain: &Sid, rid: u32) -> Option<Sid> {
+        let mut subs = domain.sub_authorities.clone();
+        subs.push(rid);
+        Sid::new(domain.authority, &subs).ok()
     }
 }
 
@@ -190,6 +276,35 @@ mod tests {
                      "S-1-5-1-2-3-4-5-6-7-8-9-10-11-12-13-14-15-16", "S-1-+5"] {
             assert!(text.parse::<Sid>().is_err(), "{text} accepted");
         }
+    }
+
+    #[test]
+    fn binary_form() {
+        let sid: Sid = "S-1-5-21-1-2-3-512".parse().unwrap();
+        let bytes = sid.to_bytes();
+        assert_eq!(&bytes[..8], &[1, 5, 0, 0, 0, 0, 0, 5]);
+        assert_eq!(&bytes[8..12], &[21, 0, 0, 0]);
+        assert_eq!(&bytes[24..28], &512u32.to_le_bytes());
+        assert_eq!(Sid::decode_prefix(&bytes).unwrap(), (sid.clone(), 28));
+        let mut extra = bytes.clone();
+        extra.push(0xff);
+        assert_eq!(Sid::decode_prefix(&extra).unwrap(), (sid, 28));
+        assert_eq!(Sid::decode_prefix(&bytes[..27]), Err(SidDecodeError::Truncated { needed: 28, available: 27 }));
+        assert_eq!(Sid::decode_prefix(&[2, 0, 0, 0, 0, 0, 0, 0]), Err(SidDecodeError::Revision(2)));
+        assert_eq!(Sid::decode_prefix(&[1, 16, 0, 0, 0, 0, 0, 0]), Err(SidDecodeError::SubAuthorityCount(16)));
+        let wide: Sid = "S-1-0x123456789abc-7".parse().unwrap();
+        assert_eq!(&wide.to_bytes()[2..8], &[0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc]);
+        assert_eq!(Sid::decode_prefix(&wide.to_bytes()).unwrap().0, wide);
+    }
+
+    #[test]
+    fn domain_membership() {
+        let domain: Sid = "S-1-5-21-1-2-3".parse().unwrap();
+        let admins = Sid::with_rid(&domain, 512).unwrap();
+        assert_eq!(admins.to_string(), "S-1-5-21-1-2-3-512");
+        assert!(admins.is_in_domain(&domain));
+        assert!(!domain.is_in_domain(&domain));
+        assert!(!Sid::world().is_in_domain(&domain));
     }
 
     #[test]
