@@ -7,7 +7,7 @@
 //! - [`idmap`]: SID ↔ uid/gid mapping.
 //! - [`mapping`]: NT security descriptor ↔ NFSv4 ACL mapping.
 pub mod idmap;
-
+pub mod mapping;
 pub mod nfs4;
 pub mod sd;
 pub mod sid;
