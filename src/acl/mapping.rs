@@ -467,10 +467,9 @@ impl Forward<'_> {
             // inheritable OWNER@. INHERIT_ONLY says so (and keeps an ACE without OI/CI inert).
             targets.push((Who::Special(SpecialWho::Owner), nfs4::ace_flags::INHERIT_ONLY));
         } else if ace.sid == Sid::creator_group() {
-            targets.push((
-                Who::Special(SpecialWho::Group),
-                nfs4::ace_flags::INHERIT_ONLY | nfs4::ace_flags::IDENTIFIER_GROUP,
-            ));
+            // No IDENTIFIER_GROUP: RFC 8881 says to ignore it on special whos, and Samba
+            // writes this ACE without it (identical xattrs for identical descriptors).
+            targets.push((Who::Special(SpecialWho::Group), nfs4::ace_flags::INHERIT_ONLY));
         } else {
             let unix_id = match self.idmap.sid_to_unix(&ace.sid) {
                 Ok(id) => id,

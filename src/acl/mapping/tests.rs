@@ -148,7 +148,7 @@ fn creator_owner_and_group_are_inherit_only_owner_and_group() {
         dacl_of(&mapping),
         &[
             v4(Nfs4AceType::Allow, f4::FILE_INHERIT | f4::DIRECTORY_INHERIT | f4::INHERIT_ONLY, 1, Who::Special(SpecialWho::Owner)),
-            v4(Nfs4AceType::Allow, f4::DIRECTORY_INHERIT | f4::INHERIT_ONLY | f4::IDENTIFIER_GROUP, 2, Who::Special(SpecialWho::Group)),
+            v4(Nfs4AceType::Allow, f4::DIRECTORY_INHERIT | f4::INHERIT_ONLY, 2, Who::Special(SpecialWho::Group)),
             v4(Nfs4AceType::Allow, f4::INHERIT_ONLY, 4, Who::Special(SpecialWho::Owner)),
         ]
     );
