@@ -174,8 +174,11 @@ impl MappingFile {
     /// Reads and parses a mapping file; errors name the path.
     pub fn load(path: &Path) -> Result<Self, MappingFileError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| MappingFileError { source_name: name.clone(), line: 0, reason: format!("cannot read: {e}") })?;
+        let text = std::fs::read_to_string(path).map_err(|e| MappingFileError {
+            source_name: name.clone(),
+            line: 0,
+            reason: format!("cannot read: {e}"),
+        })?;
         Self::parse_named(&text, &name)
     }
 
@@ -198,9 +201,12 @@ impl MappingFile {
             };
             let sid: Sid = sid_text.parse().map_err(|e| fail(format!("{e}")))?;
             if sid.authority() == 22 {
-                return Err(fail(format!("{sid} is a built-in Unix SID (S-1-22-1-uid / S-1-22-2-gid); do not list it")));
+                return Err(fail(format!(
+                    "{sid} is a built-in Unix SID (S-1-22-1-uid / S-1-22-2-gid); do not list it"
+                )));
             }
-            let id: u32 = id_text.parse().map_err(|_| fail(format!("id {id_text:?} is not a number from 0 to 4294967295")))?;
+            let id: u32 =
+                id_text.parse().map_err(|_| fail(format!("id {id_text:?} is not a number from 0 to 4294967295")))?;
             let unix_id = match kind {
                 "uid" => UnixId::Uid(id),
                 "gid" => UnixId::Gid(id),
@@ -283,7 +289,11 @@ impl Chain {
         self
     }
 
-    fn first<T>(&self, not_found: IdMapError, lookup: impl Fn(&dyn IdMap) -> Result<T, IdMapError>) -> Result<T, IdMapError> {
+    fn first<T>(
+        &self,
+        not_found: IdMapError,
+        lookup: impl Fn(&dyn IdMap) -> Result<T, IdMapError>,
+    ) -> Result<T, IdMapError> {
         for map in &self.maps {
             match lookup(map.as_ref()) {
                 Err(e) if e.is_not_found() => continue,

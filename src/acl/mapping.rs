@@ -220,7 +220,8 @@ const NFS4_KNOWN_FLAGS: u32 = nfs4::ace_flags::FILE_INHERIT
     | nfs4::ace_flags::FAILED_ACCESS
     | nfs4::ace_flags::IDENTIFIER_GROUP
     | nfs4::ace_flags::INHERITED;
-const NFS4_KNOWN_ACL_FLAGS: u32 = nfs4::acl_flags::AUTO_INHERIT | nfs4::acl_flags::PROTECTED | nfs4::acl_flags::DEFAULTED;
+const NFS4_KNOWN_ACL_FLAGS: u32 =
+    nfs4::acl_flags::AUTO_INHERIT | nfs4::acl_flags::PROTECTED | nfs4::acl_flags::DEFAULTED;
 /// The NT flags whose presence makes an ACE inheritable (Samba's `nfs_ace_is_inherit`).
 const NT_INHERITING: u8 = ace_flags::OBJECT_INHERIT | ace_flags::CONTAINER_INHERIT | ace_flags::INHERIT_ONLY;
 
@@ -281,10 +282,10 @@ pub fn expand_generic_rights(mask: u32) -> u32 {
         (access::GENERIC_EXECUTE, access::FILE_GENERIC_EXECUTE),
         (access::GENERIC_ALL, access::FILE_ALL_ACCESS),
     ];
-    GENERIC
-        .iter()
-        .filter(|(generic, _)| mask & generic != 0)
-        .fold(mask & !(access::GENERIC_READ | access::GENERIC_WRITE | access::GENERIC_EXECUTE | access::GENERIC_ALL), |acc, (_, specific)| acc | specific)
+    GENERIC.iter().filter(|(generic, _)| mask & generic != 0).fold(
+        mask & !(access::GENERIC_READ | access::GENERIC_WRITE | access::GENERIC_EXECUTE | access::GENERIC_ALL),
+        |acc, (_, specific)| acc | specific,
+    )
 }
 
 /// The well-known SID of an NFSv4 special who other than OWNER@/GROUP@ (EVERYONE@ is S-1-1-0).
@@ -338,7 +339,8 @@ fn nfs4_type_name(ace_type: Nfs4AceType) -> &'static str {
 
 const FILE_INHERIT_BITS_NFS4: u32 =
     nfs4::ace_flags::FILE_INHERIT | nfs4::ace_flags::DIRECTORY_INHERIT | nfs4::ace_flags::NO_PROPAGATE_INHERIT;
-const FILE_INHERIT_BITS_NT: u8 = ace_flags::OBJECT_INHERIT | ace_flags::CONTAINER_INHERIT | ace_flags::NO_PROPAGATE_INHERIT;
+const FILE_INHERIT_BITS_NT: u8 =
+    ace_flags::OBJECT_INHERIT | ace_flags::CONTAINER_INHERIT | ace_flags::NO_PROPAGATE_INHERIT;
 
 /// Maps a security descriptor to NFSv4 ACLs for the file `file`.
 ///
@@ -354,20 +356,24 @@ pub fn sd_to_nfs4(
     let owner = match &sd.owner {
         None => None,
         Some(sid) => {
-            let id = idmap.sid_to_unix(sid).map_err(|e| MappingError::Owner { sid: sid.clone(), reason: e.to_string() })?;
-            let uid = id
-                .as_uid()
-                .ok_or_else(|| MappingError::Owner { sid: sid.clone(), reason: format!("maps to {id}, and a file owner must be a user") })?;
+            let id =
+                idmap.sid_to_unix(sid).map_err(|e| MappingError::Owner { sid: sid.clone(), reason: e.to_string() })?;
+            let uid = id.as_uid().ok_or_else(|| MappingError::Owner {
+                sid: sid.clone(),
+                reason: format!("maps to {id}, and a file owner must be a user"),
+            })?;
             Some(uid)
         }
     };
     let group = match &sd.group {
         None => None,
         Some(sid) => {
-            let id = idmap.sid_to_unix(sid).map_err(|e| MappingError::Group { sid: sid.clone(), reason: e.to_string() })?;
-            let gid = id
-                .as_gid()
-                .ok_or_else(|| MappingError::Group { sid: sid.clone(), reason: format!("maps to {id}, and an owning group must be a group") })?;
+            let id =
+                idmap.sid_to_unix(sid).map_err(|e| MappingError::Group { sid: sid.clone(), reason: e.to_string() })?;
+            let gid = id.as_gid().ok_or_else(|| MappingError::Group {
+                sid: sid.clone(),
+                reason: format!("maps to {id}, and an owning group must be a group"),
+            })?;
             Some(gid)
         }
     };
@@ -443,10 +449,20 @@ impl Forward<'_> {
             (AclKind::Sacl, AceType::SystemAudit) => Nfs4AceType::Audit,
             (AclKind::Sacl, AceType::SystemAlarm) => Nfs4AceType::Alarm,
             (_, AceType::Other { type_code, .. }) => {
-                return Err(MappingError::UnsupportedAceType { acl: kind, index, sid: ace.sid.clone(), type_code: *type_code })
+                return Err(MappingError::UnsupportedAceType {
+                    acl: kind,
+                    index,
+                    sid: ace.sid.clone(),
+                    type_code: *type_code,
+                })
             }
             (_, other) => {
-                return Err(MappingError::MisplacedAceType { acl: kind, index, who: ace.sid.to_string(), ace_type: nt_type_name(other) })
+                return Err(MappingError::MisplacedAceType {
+                    acl: kind,
+                    index,
+                    who: ace.sid.to_string(),
+                    ace_type: nt_type_name(other),
+                })
             }
         };
         let flags = nt_flags_to_nfs4(ace.flags).ok_or_else(|| MappingError::UnknownAceFlags {
@@ -474,12 +490,22 @@ impl Forward<'_> {
             let unix_id = match self.idmap.sid_to_unix(&ace.sid) {
                 Ok(id) => id,
                 Err(e) if !e.is_not_found() => {
-                    return Err(MappingError::IdMapFailed { context: format!("{kind} ACE {index} ({})", ace.sid), source: e })
+                    return Err(MappingError::IdMapFailed {
+                        context: format!("{kind} ACE {index} ({})", ace.sid),
+                        source: e,
+                    })
                 }
                 Err(e) => match self.options.unmappable_sid {
-                    UnmappableSid::Error => return Err(MappingError::UnmappableSid { acl: kind, index, sid: ace.sid.clone(), source: e }),
+                    UnmappableSid::Error => {
+                        return Err(MappingError::UnmappableSid { acl: kind, index, sid: ace.sid.clone(), source: e })
+                    }
                     UnmappableSid::Skip => {
-                        self.skipped.push(SkippedAce { acl: kind, index, who: ace.sid.to_string(), reason: e.to_string() });
+                        self.skipped.push(SkippedAce {
+                            acl: kind,
+                            index,
+                            who: ace.sid.to_string(),
+                            reason: e.to_string(),
+                        });
                         return Ok(());
                     }
                     UnmappableSid::MapTo(id) => id,
@@ -546,7 +572,8 @@ pub fn nfs4_to_sd(
 ) -> Result<SdMapping, MappingError> {
     let owner_sid = idmap.uid_to_sid(file.uid).map_err(|source| MappingError::FileOwner { uid: file.uid, source })?;
     let group_sid = idmap.gid_to_sid(file.gid).map_err(|source| MappingError::FileGroup { gid: file.gid, source })?;
-    let mut backward = Backward { idmap, options, owner_sid, group_sid, is_directory: file.is_directory, skipped: Vec::new() };
+    let mut backward =
+        Backward { idmap, options, owner_sid, group_sid, is_directory: file.is_directory, skipped: Vec::new() };
     let mut sd = SecurityDescriptor::new();
     sd.owner = Some(backward.owner_sid.clone());
     sd.group = Some(backward.group_sid.clone());
@@ -600,14 +627,25 @@ impl Backward<'_> {
         Ok(Acl::new(aces))
     }
 
-    fn map_ace(&mut self, kind: AclKind, index: usize, ace: &Nfs4Ace, out: &mut Vec<(Ace, Side)>) -> Result<(), MappingError> {
+    fn map_ace(
+        &mut self,
+        kind: AclKind,
+        index: usize,
+        ace: &Nfs4Ace,
+        out: &mut Vec<(Ace, Side)>,
+    ) -> Result<(), MappingError> {
         let ace_type = match (kind, ace.ace_type) {
             (AclKind::Dacl, Nfs4AceType::Allow) => AceType::AccessAllowed,
             (AclKind::Dacl, Nfs4AceType::Deny) => AceType::AccessDenied,
             (AclKind::Sacl, Nfs4AceType::Audit) => AceType::SystemAudit,
             (AclKind::Sacl, Nfs4AceType::Alarm) => AceType::SystemAlarm,
             (_, other) => {
-                return Err(MappingError::MisplacedAceType { acl: kind, index, who: who_text(&ace.who), ace_type: nfs4_type_name(other) })
+                return Err(MappingError::MisplacedAceType {
+                    acl: kind,
+                    index,
+                    who: who_text(&ace.who),
+                    ace_type: nfs4_type_name(other),
+                })
             }
         };
         let mut flags = nfs4_flags_to_nt(ace.flags).ok_or_else(|| MappingError::UnknownAceFlags {
@@ -689,7 +727,10 @@ impl Backward<'_> {
         push: impl FnOnce(Sid),
     ) -> Result<(), MappingError> {
         if !error.is_not_found() {
-            return Err(MappingError::IdMapFailed { context: format!("{kind} ACE {index} ({})", who_text(who)), source: error });
+            return Err(MappingError::IdMapFailed {
+                context: format!("{kind} ACE {index} ({})", who_text(who)),
+                source: error,
+            });
         }
         match &self.options.unmappable_who {
             UnmappableWho::Error => {

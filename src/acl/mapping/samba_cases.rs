@@ -25,10 +25,7 @@ const TEST_SIDS: [(&str, UnixId); 9] = [
 ];
 
 fn samba_idmap() -> MappingFile {
-    let text: String = TEST_SIDS
-        .iter()
-        .map(|(sid, id)| format!("{sid} {id}\n"))
-        .collect();
+    let text: String = TEST_SIDS.iter().map(|(sid, id)| format!("{sid} {id}\n")).collect();
     MappingFile::parse(&text).unwrap()
 }
 
@@ -63,7 +60,13 @@ const OWNER: Who = Who::Special(SpecialWho::Owner);
 const GROUP: Who = Who::Special(SpecialWho::Group);
 
 /// `smbacl4_win2nfs4(is_directory, dacl, params, uid, gid)` for us: the NFSv4 DACL.
-fn win2nfs4(aces: Vec<Ace>, is_directory: bool, uid: u32, gid: u32, options: &MappingOptions) -> Result<Nfs4Acl, MappingError> {
+fn win2nfs4(
+    aces: Vec<Ace>,
+    is_directory: bool,
+    uid: u32,
+    gid: u32,
+    options: &MappingOptions,
+) -> Result<Nfs4Acl, MappingError> {
     let file = FileContext { uid, gid, is_directory };
     let mapping = sd_to_nfs4(&dacl_sd(aces), &file, &samba_idmap(), options)?;
     Ok(mapping.acls.dacl.expect("a DACL was given"))
@@ -112,7 +115,8 @@ fn case_03_empty_dacl_to_nfs4() {
 // 4. test_acl_type_nfs4_to_dacl
 #[test]
 fn case_04_acl_type_nfs4_to_dacl() {
-    for (v4_type, nt_type) in [(Nfs4AceType::Allow, AceType::AccessAllowed), (Nfs4AceType::Deny, AceType::AccessDenied)] {
+    for (v4_type, nt_type) in [(Nfs4AceType::Allow, AceType::AccessAllowed), (Nfs4AceType::Deny, AceType::AccessDenied)]
+    {
         let aces = nfs42win(vec![v4(v4_type, 0, m4::READ_DATA, Who::Uid(1000))], false, 1002, 1001, &defaults());
         assert_eq!(aces, [nt_ace(nt_type, 0, access::FILE_READ_DATA, sids(0))]);
     }
@@ -121,13 +125,16 @@ fn case_04_acl_type_nfs4_to_dacl() {
 // 5. test_acl_type_dacl_to_nfs4
 #[test]
 fn case_05_acl_type_dacl_to_nfs4() {
-    for (v4_type, nt_type) in [(Nfs4AceType::Allow, AceType::AccessAllowed), (Nfs4AceType::Deny, AceType::AccessDenied)] {
-        let acl = win2nfs4(vec![nt_ace(nt_type, 0, access::FILE_READ_DATA, sids(0))], false, 101, 102, &defaults()).unwrap();
+    for (v4_type, nt_type) in [(Nfs4AceType::Allow, AceType::AccessAllowed), (Nfs4AceType::Deny, AceType::AccessDenied)]
+    {
+        let acl =
+            win2nfs4(vec![nt_ace(nt_type, 0, access::FILE_READ_DATA, sids(0))], false, 101, 102, &defaults()).unwrap();
         assert_eq!(acl.aces, [v4(v4_type, 0, m4::READ_DATA, Who::Uid(1000))]);
     }
 }
 
-const KEEP_ON_FILES: &str = "we keep inheritance flags on files by default (lossless; FileInheritFlags::Strip drops them)";
+const KEEP_ON_FILES: &str =
+    "we keep inheritance flags on files by default (lossless; FileInheritFlags::Strip drops them)";
 const AUDIT_FLAGS: &str = "we keep SUCCESSFUL/FAILED_ACCESS on every ACE type instead of dropping them";
 
 // 6. test_ace_flags_nfs4_to_dacl: (is_directory, NFSv4 flag, Samba's NT flag, ours, why)
@@ -159,7 +166,8 @@ fn case_06_ace_flags_nfs4_to_dacl() {
 // 7. test_ace_flags_dacl_to_nfs4: (is_directory, NT flag, Samba's NFSv4 flag, ours, why)
 #[test]
 fn case_07_ace_flags_dacl_to_nfs4() {
-    const IO_ON_FILE: &str = "Samba strips INHERIT_ONLY on files, which makes an ACE that granted nothing grant its mask; we keep it";
+    const IO_ON_FILE: &str =
+        "Samba strips INHERIT_ONLY on files, which makes an ACE that granted nothing grant its mask; we keep it";
     let rows: [(bool, u8, u32, u32, &str); 14] = [
         (true, nt::OBJECT_INHERIT, f4::FILE_INHERIT, f4::FILE_INHERIT, ""),
         (false, nt::OBJECT_INHERIT, 0, f4::FILE_INHERIT, KEEP_ON_FILES),
@@ -177,7 +185,8 @@ fn case_07_ace_flags_dacl_to_nfs4() {
         (false, nt::FAILED_ACCESS, 0, f4::FAILED_ACCESS, AUDIT_FLAGS),
     ];
     for (is_directory, flag, samba, ours, why) in rows {
-        let acl = win2nfs4(vec![allow(flag, access::FILE_READ_DATA, sids(0))], is_directory, 101, 102, &defaults()).unwrap();
+        let acl =
+            win2nfs4(vec![allow(flag, access::FILE_READ_DATA, sids(0))], is_directory, 101, 102, &defaults()).unwrap();
         assert_eq!(acl.aces, [allow4(ours, m4::READ_DATA, Who::Uid(1000))], "dir {is_directory} flag {flag:#x}");
         check_reason(&format!("dir {is_directory} flag {flag:#x}"), &ours, &samba, why);
     }
@@ -187,7 +196,8 @@ fn case_07_ace_flags_dacl_to_nfs4() {
         let acl = win2nfs4(vec![allow(flag, access::FILE_READ_DATA, sids(0))], false, 101, 102, &strip).unwrap();
         assert_eq!(acl.aces[0].flags, 0);
     }
-    let err = win2nfs4(vec![allow(nt::INHERIT_ONLY, access::FILE_READ_DATA, sids(0))], false, 101, 102, &strip).unwrap_err();
+    let err =
+        win2nfs4(vec![allow(nt::INHERIT_ONLY, access::FILE_READ_DATA, sids(0))], false, 101, 102, &strip).unwrap_err();
     assert!(matches!(err, MappingError::InheritOnlyOnFile { .. }), "{err}");
 }
 
@@ -233,8 +243,10 @@ fn case_09_dacl_permissions_to_nfs4() {
         let acl = win2nfs4(vec![allow(0, nt_mask, sids(0))], false, 101, 102, &defaults()).unwrap();
         assert_eq!(acl.aces, [allow4(0, v4_mask, Who::Uid(1000))]);
     }
-    const WRONG_TABLE: &str = "Samba's row has WRITE_ACL and lacks APPEND_DATA, unlike its own file_generic_mapping (the row is never run)";
-    let samba_generic_write = m4::WRITE_ACL | m4::WRITE_DATA | m4::WRITE_ATTRIBUTES | m4::WRITE_NAMED_ATTRS | m4::SYNCHRONIZE;
+    const WRONG_TABLE: &str =
+        "Samba's row has WRITE_ACL and lacks APPEND_DATA, unlike its own file_generic_mapping (the row is never run)";
+    let samba_generic_write =
+        m4::WRITE_ACL | m4::WRITE_DATA | m4::WRITE_ATTRIBUTES | m4::WRITE_NAMED_ATTRS | m4::SYNCHRONIZE;
     let rows: [(u32, u32, u32, &str); 4] = [
         (
             access::GENERIC_READ,
@@ -274,9 +286,27 @@ fn case_10_special_nfs4_to_dacl() {
         (SpecialWho::Authenticated, m4::READ_ACL),
         (SpecialWho::Service, m4::WRITE_ACL),
     ];
-    let aces = nfs42win(specials.iter().map(|(who, mask)| allow4(0, *mask, Who::Special(*who))).collect(), false, 1000, 1001, &defaults());
-    let expected_sids = ["S-1-5-2-123-456-789-100", "S-1-5-2-123-456-789-101", "S-1-1-0", "S-1-5-4", "S-1-5-2", "S-1-5-1", "S-1-5-3", "S-1-5-7", "S-1-5-11", "S-1-5-6"];
-    let expected: Vec<Ace> = specials.iter().zip(expected_sids).map(|((_, mask), sid)| allow(0, *mask, sid.parse().unwrap())).collect();
+    let aces = nfs42win(
+        specials.iter().map(|(who, mask)| allow4(0, *mask, Who::Special(*who))).collect(),
+        false,
+        1000,
+        1001,
+        &defaults(),
+    );
+    let expected_sids = [
+        "S-1-5-2-123-456-789-100",
+        "S-1-5-2-123-456-789-101",
+        "S-1-1-0",
+        "S-1-5-4",
+        "S-1-5-2",
+        "S-1-5-1",
+        "S-1-5-3",
+        "S-1-5-7",
+        "S-1-5-11",
+        "S-1-5-6",
+    ];
+    let expected: Vec<Ace> =
+        specials.iter().zip(expected_sids).map(|((_, mask), sid)| allow(0, *mask, sid.parse().unwrap())).collect();
     assert_eq!(aces, expected);
 }
 
@@ -296,7 +326,9 @@ fn case_11_dacl_to_special_nfs4() {
     assert!(matches!(&err, MappingError::UnmappableSid { index: 1, sid, .. } if *sid == unix_nfs), "{err}");
     // Asked to skip, we give Samba's five ACEs and say which one was left out.
     let skip = MappingOptions { unmappable_sid: UnmappableSid::Skip, ..defaults() };
-    let mapping = sd_to_nfs4(&dacl_sd(dacl), &FileContext { uid: 1000, gid: 1001, is_directory: true }, &samba_idmap(), &skip).unwrap();
+    let mapping =
+        sd_to_nfs4(&dacl_sd(dacl), &FileContext { uid: 1000, gid: 1001, is_directory: true }, &samba_idmap(), &skip)
+            .unwrap();
     assert_eq!(
         mapping.acls.dacl.unwrap().aces,
         [
@@ -314,7 +346,8 @@ fn case_11_dacl_to_special_nfs4() {
 // ours, why)
 #[test]
 fn case_12_dacl_creator_to_nfs4() {
-    const INERT: &str = "a CREATOR ACE without OI/CI is inert; Samba drops it, we keep it as an INHERIT_ONLY OWNER@/GROUP@";
+    const INERT: &str =
+        "a CREATOR ACE without OI/CI is inert; Samba drops it, we keep it as an INHERIT_ONLY OWNER@/GROUP@";
     let (oi, ci, io) = (nt::OBJECT_INHERIT, nt::CONTAINER_INHERIT, nt::INHERIT_ONLY);
     let (fi, di, io4) = (f4::FILE_INHERIT, f4::DIRECTORY_INHERIT, f4::INHERIT_ONLY);
     let rows: [(u8, Option<u32>, u32, &str); 8] = [
@@ -328,9 +361,16 @@ fn case_12_dacl_creator_to_nfs4() {
         (ci | oi | io, Some(di | fi | io4), di | fi | io4, ""),
     ];
     for (flags, samba, ours, why) in rows {
-        let dacl = vec![allow(flags, access::FILE_READ_DATA, Sid::creator_owner()), allow(flags, access::FILE_READ_DATA, Sid::creator_group())];
+        let dacl = vec![
+            allow(flags, access::FILE_READ_DATA, Sid::creator_owner()),
+            allow(flags, access::FILE_READ_DATA, Sid::creator_group()),
+        ];
         let acl = win2nfs4(dacl, true, 101, 102, &defaults()).unwrap();
-        assert_eq!(acl.aces, [allow4(ours, m4::READ_DATA, OWNER), allow4(ours, m4::READ_DATA, GROUP)], "flags {flags:#x}");
+        assert_eq!(
+            acl.aces,
+            [allow4(ours, m4::READ_DATA, OWNER), allow4(ours, m4::READ_DATA, GROUP)],
+            "flags {flags:#x}"
+        );
         check_reason(&format!("flags {flags:#x}"), &Some(ours), &samba, why);
     }
 }
@@ -353,9 +393,18 @@ fn case_13_nfs4_to_dacl_creator() {
         let (current, creator) =
             if who == SpecialWho::Owner { (sids(0), Sid::creator_owner()) } else { (sids(1), Sid::creator_group()) };
         let aces = nfs42win(vec![allow4(v4_flags, m4::READ_DATA, Who::Special(who))], true, 1000, 1001, &defaults());
-        assert_eq!(aces, [allow(0, access::FILE_READ_DATA, current), allow(creator_flags, access::FILE_READ_DATA, creator)]);
+        assert_eq!(
+            aces,
+            [allow(0, access::FILE_READ_DATA, current), allow(creator_flags, access::FILE_READ_DATA, creator)]
+        );
         // Already inherit-only: only the CREATOR ACE.
-        let aces = nfs42win(vec![allow4(v4_flags | f4::INHERIT_ONLY, m4::READ_DATA, Who::Special(who))], true, 1000, 1001, &defaults());
+        let aces = nfs42win(
+            vec![allow4(v4_flags | f4::INHERIT_ONLY, m4::READ_DATA, Who::Special(who))],
+            true,
+            1000,
+            1001,
+            &defaults(),
+        );
         let creator_sid = if who == SpecialWho::Owner { Sid::creator_owner() } else { Sid::creator_group() };
         assert_eq!(aces, [allow(creator_flags, access::FILE_READ_DATA, creator_sid)]);
     }
@@ -365,7 +414,9 @@ fn case_13_nfs4_to_dacl_creator() {
 #[test]
 fn case_14_full_control_nfs4_to_dacl() {
     let all_but_deletes = access::FILE_ALL_ACCESS & !(access::DELETE | access::FILE_DELETE_CHILD);
-    for (is_directory, config, added) in [(true, true, false), (true, false, false), (false, true, true), (false, false, false)] {
+    for (is_directory, config, added) in
+        [(true, true, false), (true, false, false), (false, true, true), (false, false, false)]
+    {
         let options = MappingOptions { map_full_control: config, ..defaults() };
         let aces = nfs42win(vec![allow4(0, all_but_deletes, Who::Uid(1000))], is_directory, 1000, 1001, &options);
         let expected = if added { all_but_deletes | access::FILE_DELETE_CHILD } else { all_but_deletes };
@@ -378,14 +429,20 @@ fn case_14_full_control_nfs4_to_dacl() {
 #[test]
 fn case_15_dacl_to_nfs4_acedup_settings() {
     const NO_MERGE: &str = "we never merge, ignore or reject duplicate ACEs: order and every ACE are kept";
-    let ours = vec![allow4(f4::FILE_INHERIT, m4::READ_DATA, Who::Uid(1000)), allow4(f4::FILE_INHERIT, m4::WRITE_DATA, Who::Uid(1000))];
+    let ours = vec![
+        allow4(f4::FILE_INHERIT, m4::READ_DATA, Who::Uid(1000)),
+        allow4(f4::FILE_INHERIT, m4::WRITE_DATA, Who::Uid(1000)),
+    ];
     let rows: [(&str, Option<Vec<Nfs4Ace>>, &str); 4] = [
         ("dontcare", Some(ours.clone()), ""),
         ("reject", None, NO_MERGE),
         ("ignore", Some(vec![ours[0].clone()]), NO_MERGE),
         ("merge", Some(vec![allow4(f4::FILE_INHERIT, m4::READ_DATA | m4::WRITE_DATA, Who::Uid(1000))]), NO_MERGE),
     ];
-    let dacl = vec![allow(nt::OBJECT_INHERIT, access::FILE_READ_DATA, sids(0)), allow(nt::OBJECT_INHERIT, access::FILE_WRITE_DATA, sids(0))];
+    let dacl = vec![
+        allow(nt::OBJECT_INHERIT, access::FILE_READ_DATA, sids(0)),
+        allow(nt::OBJECT_INHERIT, access::FILE_WRITE_DATA, sids(0)),
+    ];
     let acl = win2nfs4(dacl, true, 101, 102, &defaults()).unwrap();
     assert_eq!(acl.aces, ours);
     for (setting, samba, why) in rows {
@@ -396,7 +453,8 @@ fn case_15_dacl_to_nfs4_acedup_settings() {
 // 16. test_dacl_to_nfs4_acedup_match (Samba: acedup ignore, which keeps one ACE on a match)
 #[test]
 fn case_16_dacl_to_nfs4_acedup_match() {
-    const NO_MERGE: &str = "with acedup=ignore Samba drops the second ACE (in row 3 that loses WRITE_DATA); we keep both";
+    const NO_MERGE: &str =
+        "with acedup=ignore Samba drops the second ACE (in row 3 that loses WRITE_DATA); we keep both";
     let (allowed, denied) = (AceType::AccessAllowed, AceType::AccessDenied);
     let (read, write) = (access::FILE_READ_DATA, access::FILE_WRITE_DATA);
     let (oi, ci) = (nt::OBJECT_INHERIT, nt::CONTAINER_INHERIT);
@@ -409,7 +467,10 @@ fn case_16_dacl_to_nfs4_acedup_match() {
         ((0, allowed.clone(), read, oi), (5, allowed, read, oi), 2, ""),
     ];
     for (first, second, samba_count, why) in rows {
-        let dacl = vec![nt_ace(first.1.clone(), first.3, first.2, sids(first.0)), nt_ace(second.1.clone(), second.3, second.2, sids(second.0))];
+        let dacl = vec![
+            nt_ace(first.1.clone(), first.3, first.2, sids(first.0)),
+            nt_ace(second.1.clone(), second.3, second.2, sids(second.0)),
+        ];
         let acl = win2nfs4(dacl, true, 101, 102, &defaults()).unwrap();
         assert_eq!(acl.aces.len(), 2);
         assert_eq!(acl.aces[0], allow4(f4::FILE_INHERIT, m4::READ_DATA, Who::Uid(1000)));
@@ -462,7 +523,8 @@ fn case_17_dacl_to_nfs4_config_special() {
 // 18. test_nfs4_to_dacl_config_special (Samba: nfs4:mode = special)
 #[test]
 fn case_18_nfs4_to_dacl_config_special() {
-    let nfs = vec![allow4(f4::FILE_INHERIT, m4::READ_DATA, OWNER), allow4(f4::DIRECTORY_INHERIT, m4::WRITE_DATA, GROUP)];
+    let nfs =
+        vec![allow4(f4::FILE_INHERIT, m4::READ_DATA, OWNER), allow4(f4::DIRECTORY_INHERIT, m4::WRITE_DATA, GROUP)];
     let (r, w) = (access::FILE_READ_DATA, access::FILE_WRITE_DATA);
     let samba = vec![allow(nt::OBJECT_INHERIT, r, sids(0)), allow(nt::CONTAINER_INHERIT, w, sids(1))];
     let ours = vec![
@@ -495,9 +557,27 @@ fn case_20_dacl_to_nfs4_idmap_type_both() {
     let r = m4::READ_DATA;
     let rows = [
         (2, 0, vec![allow4(g, r, GROUP), allow4(0, r, OWNER)], vec![allow4(g, r, GROUP), allow4(0, r, OWNER)], ""),
-        (2, nt::OBJECT_INHERIT, vec![allow4(g | fi, r, Who::Gid(1002))], vec![allow4(g | fi, r, Who::Gid(1002)), allow4(fi, r, Who::Uid(1002))], USER_TOO),
-        (6, 0, vec![allow4(g, r, Who::Gid(1005))], vec![allow4(g, r, Who::Gid(1005)), allow4(0, r, Who::Uid(1005))], USER_TOO),
-        (6, nt::OBJECT_INHERIT, vec![allow4(g | fi, r, Who::Gid(1005))], vec![allow4(g | fi, r, Who::Gid(1005)), allow4(fi, r, Who::Uid(1005))], USER_TOO),
+        (
+            2,
+            nt::OBJECT_INHERIT,
+            vec![allow4(g | fi, r, Who::Gid(1002))],
+            vec![allow4(g | fi, r, Who::Gid(1002)), allow4(fi, r, Who::Uid(1002))],
+            USER_TOO,
+        ),
+        (
+            6,
+            0,
+            vec![allow4(g, r, Who::Gid(1005))],
+            vec![allow4(g, r, Who::Gid(1005)), allow4(0, r, Who::Uid(1005))],
+            USER_TOO,
+        ),
+        (
+            6,
+            nt::OBJECT_INHERIT,
+            vec![allow4(g | fi, r, Who::Gid(1005))],
+            vec![allow4(g | fi, r, Who::Gid(1005)), allow4(fi, r, Who::Uid(1005))],
+            USER_TOO,
+        ),
     ];
     let samba_like = MappingOptions { both_ids: BothIdAces::GroupPlusOwner, ..defaults() };
     for (index, flags, samba, ours, why) in rows {
@@ -521,7 +601,11 @@ fn case_21_nfs4_to_dacl_remove_duplicate() {
     ];
     let inherited_write = |ace_type| nt_ace(ace_type, nt::INHERITED, access::FILE_WRITE_DATA, sids(2));
     let samba = vec![inherited_write(AceType::AccessAllowed), inherited_write(AceType::AccessDenied)];
-    let ours = vec![inherited_write(AceType::AccessAllowed), inherited_write(AceType::AccessDenied), inherited_write(AceType::AccessAllowed)];
+    let ours = vec![
+        inherited_write(AceType::AccessAllowed),
+        inherited_write(AceType::AccessDenied),
+        inherited_write(AceType::AccessAllowed),
+    ];
     assert_eq!(nfs42win(nfs, true, 1000, 1001, &defaults()), ours);
     check_reason(
         "remove duplicate",

@@ -147,7 +147,12 @@ fn creator_owner_and_group_are_inherit_only_owner_and_group() {
     assert_eq!(
         dacl_of(&mapping),
         &[
-            v4(Nfs4AceType::Allow, f4::FILE_INHERIT | f4::DIRECTORY_INHERIT | f4::INHERIT_ONLY, 1, Who::Special(SpecialWho::Owner)),
+            v4(
+                Nfs4AceType::Allow,
+                f4::FILE_INHERIT | f4::DIRECTORY_INHERIT | f4::INHERIT_ONLY,
+                1,
+                Who::Special(SpecialWho::Owner)
+            ),
             v4(Nfs4AceType::Allow, f4::DIRECTORY_INHERIT | f4::INHERIT_ONLY, 2, Who::Special(SpecialWho::Group)),
             v4(Nfs4AceType::Allow, f4::INHERIT_ONLY, 4, Who::Special(SpecialWho::Owner)),
         ]
@@ -253,7 +258,9 @@ fn adjacent_user_and_group_halves_merge_only_when_identical() {
 fn unmappable_sid_is_an_error_unless_told_otherwise() {
     let sd = sd_with_dacl(vec![allow(0, 1, ALICE), allow(nt::OBJECT_INHERIT, 2, UNKNOWN)]);
     let err = forward(&sd, &DIR, &MappingOptions::default()).unwrap_err();
-    assert!(matches!(&err, MappingError::UnmappableSid { acl: AclKind::Dacl, index: 1, sid, .. } if *sid == self::sid(UNKNOWN)));
+    assert!(
+        matches!(&err, MappingError::UnmappableSid { acl: AclKind::Dacl, index: 1, sid, .. } if *sid == self::sid(UNKNOWN))
+    );
     assert!(err.to_string().contains(UNKNOWN) && err.to_string().contains("DACL ACE 1"), "{err}");
 
     let skip = MappingOptions { unmappable_sid: UnmappableSid::Skip, ..Default::default() };
@@ -265,7 +272,10 @@ fn unmappable_sid_is_an_error_unless_told_otherwise() {
 
     let map_to = MappingOptions { unmappable_sid: UnmappableSid::MapTo(UnixId::Gid(65534)), ..Default::default() };
     let mapping = forward(&sd, &DIR, &map_to).unwrap();
-    assert_eq!(dacl_of(&mapping)[1], v4(Nfs4AceType::Allow, f4::FILE_INHERIT | f4::IDENTIFIER_GROUP, 2, Who::Gid(65534)));
+    assert_eq!(
+        dacl_of(&mapping)[1],
+        v4(Nfs4AceType::Allow, f4::FILE_INHERIT | f4::IDENTIFIER_GROUP, 2, Who::Gid(65534))
+    );
     assert!(mapping.skipped.is_empty());
 }
 
@@ -274,7 +284,13 @@ fn unmappable_who_is_an_error_unless_told_otherwise() {
     // A chain that knows only Alice and Users: uid 7 has no SID.
     let strict = Chain::default().then(KnowsOnlyAliceAndUsers);
     let acls = Nfs4Acls {
-        dacl: Some(Nfs4Acl { flags: 0, aces: vec![v4(Nfs4AceType::Allow, 0, 1, Who::Uid(7)), v4(Nfs4AceType::Allow, 0, 2, Who::Name("carol@example.org".into()))] }),
+        dacl: Some(Nfs4Acl {
+            flags: 0,
+            aces: vec![
+                v4(Nfs4AceType::Allow, 0, 1, Who::Uid(7)),
+                v4(Nfs4AceType::Allow, 0, 2, Who::Name("carol@example.org".into())),
+            ],
+        }),
         sacl: None,
     };
     let err = nfs4_to_sd(&acls, &FILE, &strict, &MappingOptions::default()).unwrap_err();
@@ -307,10 +323,18 @@ impl IdMap for KnowsOnlyAliceAndUsers {
         })
     }
     fn uid_to_sid(&self, uid: u32) -> Result<Sid, IdMapError> {
-        if uid == 1001 { Ok(sid(ALICE)) } else { Err(IdMapError::UidNotMapped(uid)) }
+        if uid == 1001 {
+            Ok(sid(ALICE))
+        } else {
+            Err(IdMapError::UidNotMapped(uid))
+        }
     }
     fn gid_to_sid(&self, gid: u32) -> Result<Sid, IdMapError> {
-        if gid == 100 { Ok(sid(USERS)) } else { Err(IdMapError::GidNotMapped(gid)) }
+        if gid == 100 {
+            Ok(sid(USERS))
+        } else {
+            Err(IdMapError::GidNotMapped(gid))
+        }
     }
 }
 
@@ -321,10 +345,18 @@ impl IdMap for Offline {
         Err(IdMapError::Backend { backend: "winbind".into(), subject: sid.to_string(), reason: "not running".into() })
     }
     fn uid_to_sid(&self, uid: u32) -> Result<Sid, IdMapError> {
-        Err(IdMapError::Backend { backend: "winbind".into(), subject: format!("uid {uid}"), reason: "not running".into() })
+        Err(IdMapError::Backend {
+            backend: "winbind".into(),
+            subject: format!("uid {uid}"),
+            reason: "not running".into(),
+        })
     }
     fn gid_to_sid(&self, gid: u32) -> Result<Sid, IdMapError> {
-        Err(IdMapError::Backend { backend: "winbind".into(), subject: format!("gid {gid}"), reason: "not running".into() })
+        Err(IdMapError::Backend {
+            backend: "winbind".into(),
+            subject: format!("gid {gid}"),
+            reason: "not running".into(),
+        })
     }
 }
 
@@ -341,16 +373,23 @@ fn idmap_failure_is_never_skipped() {
 
 #[test]
 fn refused_ace_types_and_flags_name_the_ace() {
-    let other = Ace { ace_type: AceType::Other { type_code: 5, body: vec![1, 2, 3] }, flags: 0, mask: 1, sid: sid("S-1-0-0") };
+    let other =
+        Ace { ace_type: AceType::Other { type_code: 5, body: vec![1, 2, 3] }, flags: 0, mask: 1, sid: sid("S-1-0-0") };
     let cases: Vec<(SecurityDescriptor, &str)> = vec![
         (sd_with_dacl(vec![allow(0, 1, ALICE), other]), "DACL ACE 1 (S-1-0-0): ACE type 5"),
-        (sd_with_dacl(vec![ace(AceType::SystemAudit, nt::SUCCESSFUL_ACCESS, 1, ALICE)]), "SYSTEM_AUDIT ACE does not belong in a DACL"),
-        (sd_with_dacl(vec![allow(0x20, 1, BOB)]), &"DACL ACE 0 (S-1-5-21-7-7-7-1002): unknown ACE flag bits 0x20"),
-        ({
-            let mut sd = sd_with_dacl(vec![]);
-            sd.sacl = Some(Acl::new(vec![allow(0, 1, ALICE)]));
-            sd
-        }, "ACCESS_ALLOWED ACE does not belong in a SACL"),
+        (
+            sd_with_dacl(vec![ace(AceType::SystemAudit, nt::SUCCESSFUL_ACCESS, 1, ALICE)]),
+            "SYSTEM_AUDIT ACE does not belong in a DACL",
+        ),
+        (sd_with_dacl(vec![allow(0x20, 1, BOB)]), "DACL ACE 0 (S-1-5-21-7-7-7-1002): unknown ACE flag bits 0x20"),
+        (
+            {
+                let mut sd = sd_with_dacl(vec![]);
+                sd.sacl = Some(Acl::new(vec![allow(0, 1, ALICE)]));
+                sd
+            },
+            "ACCESS_ALLOWED ACE does not belong in a SACL",
+        ),
     ];
     for (sd, expected) in cases {
         let err = forward(&sd, &DIR, &MappingOptions::default()).unwrap_err();
@@ -399,7 +438,8 @@ fn generic_rights_are_expanded_and_other_bits_kept() {
 #[test]
 fn control_flags_map_to_acl_flags_per_acl() {
     let mut sd = sd_with_dacl(vec![allow(0, 1, BOB)]);
-    sd.control |= control::DACL_PROTECTED | control::DACL_AUTO_INHERITED | control::SACL_PRESENT | control::SACL_DEFAULTED;
+    sd.control |=
+        control::DACL_PROTECTED | control::DACL_AUTO_INHERITED | control::SACL_PRESENT | control::SACL_DEFAULTED;
     sd.sacl = Some(Acl::new(vec![
         ace(AceType::SystemAudit, nt::FAILED_ACCESS, access::DELETE, "S-1-1-0"),
         ace(AceType::SystemAlarm, nt::SUCCESSFUL_ACCESS | nt::OBJECT_INHERIT, 1, BOB),
@@ -434,14 +474,24 @@ fn null_and_empty_dacl_stay_apart() {
 
     let explicit = MappingOptions { null_dacl: NullDacl::EveryoneFullAccess, ..Default::default() };
     let mapping = forward(&null, &FILE, &explicit).unwrap();
-    assert_eq!(dacl_of(&mapping), [v4(Nfs4AceType::Allow, 0, access::FILE_ALL_ACCESS, Who::Special(SpecialWho::Everyone))]);
+    assert_eq!(
+        dacl_of(&mapping),
+        [v4(Nfs4AceType::Allow, 0, access::FILE_ALL_ACCESS, Who::Special(SpecialWho::Everyone))]
+    );
 }
 
 #[test]
 fn inherit_flags_on_files_kept_or_stripped() {
-    let sd = sd_with_dacl(vec![allow(nt::OBJECT_INHERIT | nt::CONTAINER_INHERIT | nt::NO_PROPAGATE_INHERIT | nt::INHERITED, 1, BOB)]);
+    let sd = sd_with_dacl(vec![allow(
+        nt::OBJECT_INHERIT | nt::CONTAINER_INHERIT | nt::NO_PROPAGATE_INHERIT | nt::INHERITED,
+        1,
+        BOB,
+    )]);
     let keep = forward(&sd, &FILE, &MappingOptions::default()).unwrap();
-    assert_eq!(dacl_of(&keep)[0].flags, f4::FILE_INHERIT | f4::DIRECTORY_INHERIT | f4::NO_PROPAGATE_INHERIT | f4::INHERITED);
+    assert_eq!(
+        dacl_of(&keep)[0].flags,
+        f4::FILE_INHERIT | f4::DIRECTORY_INHERIT | f4::NO_PROPAGATE_INHERIT | f4::INHERITED
+    );
     let strip = MappingOptions { file_inherit_flags: FileInheritFlags::Strip, ..Default::default() };
     let stripped = forward(&sd, &FILE, &strip).unwrap();
     assert_eq!(dacl_of(&stripped)[0].flags, f4::INHERITED);
@@ -453,7 +503,9 @@ fn inherit_flags_on_files_kept_or_stripped() {
     assert!(matches!(err, MappingError::InheritOnlyOnFile { index: 0, .. }), "{err}");
     let err = back(vec![v4(Nfs4AceType::Allow, f4::INHERIT_ONLY, 1, Who::Uid(5))], &FILE, &strip).unwrap_err();
     assert!(err.to_string().contains("INHERIT_ONLY on a file"), "{err}");
-    let from_nfs = back(vec![v4(Nfs4AceType::Allow, f4::FILE_INHERIT | f4::DIRECTORY_INHERIT, 1, Who::Uid(1002))], &FILE, &strip).unwrap();
+    let from_nfs =
+        back(vec![v4(Nfs4AceType::Allow, f4::FILE_INHERIT | f4::DIRECTORY_INHERIT, 1, Who::Uid(1002))], &FILE, &strip)
+            .unwrap();
     assert_eq!(from_nfs.sd.dacl.unwrap().aces, [allow(0, 1, BOB)]);
 }
 
@@ -511,8 +563,10 @@ fn unix_sids_alone_map_everything_numeric() {
 /// use ids outside the mapping file, so that every SID maps back to itself.
 fn mappable_sid() -> BoxedStrategy<Sid> {
     prop_oneof![
-        prop::sample::select(vec![ALICE, BOB, USERS, STAFF, BOTH_A, BOTH_B, "S-1-1-0", "S-1-3-0", "S-1-3-1", "S-1-5-11", "S-1-5-4", "S-1-5-7"])
-            .prop_map(sid),
+        prop::sample::select(vec![
+            ALICE, BOB, USERS, STAFF, BOTH_A, BOTH_B, "S-1-1-0", "S-1-3-0", "S-1-3-1", "S-1-5-11", "S-1-5-4", "S-1-5-7"
+        ])
+        .prop_map(sid),
         (500u32..503).prop_map(Sid::unix_user),
         (500u32..503).prop_map(Sid::unix_group),
     ]
@@ -524,7 +578,10 @@ fn owner_sid() -> impl Strategy<Value = Sid> {
 }
 
 fn group_sid() -> impl Strategy<Value = Sid> {
-    prop_oneof![prop::sample::select(vec![USERS, STAFF, BOTH_A, BOTH_B]).prop_map(sid), (500u32..503).prop_map(Sid::unix_group)]
+    prop_oneof![
+        prop::sample::select(vec![USERS, STAFF, BOTH_A, BOTH_B]).prop_map(sid),
+        (500u32..503).prop_map(Sid::unix_group)
+    ]
 }
 
 fn nt_ace(types: [AceType; 2], sid: impl Strategy<Value = Sid>) -> impl Strategy<Value = Ace> {
@@ -533,7 +590,10 @@ fn nt_ace(types: [AceType; 2], sid: impl Strategy<Value = Sid>) -> impl Strategy
 }
 
 fn descriptor(sid: BoxedStrategy<Sid>) -> impl Strategy<Value = SecurityDescriptor> {
-    let dacl = prop::option::of(prop::collection::vec(nt_ace([AceType::AccessAllowed, AceType::AccessDenied], sid.clone()), 0..8));
+    let dacl = prop::option::of(prop::collection::vec(
+        nt_ace([AceType::AccessAllowed, AceType::AccessDenied], sid.clone()),
+        0..8,
+    ));
     let sacl = prop::option::of(prop::collection::vec(nt_ace([AceType::SystemAudit, AceType::SystemAlarm], sid), 0..4));
     (owner_sid(), group_sid(), any::<u16>(), dacl, sacl).prop_map(|(owner, group, control_bits, dacl, sacl)| {
         let mut sd = SecurityDescriptor::new();
@@ -561,10 +621,12 @@ fn normalised(sd: &SecurityDescriptor) -> SecurityDescriptor {
     let mut expected = sd.clone();
     let mut kept = control::SELF_RELATIVE;
     if sd.dacl.is_some() {
-        kept |= control::DACL_PRESENT | control::DACL_AUTO_INHERITED | control::DACL_PROTECTED | control::DACL_DEFAULTED;
+        kept |=
+            control::DACL_PRESENT | control::DACL_AUTO_INHERITED | control::DACL_PROTECTED | control::DACL_DEFAULTED;
     }
     if sd.sacl.is_some() {
-        kept |= control::SACL_PRESENT | control::SACL_AUTO_INHERITED | control::SACL_PROTECTED | control::SACL_DEFAULTED;
+        kept |=
+            control::SACL_PRESENT | control::SACL_AUTO_INHERITED | control::SACL_PROTECTED | control::SACL_DEFAULTED;
     }
     expected.control = (sd.control | control::SELF_RELATIVE | control::DACL_PRESENT | control::SACL_PRESENT) & kept;
     for acl in [&mut expected.dacl, &mut expected.sacl].into_iter().flatten() {
