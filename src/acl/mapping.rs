@@ -408,7 +408,10 @@ pub fn sd_to_nfs4(
 fn control_to_acl_flags(kind: AclKind, sd_control: u16) -> u32 {
     CONTROL_PAIRS
         .iter()
-        .filter(|(dacl_bit, sacl_bit, _)| sd_control & if kind == AclKind::Dacl { *dacl_bit } else { *sacl_bit } != 0)
+        .filter(|(dacl_bit, sacl_bit, _)| {
+            let bit = if kind == AclKind::Dacl { *dacl_bit } else { *sacl_bit };
+            sd_control & bit != 0
+        })
         .fold(0, |acc, (_, _, v4)| acc | v4)
 }
 
