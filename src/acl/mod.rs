@@ -4,6 +4,10 @@
 //! - [`sid`]: security identifiers.
 //! - [`sd`]: the NT security descriptor model.
 //! - [`nfs4`]: the NFSv4 ACL model (RFC 8881 §6).
+//! - [`idmap`]: SID ↔ uid/gid mapping.
+//! - [`mapping`]: NT security descriptor ↔ NFSv4 ACL mapping.
+pub mod idmap;
+pub mod mapping;
 pub mod nfs4;
 pub mod posix;
 pub mod sd;
