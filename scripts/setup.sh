@@ -131,4 +131,8 @@ if ! "$NFSBRIDGE_VENV/bin/python" -c 'import pytest, smbprotocol' 2>/dev/null; t
 fi
 
 command -v cargo >/dev/null || die "no Rust toolchain (cargo) on PATH; install rustup's stable toolchain"
+if ! command -v cargo-fuzz >/dev/null; then
+  step "cargo-fuzz (for scripts/fuzz.sh and the bounded fuzz run in scripts/test.sh)"
+  cargo install --locked cargo-fuzz
+fi
 step "setup done: Samba $DEBVER, headers $HDR"

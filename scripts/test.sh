@@ -46,6 +46,7 @@ stage() {
 }
 
 stage "rust unit and property tests" cargo test --locked --workspace --exclude nfsbridge-vfs
+stage "bounded fuzz run (5 s per decoder)" scripts/fuzz.sh 5
 stage "build module and CLI" scripts/build.sh
 stage "integration tests (real smbd)" "$PY" -m pytest -q -rfE tests/integration
 if [ $quick = 1 ]; then

@@ -5,6 +5,7 @@
 //! let a stored ACL change meaning on the next write).
 use crate::acl::nfs4::{json as nfs4_json, ndr, nfs, text as nfs4_text, xdr};
 use crate::acl::posix::PosixAcl;
+use crate::acl::sd::{binary as sd_binary, json as sd_json, sddl, smbcacls};
 
 /// One decoder under test: its name (the fuzz target's) and its check.
 pub struct DecoderCheck {
@@ -21,6 +22,10 @@ pub const DECODERS: &[DecoderCheck] = &[
     DecoderCheck { name: "nfs4_text", check: nfs4_text_check },
     DecoderCheck { name: "nfs4_json", check: nfs4_json_check },
     DecoderCheck { name: "posix_xattr", check: posix_xattr },
+    DecoderCheck { name: "sd_binary", check: sd_binary_check },
+    DecoderCheck { name: "sd_sddl", check: sd_sddl },
+    DecoderCheck { name: "sd_smbcacls", check: sd_smbcacls },
+    DecoderCheck { name: "sd_json", check: sd_json_check },
 ];
 
 pub fn nfs40(data: &[u8]) {
@@ -73,6 +78,36 @@ pub fn nfs4_json_check(data: &[u8]) {
 pub fn posix_xattr(data: &[u8]) {
     if let Ok(acl) = PosixAcl::from_xattr(data) {
         assert_eq!(PosixAcl::from_xattr(&acl.to_xattr()).expect("re-encoded POSIX ACL decodes"), acl);
+    }
+}
+
+pub fn sd_binary_check(data: &[u8]) {
+    if let Ok(sd) = sd_binary::decode(data) {
+        let bytes = sd_binary::encode(&sd).expect("a decoded security descriptor re-encodes");
+        assert_eq!(sd_binary::decode(&bytes).expect("re-encoded security descriptor decodes"), sd);
+    }
+}
+
+pub fn sd_sddl(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(sd) = sddl::parse(text, None) {
+        let printed = sddl::format(&sd, None).expect("a parsed SDDL descriptor prints");
+        assert_eq!(sddl::parse(&printed, None).expect("printed SDDL parses"), sd);
+    }
+}
+
+pub fn sd_smbcacls(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(sd) = smbcacls::parse(text, None) {
+        let printed = smbcacls::format(&sd, true, None).expect("a parsed smbcacls descriptor prints");
+        assert_eq!(smbcacls::parse(&printed, None).expect("printed smbcacls text parses"), sd);
+    }
+}
+
+pub fn sd_json_check(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(sd) = sd_json::from_json(text) {
+        assert_eq!(sd_json::from_json(&sd_json::to_json(&sd)).expect("printed JSON parses"), sd);
     }
 }
 
