@@ -10,6 +10,9 @@
 #include "smbd/smbd.h"
 #include "smbd/proto.h"
 #include "lib/util/debug.h"
+#include "passdb/lookup_sid.h"
+#include "libcli/security/security.h"
+#include "librpc/gen_ndr/idmap.h"
 
 #include "nfsbridge_shim.h"
 
@@ -73,8 +76,65 @@ static int nfsb_connect(struct vfs_handle_struct *handle, const char *service, c
 	return 0;
 }
 
+struct nfsb_sd_result {
+	TALLOC_CTX *mem_ctx;
+	struct security_descriptor **ppdesc;
+	bool set;
+};
+
+static void *handle_state(struct vfs_handle_struct *handle)
+{
+	return handle->data;
+}
+
+static NTSTATUS nfsb_fget_nt_acl(struct vfs_handle_struct *handle, struct files_struct *fsp,
+				 uint32_t security_info, TALLOC_CTX *mem_ctx,
+				 struct security_descriptor **ppdesc)
+{
+	void *state = handle_state(handle);
+	struct nfsb_sd_result result = { .mem_ctx = mem_ctx, .ppdesc = ppdesc, .set = false };
+	NTSTATUS status;
+
+	if (state == NULL || !rust_ops->acl_bridge_enabled(state)) {
+		return SMB_VFS_NEXT_FGET_NT_ACL(handle, fsp, security_info, mem_ctx, ppdesc);
+	}
+	status = NT_STATUS(rust_ops->fget_nt_acl(to_nfsb(handle), state, (nfsb_fsp *)fsp,
+						  security_info, &result));
+	if (NT_STATUS_IS_OK(status) && !result.set) {
+		DBG_ERR("nfsbridge: no security descriptor produced for %s\n", fsp_str_dbg(fsp));
+		return NT_STATUS_INTERNAL_ERROR;
+	}
+	return status;
+}
+
+static NTSTATUS nfsb_fset_nt_acl(struct vfs_handle_struct *handle, struct files_struct *fsp,
+				 uint32_t security_info_sent,
+				 const struct security_descriptor *psd)
+{
+	void *state = handle_state(handle);
+	uint8_t *data = NULL;
+	size_t len = 0;
+	NTSTATUS status;
+
+	if (state == NULL || !rust_ops->acl_bridge_enabled(state)) {
+		return SMB_VFS_NEXT_FSET_NT_ACL(handle, fsp, security_info_sent, psd);
+	}
+	status = marshall_sec_desc(talloc_tos(), psd, &data, &len);
+	if (!NT_STATUS_IS_OK(status)) {
+		DBG_ERR("nfsbridge: cannot marshall the security descriptor for %s: %s\n",
+			fsp_str_dbg(fsp), nt_errstr(status));
+		return status;
+	}
+	status = NT_STATUS(rust_ops->fset_nt_acl(to_nfsb(handle), state, (nfsb_fsp *)fsp,
+						  security_info_sent, data, len));
+	TALLOC_FREE(data);
+	return status;
+}
+
 static struct vfs_fn_pointers nfsb_fns = {
 	.connect_fn = nfsb_connect,
+	.fget_nt_acl_fn = nfsb_fget_nt_acl,
+	.fset_nt_acl_fn = nfsb_fset_nt_acl,
 	/* Every slot left NULL passes straight to the next module. */
 };
 
@@ -111,4 +171,158 @@ void nfsb_debug(int level, const char *location, const char *function, const cha
 	    dbghdrclass(level, nfsb_debug_class, location, function)) {
 		dbgtext("%s\n", message);
 	}
+}
+
+static struct files_struct *to_fsp(const nfsb_fsp *fsp)
+{
+	return (struct files_struct *)fsp;
+}
+
+bool nfsb_fsp_info(const nfsb_fsp *nfsp, struct nfsb_file_info *info)
+{
+	const struct files_struct *fsp = to_fsp(nfsp);
+	const SMB_STRUCT_STAT *st = &fsp->fsp_name->st;
+
+	if (!VALID_STAT(*st)) {
+		return false;
+	}
+	info->uid = st->st_ex_uid;
+	info->gid = st->st_ex_gid;
+	info->mode = st->st_ex_mode;
+	info->is_dir = S_ISDIR(st->st_ex_mode);
+	return true;
+}
+
+const char *nfsb_fsp_name(const nfsb_fsp *fsp)
+{
+	return fsp_str_dbg(to_fsp(fsp));
+}
+
+int64_t nfsb_next_fgetxattr(nfsb_handle *h, nfsb_fsp *fsp, const char *name, uint8_t *buf,
+			    size_t size)
+{
+	ssize_t ret = SMB_VFS_NEXT_FGETXATTR(to_vfs(h), to_fsp(fsp), name, buf, size);
+	return ret < 0 ? -(int64_t)errno : (int64_t)ret;
+}
+
+int nfsb_next_fsetxattr(nfsb_handle *h, nfsb_fsp *fsp, const char *name, const uint8_t *data,
+			size_t len, bool as_root)
+{
+	int ret, err = 0;
+
+	if (as_root) {
+		become_root();
+	}
+	ret = SMB_VFS_NEXT_FSETXATTR(to_vfs(h), to_fsp(fsp), name, data, len, 0);
+	if (ret != 0) {
+		err = errno;
+	}
+	if (as_root) {
+		unbecome_root();
+	}
+	return err;
+}
+
+int nfsb_next_fremovexattr(nfsb_handle *h, nfsb_fsp *fsp, const char *name, bool as_root)
+{
+	int ret, err = 0;
+
+	if (as_root) {
+		become_root();
+	}
+	ret = SMB_VFS_NEXT_FREMOVEXATTR(to_vfs(h), to_fsp(fsp), name);
+	if (ret != 0) {
+		err = errno;
+	}
+	if (as_root) {
+		unbecome_root();
+	}
+	return err;
+}
+
+int nfsb_next_fchmod(nfsb_handle *h, nfsb_fsp *fsp, uint32_t mode, bool as_root)
+{
+	int ret, err = 0;
+
+	if (as_root) {
+		become_root();
+	}
+	ret = SMB_VFS_NEXT_FCHMOD(to_vfs(h), to_fsp(fsp), (mode_t)(mode & 07777));
+	if (ret != 0) {
+		err = errno;
+	}
+	if (as_root) {
+		unbecome_root();
+	}
+	return err;
+}
+
+int nfsb_next_fchown(nfsb_handle *h, nfsb_fsp *fsp, uint32_t uid, uint32_t gid)
+{
+	int ret = SMB_VFS_NEXT_FCHOWN(to_vfs(h), to_fsp(fsp), (uid_t)uid, (gid_t)gid);
+	return ret != 0 ? errno : 0;
+}
+
+uint32_t nfsb_sd_result_set(nfsb_sd_result *result, const uint8_t *sd, size_t len)
+{
+	NTSTATUS status = unmarshall_sec_desc(result->mem_ctx, discard_const_p(uint8_t, sd), len,
+					      result->ppdesc);
+	if (NT_STATUS_IS_OK(status)) {
+		result->set = true;
+	}
+	return NT_STATUS_V(status);
+}
+
+void nfsb_uid_to_sid(uint32_t uid, char buf[NFSB_SID_STR_LEN])
+{
+	struct dom_sid sid;
+	struct dom_sid_buf text;
+
+	uid_to_sid(&sid, (uid_t)uid);
+	snprintf(buf, NFSB_SID_STR_LEN, "%s", dom_sid_str_buf(&sid, &text));
+}
+
+void nfsb_gid_to_sid(uint32_t gid, char buf[NFSB_SID_STR_LEN])
+{
+	struct dom_sid sid;
+	struct dom_sid_buf text;
+
+	gid_to_sid(&sid, (gid_t)gid);
+	snprintf(buf, NFSB_SID_STR_LEN, "%s", dom_sid_str_buf(&sid, &text));
+}
+
+int nfsb_sid_to_unixid(const char *text, uint32_t *id)
+{
+	struct dom_sid sid;
+	struct unixid unix_id = { .type = ID_TYPE_NOT_SPECIFIED };
+
+	if (!dom_sid_parse(text, &sid)) {
+		return NFSB_ID_TYPE_NOT_SPECIFIED;
+	}
+	if (!sids_to_unixids(&sid, 1, &unix_id)) {
+		return NFSB_ID_TYPE_NOT_SPECIFIED;
+	}
+	switch (unix_id.type) {
+	case ID_TYPE_UID:
+		*id = unix_id.id;
+		return NFSB_ID_TYPE_UID;
+	case ID_TYPE_GID:
+		*id = unix_id.id;
+		return NFSB_ID_TYPE_GID;
+	case ID_TYPE_BOTH:
+		*id = unix_id.id;
+		return NFSB_ID_TYPE_BOTH;
+	default:
+		return NFSB_ID_TYPE_NOT_SPECIFIED;
+	}
+}
+
+bool nfsb_handle_set_parameter(nfsb_handle *h, const char *name, const char *value)
+{
+	return lp_do_parameter(SNUM(to_vfs(h)->conn), name, value);
+}
+
+uint32_t nfsb_ntstatus_from_errno(int err)
+{
+	return NT_STATUS_V(map_nt_error_from_unix_common(err));
 }

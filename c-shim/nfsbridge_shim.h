@@ -11,6 +11,7 @@
 #define NFSBRIDGE_SHIM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* The Samba VFS interface this module is written for (Samba 4.22). The shim refuses to
@@ -20,6 +21,27 @@
 
 /* Opaque to Rust: one share's vfs_handle_struct. */
 typedef struct nfsb_handle nfsb_handle;
+/* Opaque to Rust: a files_struct (an open file or a path reference). */
+typedef struct nfsb_fsp nfsb_fsp;
+/* Opaque to Rust: where fget_nt_acl's security descriptor goes. */
+typedef struct nfsb_sd_result nfsb_sd_result;
+
+/* What the ACL bridge needs to know of a file (from smbd's cached stat). */
+struct nfsb_file_info {
+	uint32_t uid;
+	uint32_t gid;
+	uint32_t mode; /* st_mode: type and permission bits */
+	bool is_dir;
+};
+
+/* Samba's id types (enum id_type). */
+#define NFSB_ID_TYPE_NOT_SPECIFIED 0
+#define NFSB_ID_TYPE_UID 1
+#define NFSB_ID_TYPE_GID 2
+#define NFSB_ID_TYPE_BOTH 3
+
+/* A SID as text, "S-1-..." (DOM_SID_STR_BUFLEN is 190 in Samba). */
+#define NFSB_SID_STR_LEN 192
 
 /* Samba debug levels, as the DBG_* macros use them. */
 #define NFSB_DBGLVL_ERR 0
@@ -39,6 +61,17 @@ struct nfsb_rust_ops {
 		       void **state);
 	/* Releases what connect stored in *state; called once when the share is disconnected. */
 	void (*free_state)(void *state);
+	/* Whether this share's ACL bridge is on (fget/fset_nt_acl go to Rust); read once after
+	 * connect. When false the shim passes the ACL calls to the next module. */
+	bool (*acl_bridge_enabled)(void *state);
+	/* SMB_VFS_FGET_NT_ACL: the file's security descriptor (the parts in security_info),
+	 * delivered with nfsb_sd_result_set. Returns an NTSTATUS value. */
+	uint32_t (*fget_nt_acl)(nfsb_handle *handle, void *state, nfsb_fsp *fsp,
+				uint32_t security_info, nfsb_sd_result *result);
+	/* SMB_VFS_FSET_NT_ACL: sd is the self-relative (MS-DTYP) form of what the client sent.
+	 * smbd has already checked WRITE_DAC / WRITE_OWNER. Returns an NTSTATUS value. */
+	uint32_t (*fset_nt_acl)(nfsb_handle *handle, void *state, nfsb_fsp *fsp,
+				uint32_t security_info_sent, const uint8_t *sd, size_t sd_len);
 };
 
 /* Registers the "nfsbridge" VFS module with smbd. `ops` must live for the process.
@@ -51,6 +84,48 @@ const char *nfsb_handle_option(const nfsb_handle *handle, const char *option);
 
 /* The share's path after substitutions (conn->connectpath). */
 const char *nfsb_handle_connectpath(const nfsb_handle *handle);
+
+/* The file's cached stat. False if smbd has no valid stat for it. */
+bool nfsb_fsp_info(const nfsb_fsp *fsp, struct nfsb_file_info *info);
+
+/* The file's name for log lines (share-relative). */
+const char *nfsb_fsp_name(const nfsb_fsp *fsp);
+
+/* Reads extended attribute `name` through the next module. Returns its size (which may be
+ * larger than `size`: call again with a buffer that large; size 0 only asks for the size), or
+ * -errno (-ENODATA when it does not exist). */
+int64_t nfsb_next_fgetxattr(nfsb_handle *handle, nfsb_fsp *fsp, const char *name,
+			    uint8_t *buf, size_t size);
+
+/* Writes / removes an extended attribute through the next module; as root when `as_root`
+ * (security.* and POSIX ACL xattrs need privilege; smbd has checked the client's rights).
+ * Return 0 or an errno value. */
+int nfsb_next_fsetxattr(nfsb_handle *handle, nfsb_fsp *fsp, const char *name,
+			const uint8_t *data, size_t len, bool as_root);
+int nfsb_next_fremovexattr(nfsb_handle *handle, nfsb_fsp *fsp, const char *name, bool as_root);
+
+/* chmod through the next module (permission bits only; as root when `as_root`). 0 or errno. */
+int nfsb_next_fchmod(nfsb_handle *handle, nfsb_fsp *fsp, uint32_t mode, bool as_root);
+
+/* chown through the next module, as the connected user (UINT32_MAX leaves an id unchanged).
+ * 0 or errno. */
+int nfsb_next_fchown(nfsb_handle *handle, nfsb_fsp *fsp, uint32_t uid, uint32_t gid);
+
+/* Hands fget_nt_acl's answer (self-relative bytes) to smbd. Returns an NTSTATUS value. */
+uint32_t nfsb_sd_result_set(nfsb_sd_result *result, const uint8_t *sd, size_t len);
+
+/* Samba's own identity mapping (passdb / idmap / winbind), as text SIDs. The *_to_sid calls
+ * always succeed (Samba falls back to S-1-22-1-uid / S-1-22-2-gid). */
+void nfsb_uid_to_sid(uint32_t uid, char buf[NFSB_SID_STR_LEN]);
+void nfsb_gid_to_sid(uint32_t gid, char buf[NFSB_SID_STR_LEN]);
+/* Returns an NFSB_ID_TYPE_*; *id is set unless NOT_SPECIFIED (unmappable or malformed). */
+int nfsb_sid_to_unixid(const char *sid, uint32_t *id);
+
+/* The NTSTATUS smbd uses for a Unix errno value. */
+uint32_t nfsb_ntstatus_from_errno(int err);
+
+/* Sets a share parameter for this connection (lp_do_parameter), e.g. "inherit acls". */
+bool nfsb_handle_set_parameter(nfsb_handle *handle, const char *name, const char *value);
 
 /* Whether a message at `level` of nfsbridge's debug class would be logged. */
 bool nfsb_debug_enabled(int level);

@@ -13,6 +13,10 @@ const SAMBA_LIBS: &[&str] = &[
     "libsamba-debug-private-samba.so.0",
     "libsamba-util.so.0",
     "libsmbconf.so.0",
+    "libsamba-passdb.so.0",
+    "libsamba-errors.so.1",
+    "libsmbd-shim-private-samba.so.0",
+    "libsamba-security-private-samba.so.0",
     "libtalloc.so.2",
 ];
 

@@ -12,6 +12,9 @@ pub enum OptionKind {
     Bool,
     /// One of a fixed list of keywords (any case).
     Keyword(&'static [&'static str]),
+    /// An extended attribute name in a namespace an ACL may live in (`security.`, `system.`,
+    /// `trusted.`, `user.`), kept as written.
+    XattrName,
 }
 
 /// One `nfsbridge:NAME = VALUE` option: its name as written after the colon, how it is
@@ -25,7 +28,43 @@ pub struct OptionSpec {
 }
 
 /// Every option the module reads. Keep `samba-module/vfs_nfsbridge.8` in step with it.
-pub const OPTIONS: &[OptionSpec] = &[OptionSpec {
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        name: "acls",
+        kind: OptionKind::Bool,
+        default: "yes",
+        help: "The ACL bridge: Windows security descriptors are stored as an NFSv4 ACL in an \
+               extended attribute and mirrored into the POSIX ACL and mode that the kernel and \
+               nfsd enforce. 'no' passes ACL requests to the next module (Samba's POSIX ACL \
+               mapping).",
+    },
+    OptionSpec {
+        name: "acl encoding",
+        kind: OptionKind::Keyword(AclEncoding::KEYWORDS),
+        default: "ndr",
+        help: "How the NFSv4 ACL is encoded in its xattr, as vfs_nfs4acl_xattr's \
+               'nfs4acl_xattr:encoding': ndr (Samba's default), xdr (Samba xdr and \
+               TrueNAS/OpenZFS nfsacl41i) or nfs (the NFSv4.1 nfsacl41 XDR layout). A share \
+               that used vfs_nfs4acl_xattr keeps its ACLs with the same encoding and xattr.",
+    },
+    OptionSpec {
+        name: "acl xattr",
+        kind: OptionKind::XattrName,
+        default: "",
+        help: "The xattr that holds the NFSv4 ACL. Default: vfs_nfs4acl_xattr's name for the \
+               encoding: security.nfs4acl_ndr (ndr), security.nfs4acl_xdr (xdr), \
+               system.nfs4_acl (nfs).",
+    },
+    OptionSpec {
+        name: "posix mirror",
+        kind: OptionKind::Bool,
+        default: "yes",
+        help: "Mirror every ACL written over SMB into the file's POSIX access (and, for \
+               directories, default) ACL and mode, never granting more than the Windows ACL, so \
+               that the kernel and nfsd enforce it. 'no' stores only the NFSv4 ACL (then only \
+               smbd enforces it, as with vfs_nfs4acl_xattr).",
+    },
+    OptionSpec {
     name: "fault injection",
     kind: OptionKind::Keyword(FaultInjection::KEYWORDS),
     default: "none",
@@ -33,7 +72,46 @@ pub const OPTIONS: &[OptionSpec] = &[OptionSpec {
            error paths can be exercised on a real smbd. 'panic in connect' panics inside the \
            module's connect callback; the panic is caught at the FFI boundary, logged, and \
            only that tree connect fails. Never set this on a production share.",
-}];
+    },
+];
+
+/// The xattr encoding of the stored NFSv4 ACL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AclEncoding {
+    #[default]
+    Ndr,
+    Xdr,
+    Nfs,
+}
+
+impl AclEncoding {
+    const KEYWORDS: &'static [&'static str] = &["ndr", "xdr", "nfs"];
+
+    fn from_keyword(word: &str) -> Self {
+        match word {
+            "xdr" => Self::Xdr,
+            "nfs" => Self::Nfs,
+            _ => Self::Ndr,
+        }
+    }
+
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Self::Ndr => "ndr",
+            Self::Xdr => "xdr",
+            Self::Nfs => "nfs",
+        }
+    }
+
+    /// vfs_nfs4acl_xattr's default xattr name for this encoding.
+    pub fn default_xattr(self) -> &'static str {
+        match self {
+            Self::Ndr => "security.nfs4acl_ndr",
+            Self::Xdr => "security.nfs4acl_xdr",
+            Self::Nfs => "system.nfs4_acl",
+        }
+    }
+}
 
 /// Deliberate failures, for testing the module's error handling inside a real smbd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,9 +134,26 @@ impl FaultInjection {
 }
 
 /// The validated `nfsbridge:` configuration of one share.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleConfig {
+    pub acls: bool,
+    pub acl_encoding: AclEncoding,
+    /// The xattr name; the encoding's default unless set.
+    pub acl_xattr: String,
+    pub posix_mirror: bool,
     pub fault_injection: FaultInjection,
+}
+
+impl Default for ModuleConfig {
+    fn default() -> Self {
+        ModuleConfig {
+            acls: true,
+            acl_encoding: AclEncoding::default(),
+            acl_xattr: AclEncoding::default().default_xattr().to_string(),
+            posix_mirror: true,
+            fault_injection: FaultInjection::default(),
+        }
+    }
 }
 
 /// A value smb.conf gave that the module cannot accept.
@@ -75,16 +170,22 @@ impl ModuleConfig {
     /// `nfsbridge:name` for the share (global section included), or `None` when unset.
     pub fn from_lookup(mut lookup: impl FnMut(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut config = ModuleConfig::default();
+        let mut xattr = None;
         for spec in OPTIONS {
             let Some(raw) = lookup(spec.name) else { continue };
             let value = parse_value(spec, &raw)?;
-            match spec.name {
-                "fault injection" => {
-                    config.fault_injection = FaultInjection::from_keyword(value.as_keyword())
+            match (spec.name, value) {
+                ("acls", Value::Bool(on)) => config.acls = on,
+                ("acl encoding", Value::Keyword(word)) => config.acl_encoding = AclEncoding::from_keyword(word),
+                ("acl xattr", Value::Text(name)) => xattr = Some(name),
+                ("posix mirror", Value::Bool(on)) => config.posix_mirror = on,
+                ("fault injection", Value::Keyword(word)) => {
+                    config.fault_injection = FaultInjection::from_keyword(word)
                 }
-                other => unreachable!("option table and ModuleConfig disagree on {other}"),
+                (other, _) => unreachable!("option table and ModuleConfig disagree on {other}"),
             }
         }
+        config.acl_xattr = xattr.unwrap_or_else(|| config.acl_encoding.default_xattr().to_string());
         Ok(config)
     }
 }
@@ -96,7 +197,15 @@ impl fmt::Display for ModuleConfig {
             FaultInjection::None => "none",
             FaultInjection::PanicInConnect => "panic in connect",
         };
-        write!(f, "fault injection={fault}")
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
+        write!(
+            f,
+            "acls={} acl encoding={} acl xattr={} posix mirror={} fault injection={fault}",
+            yes_no(self.acls),
+            self.acl_encoding.keyword(),
+            self.acl_xattr,
+            yes_no(self.posix_mirror)
+        )
     }
 }
 
@@ -106,16 +215,12 @@ pub enum Value {
     Bool(bool),
     /// The canonical (lower-case, single-spaced) keyword from the option's list.
     Keyword(&'static str),
+    /// Free text (trimmed, case kept).
+    Text(String),
 }
 
-impl Value {
-    fn as_keyword(&self) -> &'static str {
-        match self {
-            Value::Keyword(k) => k,
-            Value::Bool(_) => unreachable!("option kind checked by parse_value"),
-        }
-    }
-}
+/// Namespaces an ACL xattr may live in.
+const XATTR_NAMESPACES: &[&str] = &["security.", "system.", "trusted.", "user."];
 
 /// Parses one raw value the way smbd would read it: surrounding white space ignored, case
 /// ignored, runs of inner white space equal to one space.
@@ -133,6 +238,20 @@ pub fn parse_value(spec: &OptionSpec, raw: &str) -> Result<Value, ConfigError> {
             .find(|w| **w == normalized)
             .map(|w| Value::Keyword(w))
             .ok_or_else(|| error(format!("expected one of: {}", words.join(", ")))),
+        OptionKind::XattrName => {
+            let name = raw.trim();
+            let namespaced = XATTR_NAMESPACES.iter().any(|ns| name.len() > ns.len() && name.starts_with(ns));
+            if !namespaced || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(error(format!(
+                    "expected an xattr name in one of the namespaces {} with no spaces",
+                    XATTR_NAMESPACES.join(" ")
+                )));
+            }
+            if name.len() > 255 {
+                return Err(error("xattr names are at most 255 bytes".into()));
+            }
+            Ok(Value::Text(name.to_string()))
+        }
     }
 }
 
@@ -150,9 +269,31 @@ mod tests {
     fn unset_options_take_their_defaults() {
         let config = config_from(&[]).unwrap();
         assert_eq!(config, ModuleConfig::default());
-        for spec in OPTIONS {
+        assert!(config.acls && config.posix_mirror);
+        assert_eq!((config.acl_encoding, config.acl_xattr.as_str()), (AclEncoding::Ndr, "security.nfs4acl_ndr"));
+        for spec in OPTIONS.iter().filter(|s| !s.default.is_empty()) {
             assert!(parse_value(spec, spec.default).is_ok(), "default of {} must parse", spec.name);
         }
+    }
+
+    #[test]
+    fn acl_xattr_defaults_follow_the_encoding_like_nfs4acl_xattr() {
+        let xdr = config_from(&[("acl encoding", "XDR")]).unwrap();
+        assert_eq!((xdr.acl_encoding, xdr.acl_xattr.as_str()), (AclEncoding::Xdr, "security.nfs4acl_xdr"));
+        let nfs = config_from(&[("acl encoding", "nfs")]).unwrap();
+        assert_eq!(nfs.acl_xattr, "system.nfs4_acl");
+        let named = config_from(&[("acl encoding", "xdr"), ("acl xattr", " system.nfs4_acl_xdr ")]).unwrap();
+        assert_eq!(named.acl_xattr, "system.nfs4_acl_xdr");
+    }
+
+    #[test]
+    fn acl_xattr_names_are_checked() {
+        for bad in ["nfs4acl", "security.", "user.a b", "other.x", ""] {
+            let err = config_from(&[("acl xattr", bad)]).unwrap_err();
+            assert_eq!(err.option, "acl xattr", "{bad:?}");
+        }
+        let err = config_from(&[("posix mirror", "perhaps")]).unwrap_err();
+        assert!(err.to_string().contains("expected yes or no"));
     }
 
     #[test]

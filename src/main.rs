@@ -31,8 +31,10 @@ fn print_options() {
         let values = match spec.kind {
             OptionKind::Bool => "yes|no".to_string(),
             OptionKind::Keyword(words) => words.join("|"),
+            OptionKind::XattrName => "XATTR-NAME".to_string(),
         };
-        println!("nfsbridge:{} = {}   (default: {})", spec.name, values, spec.default);
+        let default = if spec.default.is_empty() { "see below" } else { spec.default };
+        println!("nfsbridge:{} = {}   (default: {})", spec.name, values, default);
         println!("    {}", spec.help);
     }
 }

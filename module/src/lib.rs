@@ -4,26 +4,33 @@
 //! through the C shim (`c-shim/`). The shim owns Samba's VFS table and calls back into the
 //! functions of [`RUST_OPS`]; each one runs inside [`guard::call`], so a panic fails only
 //! that request. Only `samba_init_module` is exported from the shared object.
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void};
 
 use nfsbridge::config::{FaultInjection, ModuleConfig, OPTIONS};
 
+mod acl;
 mod ffi;
 mod guard;
 mod log;
+mod samba;
+
+use samba::{c_text, status, File};
 
 /// NT_STATUS_UNSUCCESSFUL, returned if registration itself panics.
-const NT_STATUS_UNSUCCESSFUL: u32 = 0xC000_0001;
+const NT_STATUS_UNSUCCESSFUL: u32 = status::UNSUCCESSFUL;
 
 static RUST_OPS: ffi::nfsb_rust_ops = ffi::nfsb_rust_ops {
     connect: Some(connect),
     free_state: Some(free_state),
+    acl_bridge_enabled: Some(acl_bridge_enabled),
+    fget_nt_acl: Some(fget_nt_acl),
+    fset_nt_acl: Some(fset_nt_acl),
 };
 
 /// What the module keeps for one tree connect, owned by the shim's handle data.
 struct Share {
     service: String,
-
+    config: ModuleConfig,
 }
 
 /// smbd's entry point for a shared module (looked up by this exact name).
@@ -68,8 +75,13 @@ unsafe extern "C" fn connect(
         if config.fault_injection == FaultInjection::PanicInConnect {
             panic!("fault injection: 'nfsbridge:fault injection = panic in connect' on share [{service}]");
         }
+        if config.acls {
+            // New files and directories created over SMB get the ACL Windows would give them
+            // (smbd computes it from the parent's inheritable ACEs and calls fset_nt_acl).
+            set_parameter(handle, "inherit acls", "yes");
+        }
         tracing::info!("connect: share [{service}] path {path} user {user}; options: {config}");
-        let share = Box::new(Share { service });
+        let share = Box::new(Share { service, config });
         // SAFETY: state points to the shim's local variable; ownership of the box passes to
         // the shim, which hands it back exactly once through free_state.
         unsafe { *state = Box::into_raw(share).cast() };
@@ -86,6 +98,71 @@ unsafe extern "C" fn free_state(state: *mut c_void) {
     })
 }
 
+fn set_parameter(handle: *mut ffi::nfsb_handle, name: &str, value: &str) {
+    let (c_name, c_value) = (std::ffi::CString::new(name).unwrap(), std::ffi::CString::new(value).unwrap());
+    // SAFETY: handle is the live handle of the connect in progress; both strings are
+    // NUL-terminated and copied by lp_do_parameter.
+    if !unsafe { ffi::nfsb_handle_set_parameter(handle, c_name.as_ptr(), c_value.as_ptr()) } {
+        tracing::warn!("could not set '{name} = {value}' for this share");
+    }
+}
+
+/// The share state that connect stored.
+///
+/// # Safety
+/// `state` is the pointer connect returned, and the share is still connected.
+unsafe fn share<'a>(state: *mut c_void) -> &'a Share {
+    // SAFETY: guaranteed by the caller; Share is only read after connect.
+    unsafe { &*state.cast::<Share>() }
+}
+
+unsafe extern "C" fn acl_bridge_enabled(state: *mut c_void) -> bool {
+    // SAFETY: the shim passes the state connect stored.
+    guard::call("acl_bridge_enabled", false, || unsafe { share(state) }.config.acls)
+}
+
+unsafe extern "C" fn fget_nt_acl(
+    handle: *mut ffi::nfsb_handle,
+    state: *mut c_void,
+    fsp: *mut ffi::nfsb_fsp,
+    security_info: u32,
+    result: *mut ffi::nfsb_sd_result,
+) -> u32 {
+    guard::call("fget_nt_acl", status::INTERNAL_ERROR, || {
+        // SAFETY: the shim passes this call's live handle, state and fsp.
+        let (share, file) = unsafe { (share(state), File::new(handle, fsp)) };
+        match acl::get_nt_acl(&file, &share.config, security_info) {
+            Ok(sd) => samba::deliver_sd(result, &sd),
+            Err(err) => {
+                tracing::error!("[{}] {}: reading the ACL failed: {}", share.service, file.name(), err.message);
+                err.status
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn fset_nt_acl(
+    handle: *mut ffi::nfsb_handle,
+    state: *mut c_void,
+    fsp: *mut ffi::nfsb_fsp,
+    security_info_sent: u32,
+    sd: *const u8,
+    sd_len: usize,
+) -> u32 {
+    guard::call("fset_nt_acl", status::INTERNAL_ERROR, || {
+        // SAFETY: the shim passes this call's live handle, state and fsp, and the marshalled
+        // descriptor, readable for sd_len bytes during the call.
+        let (share, file, sd) = unsafe { (share(state), File::new(handle, fsp), std::slice::from_raw_parts(sd, sd_len)) };
+        match acl::set_nt_acl(&file, &share.config, security_info_sent, sd) {
+            Ok(()) => status::OK,
+            Err(err) => {
+                tracing::error!("[{}] {}: setting the ACL failed: {}", share.service, file.name(), err.message);
+                err.status
+            }
+        }
+    })
+}
+
 /// The raw smb.conf value of `nfsbridge:<name>`, if set.
 fn option(handle: *mut ffi::nfsb_handle, name: &str) -> Option<String> {
     debug_assert!(OPTIONS.iter().any(|o| o.name == name));
@@ -96,16 +173,4 @@ fn option(handle: *mut ffi::nfsb_handle, name: &str) -> Option<String> {
         let value = ffi::nfsb_handle_option(handle, name.as_ptr());
         (!value.is_null()).then(|| c_text(value))
     }
-}
-
-/// Copies a C string from smbd.
-///
-/// # Safety
-/// `ptr` is NULL or a NUL-terminated string valid for the call.
-unsafe fn c_text(ptr: *const c_char) -> String {
-    if ptr.is_null() {
-        return String::new();
-    }
-    // SAFETY: guaranteed by the caller.
-    unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned()
 }

@@ -88,7 +88,7 @@ def test_log_line_proves_the_module_ran(smbd, test_user):
     smbd.smbclient("bridged", test_user, "ls")
     log = smbd.log_text()
     assert "class=nfsbridge" in log
-    assert re.search(r"connect: share \[bridged\] path \S+ user nfsbridge-test; options: fault injection=none", log)
+    assert re.search(r"connect: share \[bridged\] path \S+ user nfsbridge-test; options: acls=yes .*fault injection=none", log)
 
 
 def test_panic_fails_only_that_request_and_smbd_keeps_serving(smbd, test_user):

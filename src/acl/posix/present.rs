@@ -178,3 +178,69 @@ fn push_pairs(acl: &PosixAcl, flags: u32, is_dir: bool, aces: &mut Vec<Nfs4Ace>)
         allow_mask(summary.other, false),
     );
 }
+
+/// The rights a POSIX permission bit carries for an SMB client. POSIX `r` also lets the
+/// holder read the file's extended attributes and `w` write them, so an SMB client is shown
+/// Samba's generic file rights (`FILE_GENERIC_READ` / `FILE_GENERIC_WRITE`) where nfsd shows
+/// only the data bits. Nothing here grants what the kernel would refuse.
+const SMB_READ_EXTRA: u32 = mask::READ_NAMED_ATTRS | mask::READ_ATTRIBUTES | mask::READ_ACL | mask::SYNCHRONIZE;
+const SMB_WRITE_EXTRA: u32 = mask::WRITE_NAMED_ATTRS | mask::WRITE_ATTRIBUTES | mask::APPEND_DATA;
+
+/// [`posix_to_nfs4`] as an SMB client should see it (what plain Samba shows for a POSIX ACL):
+/// each ALLOW of READ_DATA / WRITE_DATA carries the named-attribute rights that POSIX `r` /
+/// `w` imply, and each DENY of them denies the named-attribute right too. The owner's ALLOW
+/// also carries WRITE_OWNER, as Samba shows it (tools such as `smbcacls -a` re-send the owner
+/// and so open with WRITE_OWNER); the kernel still decides whether a chown succeeds.
+pub fn posix_to_nfs4_for_smb(
+    access: &PosixAcl,
+    default: Option<&PosixAcl>,
+    is_dir: bool,
+) -> Result<Nfs4Acl, PosixAclError> {
+    let mut acl = posix_to_nfs4(access, default, is_dir)?;
+    for ace in &mut acl.aces {
+        let (read_extra, write_extra) = match ace.ace_type {
+            Nfs4AceType::Allow => (SMB_READ_EXTRA, SMB_WRITE_EXTRA),
+            Nfs4AceType::Deny => (mask::READ_NAMED_ATTRS, mask::WRITE_NAMED_ATTRS),
+            Nfs4AceType::Audit | Nfs4AceType::Alarm => continue,
+        };
+        if ace.mask & mask::READ_DATA != 0 {
+            ace.mask |= read_extra;
+        }
+        if ace.mask & mask::WRITE_DATA != 0 {
+            ace.mask |= write_extra;
+        }
+        let effective = ace.flags & ace_flags::INHERIT_ONLY == 0;
+        if ace.ace_type == Nfs4AceType::Allow && effective && ace.who == Who::Special(SpecialWho::Owner) {
+            ace.mask |= mask::WRITE_OWNER;
+        }
+    }
+    Ok(acl)
+}
+
+#[cfg(test)]
+mod smb_presentation_tests {
+    use super::*;
+    use crate::acl::posix::eval::{access_perms, Requester};
+
+    #[test]
+    fn smb_presentation_adds_named_attribute_rights_and_keeps_rwx() {
+        let access = PosixAcl::from_mode(0o640);
+        let smb = posix_to_nfs4_for_smb(&access, None, false).unwrap();
+        let owner_allow = smb
+            .aces
+            .iter()
+            .find(|a| a.ace_type == Nfs4AceType::Allow && a.who == Who::Special(SpecialWho::Owner))
+            .unwrap();
+        for bit in [mask::READ_DATA, mask::READ_NAMED_ATTRS, mask::WRITE_DATA, mask::WRITE_NAMED_ATTRS, mask::APPEND_DATA, mask::WRITE_OWNER] {
+            assert_ne!(owner_allow.mask & bit, 0, "owner lacks {bit:#x}");
+        }
+        // The rwx every requester gets is exactly what nfsd's layout gives.
+        let plain = posix_to_nfs4(&access, None, false).unwrap();
+        for uid in [1, 2] {
+            for gids in [vec![], vec![10], vec![20]] {
+                let who = Requester { uid, gids: gids.iter().copied().collect() };
+                assert_eq!(access_perms(&smb, 1, 10, &who), access_perms(&plain, 1, 10, &who), "uid {uid} gids {gids:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Safe wrappers over the shim's primitives: one file of a share, Samba's identity mapping,
+//! and NTSTATUS values. Every `unsafe` block of the ACL bridge lives here.
+use std::ffi::{c_char, CStr, CString};
+
+use nfsbridge::acl::idmap::{IdMap, IdMapError, UnixId};
+use nfsbridge::acl::sid::Sid;
+
+use crate::ffi;
+
+/// NTSTATUS values the module returns itself.
+pub mod status {
+    pub const OK: u32 = 0;
+    pub const UNSUCCESSFUL: u32 = 0xC000_0001;
+    pub const INVALID_SECURITY_DESCR: u32 = 0xC000_0079;
+    pub const INVALID_OWNER: u32 = 0xC000_005A;
+    pub const INVALID_PRIMARY_GROUP: u32 = 0xC000_005B;
+    pub const NONE_MAPPED: u32 = 0xC000_0073;
+    pub const INTERNAL_DB_CORRUPTION: u32 = 0xC000_0104;
+    pub const INTERNAL_ERROR: u32 = 0xC000_00E5;
+    pub const NOT_SUPPORTED: u32 = 0xC000_00BB;
+}
+
+/// An errno value from the shim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    pub fn ntstatus(self) -> u32 {
+        // SAFETY: a pure table lookup in Samba.
+        unsafe { ffi::nfsb_ntstatus_from_errno(self.0) }
+    }
+}
+
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", std::io::Error::from_raw_os_error(self.0))
+    }
+}
+
+fn errno_result(err: i32) -> Result<(), Errno> {
+    if err == 0 {
+        Ok(())
+    } else {
+        Err(Errno(err))
+    }
+}
+
+/// What the ACL bridge knows of a file from smbd's cached stat.
+#[derive(Debug, Clone, Copy)]
+pub struct FileInfo {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub is_dir: bool,
+}
+
+/// One file (files_struct) of a share, during one VFS call.
+///
+/// # Invariants
+/// `handle` and `fsp` are the live pointers smbd passed to the current callback; a `File`
+/// never outlives that callback.
+pub struct File {
+    handle: *mut ffi::nfsb_handle,
+    fsp: *mut ffi::nfsb_fsp,
+}
+
+impl File {
+    /// # Safety
+    /// `handle` and `fsp` must be the pointers of the VFS call in progress.
+    pub unsafe fn new(handle: *mut ffi::nfsb_handle, fsp: *mut ffi::nfsb_fsp) -> Self {
+        File { handle, fsp }
+    }
+
+    pub fn info(&self) -> Option<FileInfo> {
+        let mut info = ffi::nfsb_file_info { uid: 0, gid: 0, mode: 0, is_dir: false };
+        // SAFETY: fsp is live (type invariant); info is a valid out pointer.
+        let valid = unsafe { ffi::nfsb_fsp_info(self.fsp, &mut info) };
+        valid.then_some(FileInfo { uid: info.uid, gid: info.gid, mode: info.mode, is_dir: info.is_dir })
+    }
+
+    /// The file's name for log lines.
+    pub fn name(&self) -> String {
+        // SAFETY: fsp is live; the shim returns a NUL-terminated string owned by smbd.
+        unsafe { c_text(ffi::nfsb_fsp_name(self.fsp)) }
+    }
+
+    /// The xattr's value, or `None` when the file has no such xattr.
+    pub fn xattr(&self, name: &str) -> Result<Option<Vec<u8>>, Errno> {
+        let name = c_name(name);
+        let mut buf = vec![0u8; 4096];
+        loop {
+            // SAFETY: handle/fsp are live; buf is writable for buf.len() bytes.
+            let got = unsafe { ffi::nfsb_next_fgetxattr(self.handle, self.fsp, name.as_ptr(), buf.as_mut_ptr(), buf.len()) };
+            if got == -i64::from(libc::ENODATA) {
+                return Ok(None);
+            }
+            if got == -i64::from(libc::ERANGE) {
+                // The value grew between calls: ask for its size and retry.
+                // SAFETY: size query with a null buffer of length 0.
+                let size = unsafe { ffi::nfsb_next_fgetxattr(self.handle, self.fsp, name.as_ptr(), std::ptr::null_mut(), 0) };
+                if size < 0 {
+                    return Err(Errno(-size as i32));
+                }
+                buf.resize(size as usize + 1, 0);
+                continue;
+            }
+            if got < 0 {
+                return Err(Errno(-got as i32));
+            }
+            buf.truncate(got as usize);
+            return Ok(Some(buf));
+        }
+    }
+
+    pub fn set_xattr(&self, name: &str, value: &[u8], as_root: bool) -> Result<(), Errno> {
+        let name = c_name(name);
+        // SAFETY: handle/fsp are live; value is readable for its length.
+        errno_result(unsafe { ffi::nfsb_next_fsetxattr(self.handle, self.fsp, name.as_ptr(), value.as_ptr(), value.len(), as_root) })
+    }
+
+    /// Removes the xattr; a missing one is not an error.
+    pub fn remove_xattr(&self, name: &str, as_root: bool) -> Result<(), Errno> {
+        let name = c_name(name);
+        // SAFETY: handle/fsp are live.
+        match errno_result(unsafe { ffi::nfsb_next_fremovexattr(self.handle, self.fsp, name.as_ptr(), as_root) }) {
+            Err(Errno(e)) if e == libc::ENODATA => Ok(()),
+            other => other,
+        }
+    }
+
+    pub fn chmod(&self, mode: u32, as_root: bool) -> Result<(), Errno> {
+        // SAFETY: handle/fsp are live.
+        errno_result(unsafe { ffi::nfsb_next_fchmod(self.handle, self.fsp, mode, as_root) })
+    }
+
+    /// chown as the connected user; `None` leaves that id as it is.
+    pub fn chown(&self, uid: Option<u32>, gid: Option<u32>) -> Result<(), Errno> {
+        // SAFETY: handle/fsp are live.
+        errno_result(unsafe { ffi::nfsb_next_fchown(self.handle, self.fsp, uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX)) })
+    }
+}
+
+/// Samba's own identity mapping: passdb, idmap and winbind as smbd is configured.
+pub struct SambaIdMap;
+
+impl IdMap for SambaIdMap {
+    fn sid_to_unix(&self, sid: &Sid) -> Result<UnixId, IdMapError> {
+        let text = c_name(&sid.to_string());
+        let mut id = 0u32;
+        // SAFETY: text is NUL-terminated; id is a valid out pointer.
+        let kind = unsafe { ffi::nfsb_sid_to_unixid(text.as_ptr(), &mut id) };
+        match kind as u32 {
+            ffi::NFSB_ID_TYPE_UID => Ok(UnixId::Uid(id)),
+            ffi::NFSB_ID_TYPE_GID => Ok(UnixId::Gid(id)),
+            ffi::NFSB_ID_TYPE_BOTH => Ok(UnixId::Both(id)),
+            _ => Err(IdMapError::SidNotMapped(sid.clone())),
+        }
+    }
+
+    fn uid_to_sid(&self, uid: u32) -> Result<Sid, IdMapError> {
+        let mut buf = [0 as c_char; ffi::NFSB_SID_STR_LEN as usize];
+        // SAFETY: buf has the length the shim writes into (NUL-terminated).
+        unsafe { ffi::nfsb_uid_to_sid(uid, buf.as_mut_ptr()) };
+        parse_sid_buf(&buf).ok_or(IdMapError::UidNotMapped(uid))
+    }
+
+    fn gid_to_sid(&self, gid: u32) -> Result<Sid, IdMapError> {
+        let mut buf = [0 as c_char; ffi::NFSB_SID_STR_LEN as usize];
+        // SAFETY: as in uid_to_sid.
+        unsafe { ffi::nfsb_gid_to_sid(gid, buf.as_mut_ptr()) };
+        parse_sid_buf(&buf).ok_or(IdMapError::GidNotMapped(gid))
+    }
+}
+
+fn parse_sid_buf(buf: &[c_char]) -> Option<Sid> {
+    // SAFETY: the shim always NUL-terminates within the buffer (snprintf).
+    let text = unsafe { CStr::from_ptr(buf.as_ptr()) };
+    text.to_str().ok()?.parse().ok()
+}
+
+/// Hands fget_nt_acl's security descriptor to smbd.
+pub fn deliver_sd(result: *mut ffi::nfsb_sd_result, bytes: &[u8]) -> u32 {
+    // SAFETY: result is the live result slot of the fget_nt_acl call in progress; the shim
+    // copies the bytes into smbd's talloc context.
+    unsafe { ffi::nfsb_sd_result_set(result, bytes.as_ptr(), bytes.len()) }
+}
+
+fn c_name(name: &str) -> CString {
+    CString::new(name).unwrap_or_else(|_| CString::new(name.replace('\0', "")).expect("NULs removed"))
+}
+
+/// Copies a C string from smbd.
+///
+/// # Safety
+/// `ptr` is NULL or a NUL-terminated string valid for the call.
+pub unsafe fn c_text(ptr: *const c_char) -> String {
+    if ptr.is_null() {
+        return String::new();
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned()
+}
