@@ -96,15 +96,20 @@ def test_suite_parity(smbd, test_user, suite, data_dir):
     workdir = data_dir / "torture"
     workdir.mkdir(exist_ok=True)
     results: dict[str, dict[str, str]] = {}
+    errors: dict[str, BaseException] = {}
 
     def run(share: str) -> None:
-        results[share] = run_suite(smbd, share, test_user, suite, tests, workdir)
+        try:
+            results[share] = run_suite(smbd, share, test_user, suite, tests, workdir)
+        except BaseException as exc:  # reported below, with the share it belongs to
+            errors[share] = exc
 
     threads = [threading.Thread(target=run, args=(s,)) for s in ("plain", "bridged")]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert not errors, f"{suite}: running smbtorture failed: {errors}"
     plain, bridged = results["plain"], results["bridged"]
 
     if os.environ.get("NFSBRIDGE_UPDATE_EXPECTED") == "1":
