@@ -211,8 +211,15 @@ impl SdInvalid {
 impl Acl {
     /// ACL_REVISION (2), the revision of an ACL with no object ACEs.
     pub const REVISION: u8 = 2;
+    /// ACL_REVISION3 (3): Windows and Samba's smbcacls write it for plain ACLs too.
+    pub const REVISION_3: u8 = 3;
     /// ACL_REVISION_DS (4), the revision of an ACL that may hold object ACEs.
     pub const REVISION_DS: u8 = 4;
+
+    /// Whether `revision` is one Windows accepts (2, 3 or 4).
+    pub fn is_valid_revision(revision: u8) -> bool {
+        matches!(revision, Self::REVISION | Self::REVISION_3 | Self::REVISION_DS)
+    }
     /// The largest ACL the 16-bit AclSize field can describe.
     pub const MAX_WIRE_LEN: usize = u16::MAX as usize;
 
@@ -221,12 +228,12 @@ impl Acl {
         8 + self.aces.iter().map(Ace::wire_len).sum::<usize>()
     }
 
-    /// Checks that the ACL can be written in binary form: revision 2 or 4, every ACE
+    /// Checks that the ACL can be written in binary form: revision 2, 3 or 4, every ACE
     /// consistent (see [`Ace::other`]), sizes within the 16-bit fields, ACE sizes a multiple
     /// of 4 as MS-DTYP 2.4.4.1 requires.
     pub fn validate(&self, location: &str) -> Result<(), SdInvalid> {
-        if self.revision != Self::REVISION && self.revision != Self::REVISION_DS {
-            return Err(SdInvalid::new(location, format!("ACL revision {} (expected 2 or 4)", self.revision)));
+        if !Self::is_valid_revision(self.revision) {
+            return Err(SdInvalid::new(location, format!("ACL revision {} (expected 2, 3 or 4)", self.revision)));
         }
         for (index, ace) in self.aces.iter().enumerate() {
             let here = format!("{location}.aces[{index}]");

@@ -80,7 +80,7 @@ impl fmt::Display for DecodeProblem {
                 write!(f, "{what} offset is set but the {what}_PRESENT control bit is clear")
             }
             DecodeProblem::Sid { what, error } => write!(f, "{what}: {error}"),
-            DecodeProblem::AclRevision(value) => write!(f, "ACL revision {value}, expected 2 or 4"),
+            DecodeProblem::AclRevision(value) => write!(f, "ACL revision {value}, expected 2, 3 or 4"),
             DecodeProblem::AclSize { declared, used } => {
                 write!(f, "ACL size field says {declared} bytes but header and ACEs use {used}")
             }
@@ -193,7 +193,7 @@ fn decode_acl_at(bytes: &[u8], start: usize, what: &'static str) -> Result<(Acl,
         return fail(start, DecodeProblem::Truncated { what, needed: ACL_HEADER_LEN, available });
     }
     let revision = bytes[start];
-    if revision != Acl::REVISION && revision != Acl::REVISION_DS {
+    if !Acl::is_valid_revision(revision) {
         return fail(start, DecodeProblem::AclRevision(revision));
     }
     if bytes[start + 1] != 0 {
@@ -464,7 +464,7 @@ mod tests {
             (patched(20, &[3]), 20, "SID revision 3"),
             (patched(21, &[16]), 20, "sub-authority count 16"),
             (patched(21, &[15]), 20, "truncated"),
-            (patched(48, &[3]), 48, "ACL revision 3"),
+            (patched(48, &[5]), 48, "ACL revision 5"),
             (patched(49, &[1]), 49, "ACL Sbz1"),
             (patched(50, &[0x20, 0]), 50, "past the end of the buffer"),
             (patched(50, &[0x18, 0]), 58, "runs past the end of the ACL"),

@@ -96,7 +96,7 @@ mod tests {
         let bad_sid = r#"{"revision":1,"control":32768,"owner":"S-1-x","group":null,"sacl":null,"dacl":null}"#;
         assert!(matches!(from_json(bad_sid), Err(SdJsonError::Syntax(_))));
 
-        let acl_revision = r#"{"revision":1,"control":32772,"owner":null,"group":null,"sacl":null,"dacl":{"revision":3,"aces":[]}}"#;
+        let acl_revision = r#"{"revision":1,"control":32772,"owner":null,"group":null,"sacl":null,"dacl":{"revision":5,"aces":[]}}"#;
         assert!(from_json(acl_revision).unwrap_err().to_string().contains("dacl"));
 
         let other_mask = r#"{"revision":1,"control":32772,"owner":null,"group":null,"sacl":null,"dacl":{"revision":2,"aces":[

@@ -41,7 +41,7 @@ pub fn arb_ace() -> impl Strategy<Value = Ace> {
 }
 
 pub fn arb_acl() -> impl Strategy<Value = Acl> {
-    (prop_oneof![Just(Acl::REVISION), Just(Acl::REVISION_DS)], vec(arb_ace(), 0..8))
+    (prop_oneof![Just(Acl::REVISION), Just(Acl::REVISION_3), Just(Acl::REVISION_DS)], vec(arb_ace(), 0..8))
         .prop_map(|(revision, aces)| Acl { revision, aces })
 }
 

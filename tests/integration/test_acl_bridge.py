@@ -1,0 +1,284 @@
+"""The ACL bridge inside a real smbd: Windows ACLs stored as NFSv4 ACLs in an xattr and
+mirrored into the POSIX ACL and mode that the kernel enforces.
+
+Real smbd, real smbcacls and SMB opens, real xattrs, real POSIX ACLs, real local opens as the
+mapped uids. Nothing is mocked.
+"""
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+import subprocess
+import uuid
+
+import pytest
+
+from harness.samba import Share, User, ensure_unix_user
+
+ACL_XATTR = "security.nfs4acl_ndr"
+GROUP = "nfsb-team"
+# alice owns the files; bob is in the team; carol is not.
+USERS = {name: User(name, "Pw-" + uuid.uuid4().hex[:10]) for name in ("nfsb-alice", "nfsb-bob", "nfsb-carol")}
+
+# NT rights used below.
+READ = 0x120089      # FILE_GENERIC_READ
+WRITE = 0x120116     # FILE_GENERIC_WRITE
+EXECUTE = 0x1200A0   # FILE_GENERIC_EXECUTE
+FULL = 0x1F01FF
+FILE_READ_DATA, FILE_WRITE_DATA, FILE_EXECUTE = 0x1, 0x2, 0x20
+
+
+def ensure_group(name: str, members: list[str]) -> int:
+    try:
+        gid = grp.getgrnam(name).gr_gid
+    except KeyError:
+        subprocess.run(["groupadd", "--system", name], check=True)
+        gid = grp.getgrnam(name).gr_gid
+    for member in members:
+        subprocess.run(["usermod", "-a", "-G", name, member], check=True)
+    return gid
+
+
+@pytest.fixture(scope="module")
+def ids():
+    uids = {name: ensure_unix_user(name) for name in USERS}
+    gid = ensure_group(GROUP, ["nfsb-alice", "nfsb-bob"])
+    return {"uid": uids, "gid": gid}
+
+
+@pytest.fixture(scope="module")
+def smbd(smbd_factory, data_dir, ids):
+    instance = smbd_factory([Share("acls", data_dir / "acls", {"vfs objects": "nfsbridge"})])
+    for user in USERS.values():
+        instance.add_user(user)
+    share = instance.shares[0].path
+    os.chown(share, ids["uid"]["nfsb-alice"], ids["gid"])
+    os.chmod(share, 0o775)
+    return instance
+
+
+def share_path(smbd):
+    return smbd.shares[0].path
+
+
+def alice():
+    return USERS["nfsb-alice"]
+
+
+def user_sid(uid: int) -> str:
+    return f"S-1-22-1-{uid}"
+
+
+def group_sid(gid: int) -> str:
+    return f"S-1-22-2-{gid}"
+
+
+def create_file(smbd, name: str, content: str = "content\n") -> None:
+    path = share_path(smbd) / name
+    path.write_text(content)
+    os.chown(path, pwd.getpwnam("nfsb-alice").pw_uid, grp.getgrnam(GROUP).gr_gid)
+    os.chmod(path, 0o644)
+
+
+def set_acl(smbd, name: str, aces: list[tuple[str, str, int]], ids, flags: str = "0x0") -> subprocess.CompletedProcess:
+    """smbcacls --set with owner alice, group team and `aces` as (sid, ALLOWED|DENIED, mask)."""
+    owner, group = user_sid(ids["uid"]["nfsb-alice"]), group_sid(ids["gid"])
+    acl = ",".join(f"ACL:{sid}:{kind}/{flags}/0x{mask:08x}" for sid, kind, mask in aces)
+    return smbd.smbcacls("acls", name, alice(), "--numeric", "--set", f"OWNER:{owner},GROUP:{group},{acl}")
+
+
+def get_acl(smbd, name: str, user: User | None = None) -> subprocess.CompletedProcess:
+    return smbd.smbcacls("acls", name, user or alice(), "--numeric")
+
+
+def getfacl(path) -> str:
+    return subprocess.run(["getfacl", "-n", "-p", str(path)], capture_output=True, text=True, check=True).stdout
+
+
+def smb_may(smbd, user: User, name: str, access: int) -> bool:
+    """Does smbd grant `user` an open of `name` with exactly `access`?"""
+    from smbprotocol.connection import Connection
+    from smbprotocol.exceptions import SMBResponseException
+    from smbprotocol.open import CreateDisposition, CreateOptions, FilePipePrinterAccessMask, ImpersonationLevel, Open, ShareAccess
+    from smbprotocol.session import Session
+    from smbprotocol.tree import TreeConnect
+
+    conn = Connection(uuid.uuid4(), "127.0.0.1", smbd.port, require_signing=True)
+    with smbd.netns.entered():
+        conn.connect(timeout=10)
+    try:
+        session = Session(conn, user.name, user.password, require_encryption=False)
+        session.connect()
+        tree = TreeConnect(session, r"\\127.0.0.1\acls")
+        tree.connect()
+        handle = Open(tree, name)
+        try:
+            handle.create(ImpersonationLevel.Impersonation, access,
+                          0, ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE,
+                          CreateDisposition.FILE_OPEN, CreateOptions.FILE_NON_DIRECTORY_FILE)
+        except SMBResponseException as exc:
+            if exc.status == 0xC0000022:  # STATUS_ACCESS_DENIED
+                return False
+            raise
+        handle.close()
+        return True
+    finally:
+        conn.disconnect()
+
+
+def local_may(path, user: str, op: str) -> bool:
+    """A real local open (or exec permission check) as `user` with its groups."""
+    test = {"r": f"exec 3<'{path}'", "w": f"exec 3>>'{path}'", "x": f"test -x '{path}'"}[op]
+    result = subprocess.run(["setpriv", f"--reuid={user}", f"--regid={pwd.getpwnam(user).pw_gid}", "--init-groups",
+                             "sh", "-c", test], capture_output=True)
+    return result.returncode == 0
+
+
+def test_set_acl_is_stored_as_nfs4_and_mirrored_into_posix(smbd, ids):
+    create_file(smbd, "mirrored.txt")
+    bob, team = ids["uid"]["nfsb-bob"], ids["gid"]
+    result = set_acl(smbd, "mirrored.txt", [
+        (user_sid(ids["uid"]["nfsb-alice"]), "ALLOWED", FULL),
+        (user_sid(bob), "ALLOWED", READ | WRITE),
+        (group_sid(team), "ALLOWED", READ),
+    ], ids)
+    assert result.returncode == 0, result.stdout + result.stderr
+    path = share_path(smbd) / "mirrored.txt"
+    assert len(os.getxattr(path, ACL_XATTR)) > 0  # the NFSv4 ACL, ndr-encoded
+    facl = getfacl(path)
+    assert f"user:{bob}:rw-" in facl, facl
+    assert f"group:{team}:r--" in facl or "group::r--" in facl, facl
+    assert "other::---" in facl, facl
+    shown = get_acl(smbd, "mirrored.txt").stdout
+    assert re.search(rf"ACL:{user_sid(bob)}:0/0x0/0x0012019f", shown) or f"ACL:{user_sid(bob)}:" in shown or \
+        re.search(r"ACL:S-1-5-21-[\d-]+:0/0x0/0x0012019f", shown), shown
+
+
+def test_smb_sees_a_chmod_done_outside_and_keeps_named_entries(smbd, ids):
+    create_file(smbd, "chmodded.txt")
+    bob = ids["uid"]["nfsb-bob"]
+    assert set_acl(smbd, "chmodded.txt", [
+        (user_sid(ids["uid"]["nfsb-alice"]), "ALLOWED", FULL),
+        (user_sid(bob), "ALLOWED", READ | WRITE),
+        ("S-1-1-0", "ALLOWED", READ),
+    ], ids).returncode == 0
+    path = share_path(smbd) / "chmodded.txt"
+    os.chmod(path, 0o640)  # group r (mask r--), others nothing
+    shown = get_acl(smbd, "chmodded.txt").stdout
+    masks = {sid: int(m, 16) for sid, m in re.findall(r"^ACL:(S-1-[\d-]+):0/0x[0-9a-f]+/(0x[0-9a-f]+)$", shown, re.M)}
+    everyone = masks.get("S-1-1-0", 0)
+    assert everyone & FILE_READ_DATA == 0, f"chmod o-r not seen by SMB:\n{shown}"
+    # bob's named entry survives, narrowed to the new mask (r), not deleted.
+    bob_masks = [m for sid, m in masks.items() if sid.endswith(f"-{bob}") or sid == user_sid(bob)]
+    assert any(m & FILE_READ_DATA for m in bob_masks), f"bob's ACE lost after chmod:\n{shown}"
+    assert not any(m & FILE_WRITE_DATA for m in bob_masks), f"bob keeps write beyond the chmod mask:\n{shown}"
+
+
+def test_smb_sees_a_setfacl_done_outside(smbd, ids):
+    create_file(smbd, "setfacled.txt")
+    carol = ids["uid"]["nfsb-carol"]
+    path = share_path(smbd) / "setfacled.txt"
+    subprocess.run(["setfacl", "-m", f"u:{carol}:rw", str(path)], check=True)
+    shown = get_acl(smbd, "setfacled.txt").stdout
+    carol_sids = [sid for sid in re.findall(r"^ACL:(S-1-[\d-]+):0/", shown, re.M)
+                  if sid.endswith(f"-{carol}") or sid == user_sid(carol)]
+    assert carol_sids, shown
+    assert smb_may(smbd, USERS["nfsb-carol"], "setfacled.txt", FILE_WRITE_DATA)
+
+
+SD_CASES = {
+    # name: ACEs (owner alice, group team; bob in team, carol not)
+    "owner-full-bob-read-team-rx": lambda ids: [
+        (user_sid(ids["uid"]["nfsb-alice"]), "ALLOWED", FULL),
+        (user_sid(ids["uid"]["nfsb-bob"]), "ALLOWED", READ),
+        (group_sid(ids["gid"]), "ALLOWED", READ | EXECUTE)],
+    "deny-bob-write-team-rw": lambda ids: [
+        (user_sid(ids["uid"]["nfsb-bob"]), "DENIED", FILE_WRITE_DATA),
+        (group_sid(ids["gid"]), "ALLOWED", READ | WRITE),
+        (user_sid(ids["uid"]["nfsb-alice"]), "ALLOWED", FULL)],
+    "everyone-read-deny-carol": lambda ids: [
+        (user_sid(ids["uid"]["nfsb-carol"]), "DENIED", READ),
+        ("S-1-1-0", "ALLOWED", READ),
+        (user_sid(ids["uid"]["nfsb-alice"]), "ALLOWED", READ | WRITE)],
+    "team-write-only": lambda ids: [
+        (group_sid(ids["gid"]), "ALLOWED", WRITE),
+        (user_sid(ids["uid"]["nfsb-alice"]), "ALLOWED", READ)],
+    "deny-team-execute-everyone-all": lambda ids: [
+        (group_sid(ids["gid"]), "DENIED", FILE_EXECUTE),
+        ("S-1-1-0", "ALLOWED", READ | WRITE | EXECUTE)],
+}
+SMB_ACCESS = {"r": FILE_READ_DATA, "w": FILE_WRITE_DATA, "x": FILE_EXECUTE}
+
+
+@pytest.mark.parametrize("case", sorted(SD_CASES))
+def test_kernel_never_grants_more_than_the_windows_acl(smbd, ids, case):
+    """For each user and r/w/x: a local open the kernel allows is one smbd's NT check allows."""
+    name = f"access-{case}.txt"
+    create_file(smbd, name)
+    result = set_acl(smbd, name, SD_CASES[case](ids), ids)
+    assert result.returncode == 0, result.stdout + result.stderr
+    path = share_path(smbd) / name
+    local_grants = 0
+    violations = []
+    for user in USERS.values():
+        for op, access in SMB_ACCESS.items():
+            local = local_may(path, user.name, op)
+            smb = smb_may(smbd, user, name, access)
+            local_grants += local
+            if local and not smb:
+                violations.append(f"{user.name} may {op} locally but not over SMB")
+    assert not violations, f"{case}: POSIX mirror grants more than the Windows ACL:\n" + "\n".join(violations) + "\n" + getfacl(path)
+    assert local_grants > 0, f"{case}: the mirror grants nobody anything:\n{getfacl(path)}"
+
+
+def test_corrupt_acl_xattr_fails_that_file_clearly_and_never_opens_it_up(smbd, ids):
+    create_file(smbd, "corrupt.txt")
+    create_file(smbd, "healthy.txt")
+    path = share_path(smbd) / "corrupt.txt"
+    os.setxattr(path, ACL_XATTR, b"\x01\x00\xff\xffgarbage")
+    result = get_acl(smbd, "corrupt.txt")
+    assert result.returncode != 0
+    assert "NT_STATUS_INTERNAL_DB_CORRUPTION" in result.stdout + result.stderr, result.stdout + result.stderr
+    assert not smb_may(smbd, alice(), "corrupt.txt", FILE_READ_DATA)
+    assert get_acl(smbd, "healthy.txt").returncode == 0  # smbd keeps serving
+    log = smbd.log_text()
+    assert re.search(r"corrupt\.txt: reading the ACL failed: the NFSv4 ACL in security\.nfs4acl_ndr \(ndr encoding\) is corrupt", log), log[-3000:]
+
+
+def test_unmappable_sid_is_refused_with_none_mapped(smbd, ids):
+    create_file(smbd, "unmappable.txt")
+    before = getfacl(share_path(smbd) / "unmappable.txt")
+    result = set_acl(smbd, "unmappable.txt", [
+        (user_sid(ids["uid"]["nfsb-alice"]), "ALLOWED", FULL),
+        ("S-1-5-21-1-2-3-4242", "ALLOWED", READ)], ids)
+    assert result.returncode != 0
+    assert "NT_STATUS_NONE_MAPPED" in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "S-1-5-21-1-2-3-4242" in smbd.log_text()
+    assert getfacl(share_path(smbd) / "unmappable.txt") == before  # nothing half-written
+
+
+def test_files_created_over_smb_inherit_as_windows_expects(smbd, ids, tmp_path):
+    d = share_path(smbd) / "inheriting"
+    d.mkdir()
+    os.chown(d, ids["uid"]["nfsb-alice"], ids["gid"])
+    bob = ids["uid"]["nfsb-bob"]
+    result = set_acl(smbd, "inheriting", [
+        (user_sid(ids["uid"]["nfsb-alice"]), "ALLOWED", FULL),
+        (user_sid(bob), "ALLOWED", READ)], ids, flags="0x3")  # OI|CI
+    assert result.returncode == 0, result.stdout + result.stderr
+    src = tmp_path / "child.txt"
+    src.write_text("child\n")
+    smbd.smbclient("acls", alice(), f"put {src} inheriting/child.txt")
+    shown = get_acl(smbd, "inheriting/child.txt").stdout
+    # bob's ACE arrives on the child, marked INHERITED (0x10).
+    assert re.search(rf"ACL:(S-1-22-1-{bob}|S-1-5-21-[\d-]+):0/0x10/0x00120089", shown), shown
+    assert f"user:{bob}:r--" in getfacl(d / "child.txt")
+    # A file created locally in the same directory gets bob's right through the POSIX
+    # default ACL, and SMB shows it.
+    local = d / "local.txt"
+    subprocess.run(["setpriv", "--reuid=nfsb-alice", f"--regid={ids['gid']}", "--init-groups",
+                    "sh", "-c", f"echo local > '{local}'"], check=True)
+    assert f"user:{bob}:r--" in getfacl(local)
+    assert smb_may(smbd, USERS["nfsb-bob"], "inheriting/local.txt", FILE_READ_DATA)
