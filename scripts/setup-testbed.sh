@@ -3,7 +3,7 @@
 #
 # Host tier: NFS-Ganesha 5.9 (FSAL_VFS) from bookworm-backports, libnfs-utils, nfs4-acl-tools;
 # nfs-rs comes with the test venv (tests/requirements.txt).
-# Kernel tier: QEMU, kmod, udev (without udev virtme-ng falls back to the console and loses the
+# Kernel tier: QEMU, kmod, busybox-static (virtme-ng's initramfs), udev (without udev virtme-ng falls back to the console and loses the
 # exit code), nfs-kernel-server/nfs-common (their userspace runs in the guest), virtme-ng (test
 # venv), virtiofsd built once with cargo, Debian's 7.3 kernel packages downloaded (never installed).
 # Everything expensive is cached under $NFSBRIDGE_CACHE by version; a second run only checks.
@@ -20,7 +20,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 missing=""
-for p in kmod udev libnfs-utils nfs4-acl-tools nfs-kernel-server nfs-common acl attr e2fsprogs bc \
+for p in kmod udev busybox-static libnfs-utils nfs4-acl-tools nfs-kernel-server nfs-common acl attr e2fsprogs bc \
          libcap-ng-dev libseccomp-dev; do
   installed "$p" || missing="$missing $p"
 done
