@@ -53,3 +53,16 @@ def test_profiles_reach_smbd_and_ganesha_serves_the_same_directory(bed_factory):
         f.close()
     assert bed.nfs.read("seen.txt") == b"over smb"
     assert bed.local.read("seen.txt") == b"over smb"
+
+
+def test_local_actor_as_a_given_uid_holds_a_lease_that_nfs_breaks(bed, test_uid):
+    user = bed.local.as_user(test_uid)
+    user.write("owned.txt", b"0123456789")
+    assert bed.local.path("owned.txt").stat().st_uid == test_uid
+    holder = user.hold_lease("owned.txt", "read")
+    with ThreadPoolExecutor(1) as pool:
+        truncate = pool.submit(bed.nfs.truncate, "owned.txt", 4)
+        holder.wait_broken(timeout=30)
+        holder.release()
+        truncate.result(timeout=60)
+    assert user.read("owned.txt") == b"0123"

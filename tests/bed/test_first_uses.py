@@ -15,7 +15,9 @@ import pytest
 
 @pytest.mark.host_tier
 @pytest.mark.kernel_tier
-def test_smb_write_reads_back_identically_over_nfs_and_locally(bed):
+@pytest.mark.parametrize("profile", ["plain", "nfsbridge"])
+def test_smb_write_reads_back_identically_over_nfs_and_locally(bed_factory, profile):
+    bed = bed_factory(profile)
     payload = os.urandom(1024 * 1024 + 17)
     with bed.smb() as smb:
         f = smb.open("from-smb.bin", lease="RWH")
