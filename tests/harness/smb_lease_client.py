@@ -28,6 +28,7 @@ from .netns import NetNamespace
 
 BREAK_MESSAGE_ID = 0xFFFFFFFFFFFFFFFF
 LEASE_R, LEASE_H, LEASE_W = 0x1, 0x2, 0x4
+STATUS_SUCCESS = NtStatus.STATUS_SUCCESS
 
 
 def lease_state(text: str) -> int:
@@ -242,5 +243,3 @@ class SmbLeaseClient:
         except Exception:  # noqa: BLE001 - a dead connection needs no logoff
             self.connection.disconnect(False)
 
-
-STATUS_SUCCESS = NtStatus.STATUS_SUCCESS
