@@ -126,7 +126,7 @@ if [ ! -x "$NFSBRIDGE_VENV/bin/python" ]; then
   step "python venv for the test clients: $NFSBRIDGE_VENV"
   /usr/bin/python3 -m venv "$NFSBRIDGE_VENV"
 fi
-if ! "$NFSBRIDGE_VENV/bin/python" -c 'import pytest, smbprotocol' 2>/dev/null; then
+if ! "$NFSBRIDGE_VENV/bin/python" -c 'import pytest, smbprotocol, nfs_rs, virtme_ng' 2>/dev/null; then
   "$NFSBRIDGE_VENV/bin/pip" install -q -r "$REPO/tests/requirements.txt"
 fi
 
@@ -135,4 +135,8 @@ if ! command -v cargo-fuzz >/dev/null; then
   step "cargo-fuzz (for scripts/fuzz.sh and the bounded fuzz run in scripts/test.sh)"
   cargo install --locked cargo-fuzz
 fi
+
+# The multi-protocol test bed (docs/test-bed.md): host packages for both tiers, virtiofsd and the
+# 7.x kernel packages for the kernel tier, each cached by version.
+"$REPO/scripts/setup-testbed.sh"
 step "setup done: Samba $DEBVER, headers $HDR"

@@ -4,6 +4,9 @@
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh --quick    skip the smbtorture parity gate (about 10 minutes)
+#   scripts/test.sh --tier host|kernel|all   which test bed tier (docs/test-bed.md; default all):
+#       host = everything on this kernel (Rust tests, integration, parity, tests/bed with Ganesha);
+#       kernel = the module build and tests/bed's kernel_tier tests in a 7.3 VM (scripts/kernel-vm.sh)
 #
 # Needs scripts/setup.sh to have run (root: tests create users and network namespaces).
 # NFSBRIDGE_KEEP_TEST_DIRS=1 keeps the test shares and smbd logs under /tmp/nfsbridge-test-*.
@@ -12,13 +15,18 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 . "$REPO/scripts/lib/common.sh"
 export PATH=$HOME/.cargo/bin:$PATH
 quick=0
-for arg in "$@"; do
+tier=all
+while [ $# -gt 0 ]; do
+  arg=$1; shift
   case $arg in
     --quick) quick=1 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --tier=*) tier=${arg#--tier=} ;;
+    --tier) tier=${1:-}; shift || true ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) die "unknown argument $arg (see scripts/test.sh --help)" ;;
   esac
 done
+case $tier in host|kernel|all) ;; *) die "--tier must be host, kernel or all (got '$tier')" ;; esac
 [ "$(id -u)" = 0 ] || die "scripts/test.sh must run as root (it creates users and network namespaces)"
 check_headers_match
 cd "$REPO"
@@ -45,14 +53,22 @@ stage() {
   step "$name: $p passed, $f failed (exit $rc)"
 }
 
+if [ "$tier" != kernel ]; then
 stage "rust unit and property tests" cargo test --locked --workspace --exclude nfsbridge-vfs
 stage "bounded fuzz run (5 s per decoder)" scripts/fuzz.sh 5
+fi
 stage "build module and CLI" scripts/build.sh
+if [ "$tier" != kernel ]; then
 stage "integration tests (real smbd)" "$PY" -m pytest -q -rfE tests/integration
+stage "test bed [host tier]: smbd + Ganesha + local" env NFSBRIDGE_TIER=host "$PY" -m pytest -v -rfE tests/bed
 if [ $quick = 1 ]; then
   step "smbtorture parity gate: skipped (--quick)"
 else
   stage "smbtorture parity gate" "$PY" -m pytest -q -s -rfE tests/parity
+fi
+fi
+if [ "$tier" != host ]; then
+  stage "test bed [kernel tier]: 7.3 VM, kernel nfsd, NFSv4.2 mount" scripts/kernel-vm.sh
 fi
 
 if [ -n "$failed_stages" ]; then

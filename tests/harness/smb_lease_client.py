@@ -1,0 +1,245 @@
+"""An SMB2/3 client that holds leases and oplocks and acknowledges their breaks.
+
+Built on python smbprotocol 1.17. As shipped, its receive thread looks every server message up
+among the pending requests by MessageId; a server-initiated break (MS-SMB2 2.2.23) carries
+MessageId 0xFFFFFFFFFFFFFFFF, the lookup raises KeyError and the connection is dropped. We
+register our own object under that MessageId: the thread hands it each break as if it were a
+response, and it queues them. smbprotocol has no break acknowledgement messages, so they are
+built here from the specification (2.2.24.1 oplock, 2.2.24.2 lease).
+"""
+from __future__ import annotations
+
+import queue
+import struct
+import threading
+import uuid
+from dataclasses import dataclass
+
+from smbprotocol.connection import Connection
+from smbprotocol.create_contexts import (CreateContextName, SMB2CreateContextRequest,
+                                         SMB2CreateRequestLeaseV2, SMB2CreateResponseLeaseV2)
+from smbprotocol.header import Commands, NtStatus
+from smbprotocol.open import (CreateDisposition, CreateOptions, FilePipePrinterAccessMask,
+                              ImpersonationLevel, Open, RequestedOplockLevel, ShareAccess)
+from smbprotocol.session import Session
+from smbprotocol.tree import TreeConnect
+
+from .netns import NetNamespace
+
+BREAK_MESSAGE_ID = 0xFFFFFFFFFFFFFFFF
+LEASE_R, LEASE_H, LEASE_W = 0x1, 0x2, 0x4
+STATUS_SUCCESS = NtStatus.STATUS_SUCCESS
+
+
+def lease_state(text: str) -> int:
+    """"RWH" -> SMB2_LEASE_READ|WRITE|HANDLE_CACHING; "" -> NONE."""
+    bits = {"R": LEASE_R, "H": LEASE_H, "W": LEASE_W}
+    return sum(bits[c] for c in set(text.upper()))
+
+
+def lease_text(state: int) -> str:
+    return "".join(c for c, b in (("R", LEASE_R), ("W", LEASE_W), ("H", LEASE_H)) if state & b)
+
+
+@dataclass
+class LeaseBreak:
+    """MS-SMB2 2.2.23.2 Lease Break Notification."""
+    lease_key: bytes
+    current: int
+    new: int
+    ack_required: bool
+    epoch: int
+
+
+@dataclass
+class OplockBreak:
+    """MS-SMB2 2.2.23.1 Oplock Break Notification."""
+    file_id: bytes
+    new_level: int
+
+
+class _Field:
+    def __init__(self, value: int):
+        self.value = value
+
+    def get_value(self) -> int:
+        return self.value
+
+
+class _BreakSink:
+    """Stands in for a smbprotocol `Request` under MessageId 0xFFFFFFFFFFFFFFFF. The receive
+    thread assigns each break notification's header to `.response`, which queues it; it reads
+    `.session_id`, `.message["reserved"|"command"]`, `.response_event_lock`, and calls
+    `.response_event.set()` (a no-op here)."""
+
+    def __init__(self):
+        self.breaks: queue.Queue = queue.Queue()
+        self.session_id = None
+        self.response_event_lock = threading.Lock()
+        self.response_event = self
+        self.message = {"reserved": _Field(0), "command": _Field(Commands.SMB2_OPLOCK_BREAK)}
+        self.async_id = None
+
+    @property
+    def response(self):
+        return None  # never "answered": the keep-alive check must not treat it as a stale echo
+
+    @response.setter
+    def response(self, header) -> None:
+        body = header["data"].get_value()
+        size = struct.unpack_from("<H", body, 0)[0]
+        if size == 44:
+            epoch, flags, key, current, new = struct.unpack_from("<HI16sII", body, 2)
+            self.breaks.put(LeaseBreak(key, current, new, bool(flags & 0x1), epoch))
+        elif size == 24:
+            self.breaks.put(OplockBreak(body[8:24], body[2]))
+
+    def set(self) -> None:
+        pass
+
+    def wait(self, timeout=None) -> bool:
+        return True
+
+    def clear(self) -> None:
+        pass
+
+
+class _RawMessage:
+    """A request body smbprotocol sends as is (it needs only COMMAND, pack() and len())."""
+
+    def __init__(self, command: int, body: bytes):
+        self.COMMAND = command
+        self.body = body
+
+    def pack(self) -> bytes:
+        return self.body
+
+    def __len__(self) -> int:
+        return len(self.body)
+
+
+@dataclass
+class SmbOpen:
+    handle: Open
+    lease_key: bytes | None
+    lease_state: int          # granted lease state (0 when none)
+    oplock_level: int         # granted oplock level (0xFF when a lease was granted)
+
+    def read(self, offset: int = 0, length: int | None = None) -> bytes:
+        size = self.handle.end_of_file if length is None else length
+        return self.handle.read(offset, size) if size else b""
+
+    def write(self, data: bytes, offset: int = 0) -> int:
+        return self.handle.write(data, offset)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class SmbLeaseClient:
+    """One SMB connection, session and tree connect to //127.0.0.1/`share`, made inside
+    `netns` when given (the socket stays there for the connection's lifetime)."""
+
+    def __init__(self, share: str, user: str, password: str, port: int = 445,
+                 netns: NetNamespace | None = None, timeout: float = 30.0):
+        self.timeout = timeout
+        # Signing: against Samba without encryption, smbprotocol's tree connect fails otherwise.
+        self.connection = Connection(uuid.uuid4(), "127.0.0.1", port, require_signing=True)
+        if netns:
+            with netns.entered():
+                self.connection.connect(timeout=timeout)
+        else:
+            self.connection.connect(timeout=timeout)
+        self._sink = _BreakSink()
+        self.connection.outstanding_requests[BREAK_MESSAGE_ID] = self._sink
+        self.session = Session(self.connection, user, password, require_encryption=False,
+                               auth_protocol="ntlm")
+        self.session.connect()
+        self.tree = TreeConnect(self.session, rf"\\127.0.0.1\{share}")
+        self.tree.connect()
+
+    def open(self, path: str, lease: str | None = "RWH", oplock: int | None = None,
+             write: bool = True, create: bool = True, share_access: int | None = None) -> SmbOpen:
+        """Opens `path` asking for a v2 lease of state `lease` (e.g. "RWH", "RH", "R"), or for
+        oplock level `oplock` (RequestedOplockLevel) when `lease` is None."""
+        handle = Open(self.tree, path)
+        access = FilePipePrinterAccessMask.FILE_READ_DATA | FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES
+        if write:
+            access |= FilePipePrinterAccessMask.FILE_WRITE_DATA | FilePipePrinterAccessMask.FILE_WRITE_ATTRIBUTES
+        if share_access is None:
+            share_access = ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE
+        contexts, key = [], None
+        level = RequestedOplockLevel.SMB2_OPLOCK_LEVEL_NONE if oplock is None else oplock
+        if lease is not None:
+            key = uuid.uuid4().bytes
+            request = SMB2CreateRequestLeaseV2()
+            request["lease_key"] = key
+            request["lease_state"] = lease_state(lease)
+            request["parent_lease_key"] = b"\x00" * 16
+            request["epoch"] = b"\x00\x00"
+            context = SMB2CreateContextRequest()
+            context["buffer_name"] = CreateContextName.SMB2_CREATE_REQUEST_LEASE_V2
+            context["buffer_data"] = request
+            contexts.append(context)
+            level = RequestedOplockLevel.SMB2_OPLOCK_LEVEL_LEASE
+        responses = handle.create(
+            ImpersonationLevel.Impersonation, access, 0, share_access,
+            CreateDisposition.FILE_OPEN_IF if create else CreateDisposition.FILE_OPEN,
+            CreateOptions.FILE_NON_DIRECTORY_FILE, create_contexts=contexts, oplock_level=level)
+        granted = 0
+        for response in responses or []:
+            if isinstance(response, SMB2CreateResponseLeaseV2):
+                granted = response["lease_state"].get_value()
+        return SmbOpen(handle, key, granted, handle.oplock_level)
+
+    def wait_break(self, timeout: float = 30.0) -> LeaseBreak | OplockBreak:
+        """The next break the server sent; raises TimeoutError if none came within `timeout`."""
+        try:
+            return self._sink.breaks.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no oplock/lease break within {timeout}s") from None
+
+    def pending_breaks(self) -> list:
+        out = []
+        while True:
+            try:
+                out.append(self._sink.breaks.get_nowait())
+            except queue.Empty:
+                return out
+
+    def ack_lease_break(self, brk: LeaseBreak, new_state: int | None = None) -> int:
+        """Sends an SMB2 Lease Break Acknowledgment (2.2.24.2, 36 bytes); returns the NTSTATUS."""
+        state = brk.new if new_state is None else new_state
+        body = struct.pack("<HHI16sIQ", 36, 0, 0, brk.lease_key, state, 0)
+        return self._send_ack(body)
+
+    def ack_oplock_break(self, brk: OplockBreak, level: int | None = None) -> int:
+        """Sends an SMB2 Oplock Break Acknowledgment (2.2.24.1, 24 bytes); returns the NTSTATUS."""
+        body = struct.pack("<HBBI16s", 24, brk.new_level if level is None else level, 0, 0, brk.file_id)
+        return self._send_ack(body)
+
+    def _send_ack(self, body: bytes) -> int:
+        request = self.connection.send(_RawMessage(Commands.SMB2_OPLOCK_BREAK, body),
+                                       sid=self.session.session_id, tid=self.tree.tree_connect_id)
+        # receive() raises on an error status; the caller wants to see it, so wait by hand.
+        if not request.response_event.wait(self.timeout):
+            raise TimeoutError("no answer to the break acknowledgment")
+        self.connection.outstanding_requests.pop(request.message["message_id"].get_value(), None)
+        return request.response["status"].get_value()
+
+    def __enter__(self) -> "SmbLeaseClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        transport = self.connection.transport
+        if transport is None or not transport.connected:
+            return              # already closed, or the server dropped it
+        self.connection.outstanding_requests.pop(BREAK_MESSAGE_ID, None)
+        try:
+            self.connection.disconnect(True)
+        except Exception:  # noqa: BLE001 - a dead connection needs no logoff
+            self.connection.disconnect(False)
+
