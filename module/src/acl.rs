@@ -209,7 +209,7 @@ pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, s
     // Owner and group first: OWNER@/GROUP@ in the stored ACL mean the file's owner after
     // this call, so map the ACEs against the new owner.
     let info = current.info;
-    let owner = resolve_owner(&sd, &idmap, info)?;
+    let owner = resolve_owner(&mut sd, &idmap, info, file)?;
     if owner.uid != info.uid || owner.gid != info.gid {
         let uid = (owner.uid != info.uid).then_some(owner.uid);
         let gid = (owner.gid != info.gid).then_some(owner.gid);
@@ -256,21 +256,30 @@ struct Owner {
     gid: u32,
 }
 
-fn resolve_owner(sd: &SecurityDescriptor, idmap: &dyn IdMap, info: FileInfo) -> Result<Owner, AclFailure> {
-    let uid = match &sd.owner {
-        Some(sid) => idmap
-            .sid_to_unix(sid)
-            .ok()
-            .and_then(|id| id.as_uid())
-            .ok_or_else(|| failure(status::INVALID_OWNER, format!("owner SID {sid} maps to no Unix user")))?,
+/// The uid/gid the descriptor's owner and group SIDs stand for. An SID kept as the file's
+/// current id (below) is replaced in `sd` by that id's SID, so the mapping sees one owner.
+fn resolve_owner(sd: &mut SecurityDescriptor, idmap: &dyn IdMap, info: FileInfo, file: &File) -> Result<Owner, AclFailure> {
+    // Like Samba with `force unknown acl user` (which vfs_nfs4acl_xattr sets): an owner or
+    // group SID with no Unix id keeps the file's current one. smbd sends the creator's primary
+    // group (often "Domain Users", unmapped) when it applies an inherited ACL to a new file.
+    // The ACEs themselves are never treated this way: an unmappable SID in an ACE is an error.
+    let sid_failure = |what: &str, e: nfsbridge::acl::idmap::IdMapError| failure(status::NONE_MAPPED, format!("{what}: {e}"));
+    let uid = match sd.owner.as_ref().map(|sid| (sid.clone(), idmap.sid_to_unix(sid).ok().and_then(|id| id.as_uid()))) {
+        Some((_, Some(uid))) => uid,
+        Some((sid, None)) => {
+            tracing::info!("{}: owner SID {sid} maps to no Unix user; keeping uid {}", file.name(), info.uid);
+            sd.owner = Some(idmap.uid_to_sid(info.uid).map_err(|e| sid_failure("file owner", e))?);
+            info.uid
+        }
         None => info.uid,
     };
-    let gid = match &sd.group {
-        Some(sid) => idmap
-            .sid_to_unix(sid)
-            .ok()
-            .and_then(|id| id.as_gid())
-            .ok_or_else(|| failure(status::INVALID_PRIMARY_GROUP, format!("group SID {sid} maps to no Unix group")))?,
+    let gid = match sd.group.as_ref().map(|sid| (sid.clone(), idmap.sid_to_unix(sid).ok().and_then(|id| id.as_gid()))) {
+        Some((_, Some(gid))) => gid,
+        Some((sid, None)) => {
+            tracing::info!("{}: group SID {sid} maps to no Unix group; keeping gid {}", file.name(), info.gid);
+            sd.group = Some(idmap.gid_to_sid(info.gid).map_err(|e| sid_failure("file group", e))?);
+            info.gid
+        }
         None => info.gid,
     };
     Ok(Owner { uid, gid })

@@ -15,7 +15,7 @@ pub mod status {
     pub const INVALID_OWNER: u32 = 0xC000_005A;
     pub const INVALID_PRIMARY_GROUP: u32 = 0xC000_005B;
     pub const NONE_MAPPED: u32 = 0xC000_0073;
-    pub const INTERNAL_DB_CORRUPTION: u32 = 0xC000_0104;
+    pub const INTERNAL_DB_CORRUPTION: u32 = 0xC000_00E4;
     pub const INTERNAL_ERROR: u32 = 0xC000_00E5;
     pub const NOT_SUPPORTED: u32 = 0xC000_00BB;
 }
