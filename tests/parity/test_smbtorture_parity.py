@@ -1,9 +1,12 @@
-"""The smbtorture parity gate: SMB-to-SMB behaviour through nfsbridge is exactly plain Samba's.
+"""The smbtorture parity gate: SMB-to-SMB behaviour through nfsbridge is exactly plain Samba's,
+and its ACL behaviour at least vfs_nfs4acl_xattr's.
 
-Each suite runs against a plain share and an nfsbridge share of one private smbd, side by
-side. Any test that passes on the plain share, or that the committed expected list says passes,
-must pass on the nfsbridge share. tests/parity/expected/<suite>.txt holds what plain Samba
-4.22.6 gives here; regenerate it with NFSBRIDGE_UPDATE_EXPECTED=1 after checking why it moved.
+Each suite runs against its baseline share (plain Samba for the lease/oplock suites,
+vfs_nfs4acl_xattr for the ACL suites) and the nfsbridge share of one private smbd, side by
+side. Any test that passes on the baseline, or that the committed expected list says passes,
+must pass on the nfsbridge share. tests/parity/expected/<suite>[.<baseline>].txt holds what
+Samba 4.22.6 gives on the baseline here; regenerate with NFSBRIDGE_UPDATE_EXPECTED=1 after
+checking why it moved.
 """
 from __future__ import annotations
 
@@ -22,11 +25,18 @@ SUITE_TIMEOUT = 900
 # smb2.dirlease.oplocks crashes smbtorture itself (an out-of-bounds loop in the test), on any
 # server: it is left out of the run, not counted as a pass.
 EXCLUDED = {"smb2.dirlease.oplocks"}
-SUITES = ["smb2.lease", "smb2.oplock", "smb2.durable-open", "smb2.dirlease"]
+# (suite, the share nfsbridge must match): SMB semantics against plain Samba, ACL semantics
+# against vfs_nfs4acl_xattr, the module admins switch from.
+SUITES = [("smb2.lease", "plain"), ("smb2.oplock", "plain"), ("smb2.durable-open", "plain"),
+          ("smb2.dirlease", "plain"), ("smb2.acls", "nfs4acl"), ("smb2.sdread", "nfs4acl")]
 # Streams are on for both shares (Windows-facing shares have them, and several oplock/lease
 # tests open streams); nfsbridge sits on top of the same stack.
 COMMON = {"smb3 directory leases": "yes", "kernel oplocks": "no"}
 PLAIN = {**COMMON, "vfs objects": "streams_xattr"}
+# validate_mode = no: with its default, Samba 4.22.6's nfs4acl_xattr fails opens when it tries
+# to remove its security.* xattr as the user (EPERM) after a mode change.
+NFS4ACL = {**COMMON, "vfs objects": "nfs4acl_xattr streams_xattr", "nfs4acl_xattr:encoding": "ndr",
+           "nfs4acl_xattr:validate_mode": "no"}
 BRIDGED = {**COMMON, "vfs objects": "nfsbridge streams_xattr"}
 # A test that passes on plain but fails through nfsbridge is run again, alone, this many times
 # on both shares; only a failure that repeats while plain keeps passing counts. smbtorture's
@@ -38,6 +48,7 @@ RETRIES = 2
 def smbd(smbd_factory, data_dir):
     return smbd_factory([
         Share("plain", data_dir / "plain", dict(PLAIN)),
+        Share("nfs4acl", data_dir / "nfs4acl", dict(NFS4ACL)),
         Share("bridged", data_dir / "bridged", dict(BRIDGED)),
     ], log_level="1")
 
@@ -75,22 +86,27 @@ def run_suite(smbd, share: str, user, suite: str, tests: list[str], workdir: Pat
     return results
 
 
-def read_expected(suite: str) -> dict[str, str]:
-    path = EXPECTED_DIR / f"{suite}.txt"
+def expected_path(suite: str, baseline: str) -> Path:
+    return EXPECTED_DIR / (f"{suite}.txt" if baseline == "plain" else f"{suite}.{baseline}.txt")
+
+
+def read_expected(suite: str, baseline: str) -> dict[str, str]:
+    path = expected_path(suite, baseline)
     if not path.exists():
         return {}
     pairs = (line.split() for line in path.read_text().splitlines() if line and not line.startswith("#"))
     return {name: status for status, name in pairs}
 
 
-def write_expected(suite: str, results: dict[str, str]) -> None:
-    lines = [f"# plain Samba 4.22.6 results of {suite} (smbtorture --target=samba3); see test_smbtorture_parity.py"]
+def write_expected(suite: str, baseline: str, results: dict[str, str]) -> None:
+    lines = [f"# Samba 4.22.6 results of {suite} on the {baseline} share (smbtorture --target=samba3); "
+             "see test_smbtorture_parity.py"]
     lines += [f"{status} {name}" for name, status in sorted(results.items())]
-    (EXPECTED_DIR / f"{suite}.txt").write_text("\n".join(lines) + "\n")
+    expected_path(suite, baseline).write_text("\n".join(lines) + "\n")
 
 
-@pytest.mark.parametrize("suite", SUITES)
-def test_suite_parity(smbd, test_user, suite, data_dir):
+@pytest.mark.parametrize("suite,baseline", SUITES)
+def test_suite_parity(smbd, test_user, suite, baseline, data_dir):
     tests = list_tests(smbd, suite)
     assert tests, f"smbtorture lists no tests for {suite}"
     workdir = data_dir / "torture"
@@ -104,24 +120,25 @@ def test_suite_parity(smbd, test_user, suite, data_dir):
         except BaseException as exc:  # reported below, with the share it belongs to
             errors[share] = exc
 
-    threads = [threading.Thread(target=run, args=(s,)) for s in ("plain", "bridged")]
+    threads = [threading.Thread(target=run, args=(s,)) for s in (baseline, "bridged")]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors, f"{suite}: running smbtorture failed: {errors}"
-    plain, bridged = results["plain"], results["bridged"]
+    plain, bridged = results[baseline], results["bridged"]
 
     if os.environ.get("NFSBRIDGE_UPDATE_EXPECTED") == "1":
-        write_expected(suite, plain)
-    expected = read_expected(suite)
+        write_expected(suite, baseline, plain)
+    expected = read_expected(suite, baseline)
     assert expected, f"no committed expected list for {suite}: run with NFSBRIDGE_UPDATE_EXPECTED=1"
 
-    summary = {share: {s: sum(1 for v in r.values() if v == s) for s in ("success", "failure", "error", "skip", "missing")}
+    summary = {"plain" if share == baseline else share:
+               {s: sum(1 for v in r.values() if v == s) for s in ("success", "failure", "error", "skip", "missing")}
                for share, r in results.items()}
     assert summary["plain"]["success"] > 0, f"{suite}: nothing passed on the plain share; see {workdir}/plain-{suite}.out"
     assert summary["bridged"]["missing"] < len(tests), f"{suite}: smbtorture ran nothing on the nfsbridge share"
-    print(f"\n{suite}: {len(tests)} tests; plain {summary['plain']}; nfsbridge {summary['bridged']}")
+    print(f"\n{suite}: {len(tests)} tests; {baseline} {summary['plain']}; nfsbridge {summary['bridged']}")
     drift = sorted(t for t in tests if expected.get(t, "missing") != plain[t])
     if drift:
         print(f"{suite}: plain share differs from the committed list (not a failure of nfsbridge): "
@@ -133,14 +150,14 @@ def test_suite_parity(smbd, test_user, suite, data_dir):
             retry_dir = workdir / f"retry-{attempt}"
             retry_dir.mkdir(exist_ok=True)
             again = {share: run_suite(smbd, share, test_user, suite, [test], retry_dir)[test]
-                     for share in ("plain", "bridged")}
-            print(f"{suite}: retry {attempt + 1} of {test}: plain {again['plain']}, nfsbridge {again['bridged']}")
+                     for share in (baseline, "bridged")}
+            print(f"{suite}: retry {attempt + 1} of {test}: {baseline} {again[baseline]}, nfsbridge {again['bridged']}")
             if again["bridged"] == "success":
                 print(f"{suite}: {test} passed through nfsbridge on retry (timing-sensitive; not counted)")
                 break
         else:
             regressions.append(test)
     assert not regressions, (
-        f"{suite}: {len(regressions)} test(s) pass on plain Samba but not through nfsbridge: "
-        + ", ".join(f"{t} ({bridged[t]}; plain {plain[t]})" for t in regressions)
+        f"{suite}: {len(regressions)} test(s) pass on the {baseline} share but not through nfsbridge: "
+        + ", ".join(f"{t} ({bridged[t]}; {baseline} {plain[t]})" for t in regressions)
         + f"\nsmbtorture output: {workdir}/bridged-{suite}.out")
