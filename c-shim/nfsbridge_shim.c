@@ -128,6 +128,8 @@ static NTSTATUS nfsb_fset_nt_acl(struct vfs_handle_struct *handle, struct files_
 	status = NT_STATUS(rust_ops->fset_nt_acl(to_nfsb(handle), state, (nfsb_fsp *)fsp,
 						  security_info_sent, data, len));
 	TALLOC_FREE(data);
+	/* The mirror changed mode and maybe owner: let smbd see them. */
+	(void)vfs_stat_fsp(fsp);
 	return status;
 }
 
@@ -180,9 +182,12 @@ static struct files_struct *to_fsp(const nfsb_fsp *fsp)
 
 bool nfsb_fsp_info(const nfsb_fsp *nfsp, struct nfsb_file_info *info)
 {
-	const struct files_struct *fsp = to_fsp(nfsp);
+	struct files_struct *fsp = to_fsp(nfsp);
 	const SMB_STRUCT_STAT *st = &fsp->fsp_name->st;
 
+	/* smbd's cached stat can predate a chmod/chown (ours, or one over NFS): the ACL bridge
+	 * compares the mode with the stored ACL's mirror, so it needs the current one. */
+	(void)vfs_stat_fsp(fsp);
 	if (!VALID_STAT(*st)) {
 		return false;
 	}
