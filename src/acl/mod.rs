@@ -6,6 +6,7 @@
 //! - [`nfs4`]: the NFSv4 ACL model (RFC 8881 §6).
 //! - [`idmap`]: SID ↔ uid/gid mapping.
 //! - [`mapping`]: NT security descriptor ↔ NFSv4 ACL mapping.
+pub mod bridge;
 pub mod idmap;
 pub mod mapping;
 pub mod nfs4;
