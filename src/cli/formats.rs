@@ -84,7 +84,8 @@ impl fmt::Display for Format {
 }
 
 /// Guesses the format of text input: `{` is JSON (a security descriptor or an NFSv4 ACL,
-/// whichever parses), `O:`/`G:`/`D:`/`S:` SDDL, `REVISION:`/`OWNER:`/`GROUP:`/`ACL:`/
+/// whichever parses), `O:`/`G:`/`D:`/`S:` SDDL (but `D:` text that parses as nfs4 text,
+/// `D:flags:who:perms`, is nfs4), `REVISION:`/`OWNER:`/`GROUP:`/`ACL:`/
 /// `CONTROL:` smbcacls, anything else nfs4 text. Binary formats are never guessed.
 pub fn detect(input: &[u8]) -> Format {
     let text = String::from_utf8_lossy(input);
@@ -94,6 +95,10 @@ pub fn detect(input: &[u8]) -> Format {
             return Format::Nfs4Json;
         }
         return Format::Json;
+    }
+    // `D:` starts an SDDL DACL and an nfs4 DENY ACE alike: nfs4 text if it parses as such.
+    if start.starts_with("D:") && nfs4::text::parse(start).is_ok() {
+        return Format::Nfs4;
     }
     if ["O:", "G:", "D:", "S:"].iter().any(|p| start.starts_with(p)) {
         return Format::Sddl;
@@ -300,6 +305,9 @@ mod tests {
             Format::Smbcacls
         );
         assert_eq!(detect(b"A::OWNER@:rwx"), Format::Nfs4);
+        assert_eq!(detect(b"D:g:20:w,A::EVERYONE@:r"), Format::Nfs4);
+        assert_eq!(detect(b"D:P(A;;FA;;;WD)"), Format::Sddl);
+        assert_eq!(detect(b"D:"), Format::Sddl);
         assert_eq!(detect(br#"{"flags":0,"aces":[]}"#), Format::Nfs4Json);
         assert_eq!(
             detect(br#"{"revision":1,"control":32772,"dacl":{"revision":2,"aces":[]}}"#),
