@@ -656,7 +656,7 @@ fn hundred_thousand_files() {
     assert_eq!(check.status.code(), Some(1));
     assert_eq!(stdout(&check).lines().count(), 1);
     assert!(
-        stderr(&check).contains(&format!("{count} files: 1 disagree")),
+        stderr(&check).contains(&format!("{count} files: 1 disagree,")),
         "{}",
         stderr(&check)
     );
@@ -664,4 +664,32 @@ fn hundred_thousand_files() {
     assert_eq!(repair.status.code(), Some(0));
     let check = timed(&["check", "-R", p(&root)]);
     assert_eq!(check.status.code(), Some(0));
+}
+
+#[test]
+fn recursion_shows_progress_only_on_a_terminal() {
+    let temp = tempfile::tempdir().unwrap();
+    let root = new_dir(temp.path(), "tree");
+    for i in 0..500 {
+        new_file(&root, &format!("f{i}"), 0o644);
+    }
+    let piped = acl(&["check", "-R", p(&root)]);
+    assert_eq!(piped.status.code(), Some(0));
+    assert!(
+        !stderr(&piped).contains(" files, "),
+        "no spinner into a pipe: {}",
+        stderr(&piped)
+    );
+    assert!(stderr(&piped).contains("501 files: 0 disagree"), "{}", stderr(&piped));
+
+    // util-linux `script` gives the command a terminal.
+    let command = format!("{BIN} acl --no-winbind check -R {}", p(&root));
+    let on_terminal = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(on_terminal.status.success(), "{}", stderr(&on_terminal));
+    let screen = String::from_utf8_lossy(&on_terminal.stdout);
+    assert!(screen.contains(" files, "), "a spinner with the file count: {screen:?}");
+    assert!(screen.contains("501 files: 0 disagree"), "{screen:?}");
 }

@@ -181,13 +181,13 @@ pub fn run(args: AclArgs) -> ExitCode {
             lossy,
         } => report(convert(&context, from, to, uid.zip(gid), dir, lossy, options.binary)),
         AclCommand::Check { recursive, paths } => {
-            for_each_file(&paths, recursive, "checked", |file, out| check(&context, file, out))
+            for_each_file(&paths, recursive, Walk::Check, |file, out| check(&context, file, out))
         }
         AclCommand::Repair {
             recursive,
             from_posix,
             paths,
-        } => for_each_file(&paths, recursive, "repaired", |file, out| {
+        } => for_each_file(&paths, recursive, Walk::Repair, |file, out| {
             repair(&context, file, from_posix, out)
         }),
     }
@@ -420,6 +420,13 @@ fn convert(
     write_stdout(&bytes)
 }
 
+/// Which command walks, for its summary line.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    Check,
+    Repair,
+}
+
 /// What one file contributed to the exit status.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum FileOutcome {
@@ -433,7 +440,7 @@ enum FileOutcome {
 fn for_each_file(
     paths: &[PathBuf],
     recursive: bool,
-    verb: &str,
+    walk_kind: Walk,
     mut visit: impl FnMut(&FileHandle, &mut String) -> Result<FileOutcome, String>,
 ) -> ExitCode {
     let bar = progress_bar(recursive);
@@ -444,20 +451,30 @@ fn for_each_file(
         bar.inc(1);
         out.clear();
         let result = item.and_then(|file| visit(&file, &mut out));
-        bar.suspend(|| {
-            if !out.is_empty() {
-                print!("{out}");
+        let error = match result {
+            Ok(FileOutcome::Fine) => None,
+            Ok(FileOutcome::Differs) => {
+                differing += 1;
+                None
             }
-            match result {
-                Ok(FileOutcome::Fine) => {}
-                Ok(FileOutcome::Differs) => differing += 1,
-                Ok(FileOutcome::Changed) => changed += 1,
-                Err(message) => {
-                    errors += 1;
+            Ok(FileOutcome::Changed) => {
+                changed += 1;
+                None
+            }
+            Err(message) => {
+                errors += 1;
+                Some(message)
+            }
+        };
+        // Hiding and redrawing the bar costs a terminal write: only around real output.
+        if !out.is_empty() || error.is_some() {
+            bar.suspend(|| {
+                print!("{out}");
+                if let Some(message) = &error {
                     eprintln!("nfsbridge: {message}");
                 }
-            }
-        });
+            });
+        }
     };
     for path in paths {
         if recursive {
@@ -475,9 +492,11 @@ fn for_each_file(
         errors += 1;
     }
     if recursive {
-        eprintln!(
-            "nfsbridge: {files} files: {differing} disagree, {changed} {verb}, {errors} errors, {links} symbolic links skipped"
-        );
+        let outcome = match walk_kind {
+            Walk::Check => format!("{differing} disagree"),
+            Walk::Repair => format!("{changed} repaired"),
+        };
+        eprintln!("nfsbridge: {files} files: {outcome}, {errors} errors, {links} symbolic links skipped");
     }
     if errors > 0 {
         ExitCode::from(EXIT_ERROR)
