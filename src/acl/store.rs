@@ -501,6 +501,31 @@ mod tests {
     }
 
     #[test]
+    fn chmod_and_chown_reach_the_pinned_inode() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        let file = FileHandle::open(&path).unwrap();
+        // Renamed away and replaced by a symlink: calls still go to the opened file.
+        let moved = temp.path().join("moved");
+        std::fs::rename(&path, &moved).unwrap();
+        let decoy = temp.path().join("decoy");
+        std::fs::write(&decoy, b"y").unwrap();
+        symlink(&decoy, &path).unwrap();
+        // (chown first: it clears setuid, as the kernel does on every chown of a file.)
+        file.chown(4242, 4343).unwrap();
+        file.chmod(0o4750).unwrap();
+        let meta = file.stat().unwrap();
+        assert_eq!((meta.uid, meta.gid, meta.mode), (4242, 4343, 0o4750));
+        use std::os::unix::fs::MetadataExt;
+        let moved_meta = std::fs::metadata(&moved).unwrap();
+        assert_eq!((moved_meta.uid(), moved_meta.mode() & 0o7777), (4242, 0o4750));
+        let decoy_meta = std::fs::metadata(&decoy).unwrap();
+        assert_ne!(decoy_meta.uid(), 4242, "the symlink's target is untouched");
+        assert_ne!(decoy_meta.mode() & 0o7777, 0o4750);
+    }
+
+    #[test]
     fn symlinks_are_refused_and_never_followed() {
         let temp = tempfile::tempdir().unwrap();
         let target = temp.path().join("target");

@@ -300,7 +300,8 @@ fn set(context: &Context, path: &Path, spec: &str, format: Option<Format>, binar
         Some(format) => format,
         None => formats::detect(&input),
     };
-    let value = formats::parse(format, &input, binary).map_err(|e| format!("the ACL to set ({format}): {e}"))?;
+    let value = formats::parse(format, &input, binary)
+        .map_err(|e| format!("{}: the ACL to set ({format}): {e}", path.display()))?;
     let file = FileHandle::open(path).map_err(|e| e.to_string())?;
     // Reading first proves the xattr name works on this file system before anything is
     // written; the old value itself is not needed.
