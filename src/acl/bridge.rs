@@ -9,7 +9,7 @@
 //! # The coherence rule
 //!
 //! The stored NFSv4 ACL is authoritative only while the POSIX side is exactly its mirror
-//! ([`crate::acl::posix::mirror`] for the file's current owner and group). The POSIX side is
+//! ([`mirror()`](crate::acl::posix::mirror()) for the file's current owner and group). The POSIX side is
 //! what the kernel and nfsd enforce, so a change made there (chmod, setfacl, NFS SETATTR) is
 //! honoured, never undone behind the admin's back:
 //!
