@@ -1,6 +1,10 @@
 //! `nfsbridge`: the administrator's command line tool.
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 use nfsbridge::config::{OptionKind, OPTIONS};
+
+mod cli;
 
 /// Keeps one Linux file system coherent when it is served over SMB and NFS at once.
 ///
@@ -17,12 +21,18 @@ struct Cli {
 enum Command {
     /// List the module's `nfsbridge:` smb.conf options with their values and defaults.
     Options,
+    /// Look at, set, convert, check and repair the Windows (NFSv4) ACLs of files.
+    Acl(cli::acl::AclArgs),
 }
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Options => print_options(),
+        Command::Options => {
+            print_options();
+            ExitCode::SUCCESS
+        }
+        Command::Acl(args) => cli::acl::run(args),
     }
 }
 

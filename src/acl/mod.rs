@@ -6,9 +6,13 @@
 //! - [`nfs4`]: the NFSv4 ACL model (RFC 8881 §6).
 //! - [`idmap`]: SID ↔ uid/gid mapping.
 //! - [`mapping`]: NT security descriptor ↔ NFSv4 ACL mapping.
+//! - [`bridge`]: stored NFSv4 ACL ↔ POSIX ACL + mode coherence (pure).
+//! - [`store`]: the xattr, stat, chmod and chown I/O the bridge needs.
+pub mod bridge;
 pub mod idmap;
 pub mod mapping;
 pub mod nfs4;
 pub mod posix;
 pub mod sd;
 pub mod sid;
+pub mod store;
