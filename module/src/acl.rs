@@ -1,14 +1,15 @@
 //! The ACL bridge inside smbd: `fget_nt_acl` / `fset_nt_acl` through the ACL core.
 //!
 //! The security descriptor is stored as an NFSv4 ACL in the share's ACL xattr and mirrored
-//! into the POSIX ACL and mode that the kernel and nfsd enforce. When the POSIX side was
-//! changed outside SMB (chmod, setfacl, NFS SETATTR), what SMB sees follows it: a mode change
-//! is applied to the stored ACL (RFC 8881 §6.4: named entries kept), any other change is
-//! presented as the NFSv4 ACL nfsd would show for the POSIX ACL.
+//! into the POSIX ACL and mode that the kernel and nfsd enforce. Which ACL a file has now
+//! when its POSIX side was changed outside SMB (chmod, setfacl, NFS SETATTR) is the coherence
+//! rule of [`nfsbridge::acl::bridge`], shared with the `nfsbridge acl` CLI; this file only adds
+//! smbd's I/O, Samba's identity mapping and the SMB presentation of POSIX-derived rights.
+use nfsbridge::acl::bridge::{AccessChange, Bridge, BridgeError, FileAclState, FileMeta, Origin, Ownership, WritePlan};
 use nfsbridge::acl::idmap::IdMap;
 use nfsbridge::acl::mapping::{nfs4_to_sd, sd_to_nfs4, FileContext, MappingOptions, Nfs4Acls, NullDacl};
 use nfsbridge::acl::nfs4::{Nfs4Acl, Nfs4Encoding};
-use nfsbridge::acl::posix::{apply_mode, mirror, posix_to_nfs4_for_smb, with_permission_bits, PosixAcl, Tag};
+use nfsbridge::acl::posix::{widen_for_smb, PosixAcl};
 use nfsbridge::acl::sd::{binary, control, SecurityDescriptor};
 use nfsbridge::config::{AclEncoding, ModuleConfig};
 
@@ -47,11 +48,12 @@ fn encoding(config: &ModuleConfig) -> Nfs4Encoding {
     }
 }
 
-/// The file's ACL as it stands now, and where it came from.
+/// The file's ACL as it stands now (per the bridge's coherence rule), and the POSIX state it
+/// was read with (to restore it if a write fails half-way).
 struct CurrentAcl {
     info: FileInfo,
     acl: Nfs4Acl,
-    access: PosixAcl,
+    access: Option<PosixAcl>,
     default: Option<PosixAcl>,
 }
 
@@ -67,81 +69,56 @@ fn read_posix(file: &File, name: &str) -> Result<Option<PosixAcl>, AclFailure> {
     }
 }
 
+fn bridge_failure(err: BridgeError) -> AclFailure {
+    let status = match err {
+        BridgeError::StoredAclCorrupt { .. } | BridgeError::PosixInvalid { .. } => status::INTERNAL_DB_CORRUPTION,
+        BridgeError::Unencodable { .. } => status::NOT_SUPPORTED,
+    };
+    failure(status, err.to_string())
+}
+
 fn current_acl(file: &File, config: &ModuleConfig) -> Result<CurrentAcl, AclFailure> {
     let info = file.info().ok_or_else(|| failure(status::INTERNAL_ERROR, "smbd has no valid stat for the file"))?;
-    let stored = match file.xattr(&config.acl_xattr) {
-        Ok(Some(bytes)) => Some(encoding(config).decode(&bytes).map_err(|e| {
-            failure(
-                status::INTERNAL_DB_CORRUPTION,
-                format!("the NFSv4 ACL in {} ({} encoding) is corrupt: {e}", config.acl_xattr, config.acl_encoding.keyword()),
-            )
-        })?),
-        Ok(None) => None,
-        Err(err) => return Err(io_failure(&format!("reading {}", config.acl_xattr), err)),
-    };
-    let access = read_posix(file, POSIX_ACCESS)?.unwrap_or_else(|| PosixAcl::from_mode(info.mode));
+    let stored = file
+        .xattr(&config.acl_xattr)
+        .map_err(|err| io_failure(&format!("reading {}", config.acl_xattr), err))?;
+    let access = read_posix(file, POSIX_ACCESS)?;
     let default = if info.is_dir { read_posix(file, POSIX_DEFAULT)? } else { None };
-    let acl = match stored {
-        Some(stored) if config.posix_mirror => reconcile(file, info, stored, &access, default.as_ref())?,
-        Some(stored) => stored,
-        None => from_posix(info, &access, default.as_ref())?,
+    let bridge = Bridge::new(encoding(config));
+    let with_xattr = |what: BridgeError| {
+        let mut f = bridge_failure(what);
+        f.message = format!("{} ({}): {}", config.acl_xattr, config.acl_encoding.keyword(), f.message);
+        f
+    };
+    let acl = match (&stored, config.posix_mirror) {
+        // Without the mirror the stored ACL is the whole truth (as with vfs_nfs4acl_xattr).
+        (Some(bytes), false) => bridge.decode_stored(bytes).map_err(with_xattr)?,
+        _ => {
+            let state = FileAclState { meta: meta(info), stored, access: access.clone(), default: default.clone() };
+            let effective = bridge.effective_nfs4(&state).map_err(with_xattr)?;
+            let mut acl = effective.acl;
+            match effective.origin {
+                Origin::Stored => {}
+                Origin::PosixOnly => widen_for_smb(&mut acl, info.is_dir),
+                Origin::Rebuilt { access, default_changed } => {
+                    tracing::info!(
+                        "{}: permissions changed outside SMB ({access:?}{}); presenting the ACL they now mean",
+                        file.name(),
+                        if default_changed { ", default ACL changed" } else { "" }
+                    );
+                    if access == AccessChange::Entries {
+                        widen_for_smb(&mut acl, info.is_dir);
+                    }
+                }
+            }
+            acl
+        }
     };
     Ok(CurrentAcl { info, acl, access, default })
 }
 
-fn from_posix(info: FileInfo, access: &PosixAcl, default: Option<&PosixAcl>) -> Result<Nfs4Acl, AclFailure> {
-    posix_to_nfs4_for_smb(access, default, info.is_dir)
-        .map_err(|e| failure(status::INTERNAL_DB_CORRUPTION, format!("the POSIX ACL cannot be presented: {e}")))
-}
-
-/// The stored ACL if the POSIX state is still its mirror; otherwise what the POSIX state
-/// says, keeping as much of the stored ACL as a chmod allows.
-fn reconcile(
-    file: &File,
-    info: FileInfo,
-    stored: Nfs4Acl,
-    access: &PosixAcl,
-    default: Option<&PosixAcl>,
-) -> Result<Nfs4Acl, AclFailure> {
-    let expected = mirror(&stored, info.uid, info.gid, info.is_dir);
-    let default_same = !info.is_dir || same_acl(expected.default.as_ref(), default);
-    if same_acl(Some(&expected.access), Some(access)) && default_same {
-        return Ok(stored);
-    }
-    if default_same && same_named_entries(&expected.access, access) {
-        tracing::info!(
-            "{}: mode changed outside SMB (mirror {:o}, now {:o}); applying it to the stored ACL",
-            file.name(),
-            expected.mode,
-            info.mode & 0o777
-        );
-        return Ok(apply_mode(&stored, info.mode & 0o777, info.is_dir));
-    }
-    tracing::info!("{}: POSIX ACL changed outside SMB; presenting it instead of the stored ACL", file.name());
-    from_posix(info, access, default)
-}
-
-fn same_acl(a: Option<&PosixAcl>, b: Option<&PosixAcl>) -> bool {
-    let canonical = |acl: Option<&PosixAcl>| {
-        acl.map(|acl| {
-            let mut acl = acl.clone();
-            acl.sort_canonical();
-            acl
-        })
-    };
-    canonical(a) == canonical(b)
-}
-
-/// Equal named user/group entries: only what chmod touches (owner, mask or group, other)
-/// may differ.
-fn same_named_entries(a: &PosixAcl, b: &PosixAcl) -> bool {
-    let named = |acl: &PosixAcl| {
-        let mut sorted = acl.clone();
-        sorted.sort_canonical();
-        sorted.entries.retain(|e| matches!(e.tag, Tag::User(_) | Tag::Group(_)));
-        sorted.entries
-    };
-    named(a) == named(b)
+fn meta(info: FileInfo) -> FileMeta {
+    FileMeta { uid: info.uid, gid: info.gid, mode: info.mode, is_dir: info.is_dir }
 }
 
 fn context(info: FileInfo) -> FileContext {
@@ -234,14 +211,16 @@ pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, s
         .to_combined()
         .map_err(|e| failure(status::INVALID_SECURITY_DESCR, format!("the security descriptor cannot be stored: {e}")))?
         .unwrap_or_default();
-    let bytes = encoding(config)
-        .encode(&acl)
-        .map_err(|e| failure(status::NOT_SUPPORTED, format!("the ACL cannot be written in the {} encoding: {e}", config.acl_encoding.keyword())))?;
-
-    if config.posix_mirror {
-        write_mirror(file, after, &acl, &current)?;
+    let plan = Bridge::new(encoding(config))
+        .plan_write(&meta(after), &acl, Ownership::default())
+        .map_err(bridge_failure)?;
+    for narrowed in &plan.narrowed {
+        tracing::debug!("{}: POSIX mirror narrower than the Windows ACL: {:?}", file.name(), narrowed);
     }
-    if let Err(err) = file.set_xattr(&config.acl_xattr, &bytes, true) {
+    if config.posix_mirror {
+        write_mirror(file, &plan, &current)?;
+    }
+    if let Err(err) = file.set_xattr(&config.acl_xattr, &plan.xattr, true) {
         // Put the kernel back where it was, so it never enforces an ACL SMB does not show.
         if config.posix_mirror {
             restore_posix(file, &current);
@@ -285,36 +264,31 @@ fn resolve_owner(sd: &mut SecurityDescriptor, idmap: &dyn IdMap, info: FileInfo,
     Ok(Owner { uid, gid })
 }
 
-/// Writes the POSIX mirror of `acl`: access ACL, default ACL (directories), mode.
-fn write_mirror(file: &File, info: FileInfo, acl: &Nfs4Acl, before: &CurrentAcl) -> Result<(), AclFailure> {
-    let mirrored = mirror(acl, info.uid, info.gid, info.is_dir);
-    for narrowed in &mirrored.narrowed {
-        tracing::debug!("{}: POSIX mirror narrower than the Windows ACL: {:?}", file.name(), narrowed);
-    }
-    file.set_xattr(POSIX_ACCESS, &mirrored.access.to_xattr(), true)
-        .map_err(|err| io_failure(&format!("writing {POSIX_ACCESS}"), err))?;
-    if info.is_dir {
-        let written = match &mirrored.default {
+/// Writes the planned POSIX mirror: default ACL (directories), access ACL, then the mode
+/// (setting the access ACL already set the rwx bits; chmod keeps setuid/setgid/sticky exact).
+/// The NFSv4 xattr is written after this, by the caller.
+fn write_mirror(file: &File, plan: &WritePlan, before: &CurrentAcl) -> Result<(), AclFailure> {
+    let undo = |what: String, err: Errno| {
+        restore_posix(file, before);
+        io_failure(&what, err)
+    };
+    if before.info.is_dir {
+        let written = match &plan.default {
             Some(default) => file.set_xattr(POSIX_DEFAULT, &default.to_xattr(), true),
             None => file.remove_xattr(POSIX_DEFAULT, true),
         };
-        if let Err(err) = written {
-            restore_posix(file, before);
-            return Err(io_failure(&format!("writing {POSIX_DEFAULT}"), err));
-        }
+        written.map_err(|err| undo(format!("writing {POSIX_DEFAULT}"), err))?;
     }
-    // Setting the access ACL already set the permission bits; chmod keeps them exact (and
-    // the setuid/setgid/sticky bits as they were).
-    file.chmod(with_permission_bits(before.info.mode, mirrored.mode), true).map_err(|err| {
-        restore_posix(file, before);
-        io_failure("chmod", err)
-    })
+    file.set_xattr(POSIX_ACCESS, &plan.access.to_xattr(), true)
+        .map_err(|err| undo(format!("writing {POSIX_ACCESS}"), err))?;
+    file.chmod(plan.mode, true).map_err(|err| undo("chmod".into(), err))
 }
 
 /// Best effort: puts back the POSIX ACLs and mode read before a failed write.
 fn restore_posix(file: &File, before: &CurrentAcl) {
     let mut errors = Vec::new();
-    if let Err(e) = file.set_xattr(POSIX_ACCESS, &before.access.to_xattr(), true) {
+    let access = before.access.clone().unwrap_or_else(|| PosixAcl::from_mode(before.info.mode));
+    if let Err(e) = file.set_xattr(POSIX_ACCESS, &access.to_xattr(), true) {
         errors.push(format!("{POSIX_ACCESS}: {e}"));
     }
     if before.info.is_dir {

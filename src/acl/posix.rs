@@ -25,5 +25,5 @@ pub use chmod::apply_mode;
 pub use eval::{access_mask, access_perms, perms_from_mask, Requester};
 pub use mirror::{mirror, Mirror, Narrowing};
 pub use model::{with_permission_bits, AclKind, Perms, PosixAcl, PosixAclError, PosixEntry, Tag};
-pub use present::{posix_to_nfs4, posix_to_nfs4_for_smb};
+pub use present::{posix_to_nfs4, posix_to_nfs4_for_smb, widen_for_smb};
 pub use xattr::XattrDecodeError;

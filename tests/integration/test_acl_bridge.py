@@ -261,7 +261,7 @@ def test_corrupt_acl_xattr_fails_that_file_clearly_and_never_opens_it_up(smbd, i
     assert refused.value.status == 0xC00000E4  # STATUS_INTERNAL_DB_CORRUPTION
     assert get_acl(smbd, "healthy.txt").returncode == 0  # smbd keeps serving
     log = smbd.log_text()
-    assert re.search(r"corrupt\.txt: reading the ACL failed: the NFSv4 ACL in security\.nfs4acl_ndr \(ndr encoding\) is corrupt", log), log[-3000:]
+    assert re.search(r"corrupt\.txt: reading the ACL failed: security\.nfs4acl_ndr \(ndr\): the stored NFSv4 ACL does not decode as ndr", log), log[-3000:]
 
 
 def test_unmappable_sid_is_refused_with_none_mapped(smbd, ids):

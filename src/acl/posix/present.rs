@@ -186,17 +186,30 @@ fn push_pairs(acl: &PosixAcl, flags: u32, is_dir: bool, aces: &mut Vec<Nfs4Ace>)
 const SMB_READ_EXTRA: u32 = mask::READ_NAMED_ATTRS | mask::READ_ATTRIBUTES | mask::READ_ACL | mask::SYNCHRONIZE;
 const SMB_WRITE_EXTRA: u32 = mask::WRITE_NAMED_ATTRS | mask::WRITE_ATTRIBUTES | mask::APPEND_DATA;
 
-/// [`posix_to_nfs4`] as an SMB client should see it (what plain Samba shows for a POSIX ACL):
-/// each ALLOW of READ_DATA / WRITE_DATA carries the named-attribute rights that POSIX `r` /
-/// `w` imply, and each DENY of them denies the named-attribute right too. The owner's ALLOW
-/// also carries WRITE_OWNER, as Samba shows it (tools such as `smbcacls -a` re-send the owner
-/// and so open with WRITE_OWNER); the kernel still decides whether a chown succeeds.
+/// [`posix_to_nfs4`] as an SMB client should see it: [`widen_for_smb`] applied.
 pub fn posix_to_nfs4_for_smb(
     access: &PosixAcl,
     default: Option<&PosixAcl>,
     is_dir: bool,
 ) -> Result<Nfs4Acl, PosixAclError> {
     let mut acl = posix_to_nfs4(access, default, is_dir)?;
+    widen_for_smb(&mut acl, is_dir);
+    Ok(acl)
+}
+
+/// Rewrites an ACL laid out by [`posix_to_nfs4`] the way plain Samba presents a POSIX ACL to
+/// SMB clients, granting nothing the kernel would refuse:
+/// - an ALLOW of READ_DATA / WRITE_DATA carries the named-attribute, attribute and (for
+///   write) append rights that POSIX `r` / `w` imply (`FILE_GENERIC_READ` / `_WRITE`); a
+///   DENY of them denies the named-attribute right too;
+/// - on a directory, `w` lets the holder remove entries: ALLOW of WRITE_DATA carries
+///   DELETE_CHILD;
+/// - an ALLOW of `rwx` is full control (Samba's `GENERIC_ALL` for `rwx`);
+/// - the owner's ALLOW carries WRITE_OWNER (tools such as `smbcacls -a` re-send the owner
+///   and open with WRITE_OWNER; the kernel still decides whether a chown succeeds).
+pub fn widen_for_smb(acl: &mut Nfs4Acl, is_dir: bool) {
+    const RWX: u32 = mask::READ_DATA | mask::WRITE_DATA | mask::EXECUTE;
+    const FULL_CONTROL: u32 = 0x001F_01FF;
     for ace in &mut acl.aces {
         let (read_extra, write_extra) = match ace.ace_type {
             Nfs4AceType::Allow => (SMB_READ_EXTRA, SMB_WRITE_EXTRA),
@@ -209,12 +222,20 @@ pub fn posix_to_nfs4_for_smb(
         if ace.mask & mask::WRITE_DATA != 0 {
             ace.mask |= write_extra;
         }
+        if ace.ace_type != Nfs4AceType::Allow {
+            continue;
+        }
+        if is_dir && ace.mask & mask::WRITE_DATA != 0 {
+            ace.mask |= mask::DELETE_CHILD;
+        }
+        if ace.mask & RWX == RWX {
+            ace.mask |= FULL_CONTROL;
+        }
         let effective = ace.flags & ace_flags::INHERIT_ONLY == 0;
-        if ace.ace_type == Nfs4AceType::Allow && effective && ace.who == Who::Special(SpecialWho::Owner) {
+        if effective && ace.who == Who::Special(SpecialWho::Owner) {
             ace.mask |= mask::WRITE_OWNER;
         }
     }
-    Ok(acl)
 }
 
 #[cfg(test)]
@@ -242,5 +263,21 @@ mod smb_presentation_tests {
                 assert_eq!(access_perms(&smb, 1, 10, &who), access_perms(&plain, 1, 10, &who), "uid {uid} gids {gids:?}");
             }
         }
+    }
+
+    #[test]
+    fn smb_presentation_of_directories_and_rwx() {
+        let smb = posix_to_nfs4_for_smb(&PosixAcl::from_mode(0o750), None, true).unwrap();
+        let allow = |who: SpecialWho| {
+            smb.aces
+                .iter()
+                .find(|a| a.ace_type == Nfs4AceType::Allow && a.who == Who::Special(who))
+                .map(|a| a.mask)
+                .unwrap()
+        };
+        // Owner rwx: full control, including removing entries.
+        assert_eq!(allow(SpecialWho::Owner) & 0x001F_01FF, 0x001F_01FF);
+        // Group r-x on a directory: no write, so no DELETE_CHILD.
+        assert_eq!(allow(SpecialWho::Group) & (mask::WRITE_DATA | mask::DELETE_CHILD), 0);
     }
 }
