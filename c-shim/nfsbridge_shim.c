@@ -133,7 +133,191 @@ static NTSTATUS nfsb_fset_nt_acl(struct vfs_handle_struct *handle, struct files_
 	return status;
 }
 
+/*
+ * smbd applies the Windows ACL itself before every open, rename and delete (its NT access
+ * check). The POSIX mirror that the kernel enforces is for everyone else (NFS, local users),
+ * and it is narrower than the Windows ACL where POSIX cannot express a Windows right (write
+ * without read, delete through DELETE on the file, execute-only ...). So when the kernel
+ * refuses an SMB operation, it is retried as root: the Windows ACL has already allowed it.
+ * A file created by the retry is handed to the user straight away (fchown to the user's uid
+ * and to its gid, or the directory's with setgid, as the kernel would have), before smbd
+ * sees the descriptor.
+ */
+static bool kernel_refused(void *state, int ret, int err)
+{
+	return ret == -1 && (err == EACCES || err == EPERM) && state != NULL &&
+	       rust_ops->smb_overrides_posix_mirror(state);
+}
+
+/* A file created as root gets the owner and group the user's own create would have given. */
+static int give_to_user(struct vfs_handle_struct *handle, const struct files_struct *dirfsp,
+			int fd)
+{
+	uid_t uid = get_current_uid(handle->conn);
+	gid_t gid = get_current_gid(handle->conn);
+
+	if (VALID_STAT(dirfsp->fsp_name->st) && (dirfsp->fsp_name->st.st_ex_mode & S_ISGID)) {
+		gid = dirfsp->fsp_name->st.st_ex_gid;
+	}
+	return fchown(fd, uid, gid);
+}
+
+static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_struct *dirfsp,
+		       const struct smb_filename *smb_fname, struct files_struct *fsp,
+		       const struct vfs_open_how *how)
+{
+	struct vfs_open_how root_how = *how;
+	bool created = false;
+	int fd, err;
+
+	fd = SMB_VFS_NEXT_OPENAT(handle, dirfsp, smb_fname, fsp, how);
+	err = errno;
+	if (!kernel_refused(handle_state(handle), fd, err)) {
+		errno = err;
+		return fd;
+	}
+	become_root();
+	if (how->flags & O_CREAT) {
+		/* Create only what does not exist yet, so that we know who made it. */
+		root_how.flags |= O_EXCL;
+		fd = SMB_VFS_NEXT_OPENAT(handle, dirfsp, smb_fname, fsp, &root_how);
+		created = (fd != -1);
+		if (fd == -1 && errno == EEXIST && !(how->flags & O_EXCL)) {
+			root_how.flags &= ~(O_CREAT | O_EXCL);
+			fd = SMB_VFS_NEXT_OPENAT(handle, dirfsp, smb_fname, fsp, &root_how);
+		}
+	} else {
+		fd = SMB_VFS_NEXT_OPENAT(handle, dirfsp, smb_fname, fsp, &root_how);
+	}
+	int retry_err = errno;
+	if (created && give_to_user(handle, dirfsp, fd) != 0) {
+		int chown_err = errno;
+		DBG_ERR("nfsbridge: cannot hand %s to its creator: %s\n",
+			smb_fname_str_dbg(smb_fname), strerror(chown_err));
+		close(fd);
+		fd = -1;
+		(void)SMB_VFS_NEXT_UNLINKAT(handle, discard_const_p(struct files_struct, dirfsp),
+					    smb_fname, 0);
+	}
+	unbecome_root();
+	if (fd == -1) {
+		/* A name that does not exist is reported as such (as Windows' bypass traverse
+		 * would), so that smbd goes on to create it; otherwise the user's own error. */
+		errno = (retry_err == ENOENT) ? ENOENT : err;
+		return -1;
+	}
+	DBG_DEBUG("nfsbridge: %s %s as root after the kernel refused it (%s); smbd's NT access "
+		  "check allowed it\n", created ? "created" : "opened",
+		  smb_fname_str_dbg(smb_fname), strerror(err));
+	return fd;
+}
+
+/* Looking a name up needs search (x) permission on every directory above it; Windows
+ * grants "bypass traverse checking" to everyone by default, and smbd checks the opens that
+ * follow. So a stat the kernel refuses is retried as root too. */
+static int nfsb_stat(struct vfs_handle_struct *handle, struct smb_filename *smb_fname)
+{
+	int ret = SMB_VFS_NEXT_STAT(handle, smb_fname);
+	int err = errno;
+
+	if (!kernel_refused(handle_state(handle), ret, err)) {
+		errno = err;
+		return ret;
+	}
+	become_root();
+	ret = SMB_VFS_NEXT_STAT(handle, smb_fname);
+	unbecome_root();
+	if (ret == -1) {
+		errno = err;
+	}
+	return ret;
+}
+
+static int nfsb_lstat(struct vfs_handle_struct *handle, struct smb_filename *smb_fname)
+{
+	int ret = SMB_VFS_NEXT_LSTAT(handle, smb_fname);
+	int err = errno;
+
+	if (!kernel_refused(handle_state(handle), ret, err)) {
+		errno = err;
+		return ret;
+	}
+	become_root();
+	ret = SMB_VFS_NEXT_LSTAT(handle, smb_fname);
+	unbecome_root();
+	if (ret == -1) {
+		errno = err;
+	}
+	return ret;
+}
+
+static int nfsb_fstatat(struct vfs_handle_struct *handle, const struct files_struct *dirfsp,
+			const struct smb_filename *smb_fname, SMB_STRUCT_STAT *sbuf, int flags)
+{
+	int ret = SMB_VFS_NEXT_FSTATAT(handle, dirfsp, smb_fname, sbuf, flags);
+	int err = errno;
+
+	if (!kernel_refused(handle_state(handle), ret, err)) {
+		errno = err;
+		return ret;
+	}
+	become_root();
+	ret = SMB_VFS_NEXT_FSTATAT(handle, dirfsp, smb_fname, sbuf, flags);
+	unbecome_root();
+	if (ret == -1) {
+		errno = err;
+	}
+	return ret;
+}
+
+static int nfsb_unlinkat(struct vfs_handle_struct *handle, struct files_struct *dirfsp,
+			 const struct smb_filename *smb_fname, int flags)
+{
+	int ret = SMB_VFS_NEXT_UNLINKAT(handle, dirfsp, smb_fname, flags);
+	int err = errno;
+
+	if (!kernel_refused(handle_state(handle), ret, err)) {
+		errno = err;
+		return ret;
+	}
+	become_root();
+	ret = SMB_VFS_NEXT_UNLINKAT(handle, dirfsp, smb_fname, flags);
+	unbecome_root();
+	if (ret == -1) {
+		errno = err;
+	}
+	return ret;
+}
+
+static int nfsb_renameat(struct vfs_handle_struct *handle, struct files_struct *srcdir_fsp,
+			 const struct smb_filename *smb_fname_src, struct files_struct *dstdir_fsp,
+			 const struct smb_filename *smb_fname_dst, const struct vfs_rename_how *how)
+{
+	int ret = SMB_VFS_NEXT_RENAMEAT(handle, srcdir_fsp, smb_fname_src, dstdir_fsp,
+					smb_fname_dst, how);
+	int err = errno;
+
+	if (!kernel_refused(handle_state(handle), ret, err)) {
+		errno = err;
+		return ret;
+	}
+	become_root();
+	ret = SMB_VFS_NEXT_RENAMEAT(handle, srcdir_fsp, smb_fname_src, dstdir_fsp, smb_fname_dst,
+				    how);
+	unbecome_root();
+	if (ret == -1) {
+		errno = err;
+	}
+	return ret;
+}
+
 static struct vfs_fn_pointers nfsb_fns = {
+	.openat_fn = nfsb_openat,
+	.stat_fn = nfsb_stat,
+	.lstat_fn = nfsb_lstat,
+	.fstatat_fn = nfsb_fstatat,
+	.unlinkat_fn = nfsb_unlinkat,
+	.renameat_fn = nfsb_renameat,
 	.connect_fn = nfsb_connect,
 	.fget_nt_acl_fn = nfsb_fget_nt_acl,
 	.fset_nt_acl_fn = nfsb_fset_nt_acl,

@@ -64,6 +64,9 @@ struct nfsb_rust_ops {
 	/* Whether this share's ACL bridge is on (fget/fset_nt_acl go to Rust); read once after
 	 * connect. When false the shim passes the ACL calls to the next module. */
 	bool (*acl_bridge_enabled)(void *state);
+	/* Whether an open, rename or delete that the kernel refuses (EACCES/EPERM) after smbd's
+	 * own Windows access check is retried as root (see nfsb_openat in the shim). */
+	bool (*smb_overrides_posix_mirror)(void *state);
 	/* SMB_VFS_FGET_NT_ACL: the file's security descriptor (the parts in security_info),
 	 * delivered with nfsb_sd_result_set. Returns an NTSTATUS value. */
 	uint32_t (*fget_nt_acl)(nfsb_handle *handle, void *state, nfsb_fsp *fsp,

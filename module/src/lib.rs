@@ -23,6 +23,7 @@ static RUST_OPS: ffi::nfsb_rust_ops = ffi::nfsb_rust_ops {
     connect: Some(connect),
     free_state: Some(free_state),
     acl_bridge_enabled: Some(acl_bridge_enabled),
+    smb_overrides_posix_mirror: Some(smb_overrides_posix_mirror),
     fget_nt_acl: Some(fget_nt_acl),
     fset_nt_acl: Some(fset_nt_acl),
 };
@@ -119,6 +120,14 @@ unsafe fn share<'a>(state: *mut c_void) -> &'a Share {
 unsafe extern "C" fn acl_bridge_enabled(state: *mut c_void) -> bool {
     // SAFETY: the shim passes the state connect stored.
     guard::call("acl_bridge_enabled", false, || unsafe { share(state) }.config.acls)
+}
+
+unsafe extern "C" fn smb_overrides_posix_mirror(state: *mut c_void) -> bool {
+    guard::call("smb_overrides_posix_mirror", false, || {
+        // SAFETY: the shim passes the state connect stored.
+        let config = &unsafe { share(state) }.config;
+        config.acls && config.posix_mirror
+    })
 }
 
 unsafe extern "C" fn fget_nt_acl(
