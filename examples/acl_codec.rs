@@ -9,6 +9,7 @@
 //! - `decode` `{encoding, hex}` → `{acl, text, reencoded_hex}`: the NFSv4 ACL as JSON, its
 //!   nfs4-acl-tools text (or null when it has no text form), and our encoding of what we
 //!   decoded (ndr keeps the header fields it read, so that this must equal the input).
+//! - `parse_text` `{spec}` → `{acl, text}`: nfs4-acl-tools text parsed, and printed back.
 //! - `encode` `{encoding, acl}` → `{hex}` (ndr: Samba's defaults, version 1, masks 0).
 //! - `parse_sd` `{sddl, domain?}` or `{smbcacls}` → `{sd}` (the SD JSON of `acl::sd::json`;
 //!   `domain` is the SID that domain-relative SDDL aliases such as `DU` stand for).
@@ -25,7 +26,8 @@ use std::io::Read;
 
 use nfsbridge::acl::idmap::MappingFile;
 use nfsbridge::acl::mapping::{
-    self, BothIdAces, FileContext, FileInheritFlags, MappingOptions, Nfs4Acls, OwnerGroupForm, UnmappableSid,
+    self, BothIdAces, FileContext, FileInheritFlags, MappingOptions, Nfs4Acls, OwnerGroupForm,
+    UnmappableSid,
 };
 use nfsbridge::acl::nfs4::{self, ndr, Nfs4Acl, Nfs4Encoding};
 use nfsbridge::acl::sd::{self, SecurityDescriptor};
@@ -53,6 +55,7 @@ fn handle(request: &Value) -> Result<Value, String> {
     match field_str(request, "op")? {
         "decode" => decode(request),
         "encode" => encode(request),
+        "parse_text" => parse_text(request),
         "parse_sd" => Ok(json!({ "sd": sd_json(&security_descriptor(request)?) })),
         "sd_to_nfs4" => sd_to_nfs4(request),
         "nfs4_to_sd" => nfs4_to_sd(request),
@@ -61,11 +64,15 @@ fn handle(request: &Value) -> Result<Value, String> {
 }
 
 fn field<'a>(request: &'a Value, name: &str) -> Result<&'a Value, String> {
-    request.get(name).ok_or_else(|| format!("request has no {name:?}"))
+    request
+        .get(name)
+        .ok_or_else(|| format!("request has no {name:?}"))
 }
 
 fn field_str<'a>(request: &'a Value, name: &str) -> Result<&'a str, String> {
-    field(request, name)?.as_str().ok_or_else(|| format!("{name:?} is not a string"))
+    field(request, name)?
+        .as_str()
+        .ok_or_else(|| format!("{name:?} is not a string"))
 }
 
 fn encoding(request: &Value) -> Result<Nfs4Encoding, String> {
@@ -122,8 +129,16 @@ fn decode(request: &Value) -> Result<Value, String> {
     Ok(json!({ "acl": acl_json(&acl)?, "text": text, "reencoded_hex": to_hex(&reencoded) }))
 }
 
+fn parse_text(request: &Value) -> Result<Value, String> {
+    let acl = nfs4::text::parse(field_str(request, "spec")?).map_err(|e| e.to_string())?;
+    let text = nfs4::text::to_text(&acl).map_err(|e| e.to_string())?;
+    Ok(json!({ "acl": acl_json(&acl)?, "text": text }))
+}
+
 fn encode(request: &Value) -> Result<Value, String> {
-    let bytes = encoding(request)?.encode(&acl_from(request)?).map_err(|e| e.to_string())?;
+    let bytes = encoding(request)?
+        .encode(&acl_from(request)?)
+        .map_err(|e| e.to_string())?;
     Ok(json!({ "hex": to_hex(&bytes) }))
 }
 
@@ -133,7 +148,10 @@ fn security_descriptor(request: &Value) -> Result<SecurityDescriptor, String> {
     }
     if let Some(text) = request.get("sddl").and_then(Value::as_str) {
         let domain = match request.get("domain").and_then(Value::as_str) {
-            Some(sid) => Some(sid.parse::<Sid>().map_err(|e| format!("domain {sid:?}: {e}"))?),
+            Some(sid) => Some(
+                sid.parse::<Sid>()
+                    .map_err(|e| format!("domain {sid:?}: {e}"))?,
+            ),
             None => None,
         };
         return sd::sddl::parse(text, domain.as_ref()).map_err(|e| e.to_string());
@@ -152,9 +170,15 @@ fn file_context(request: &Value) -> Result<FileContext, String> {
             .and_then(|v| u32::try_from(v).ok())
             .ok_or_else(|| format!("file.{name} is not a u32"))
     };
-    let is_directory =
-        file.get("is_directory").and_then(Value::as_bool).ok_or("file.is_directory is not a bool")?;
-    Ok(FileContext { uid: id("uid")?, gid: id("gid")?, is_directory })
+    let is_directory = file
+        .get("is_directory")
+        .and_then(Value::as_bool)
+        .ok_or("file.is_directory is not a bool")?;
+    Ok(FileContext {
+        uid: id("uid")?,
+        gid: id("gid")?,
+        is_directory,
+    })
 }
 
 fn idmap(request: &Value) -> Result<MappingFile, String> {
@@ -177,10 +201,15 @@ fn options(request: &Value) -> Result<MappingOptions, String> {
             ("both_ids", Some("group_plus_owner")) => options.both_ids = BothIdAces::GroupPlusOwner,
             ("unmappable_sid", Some("error")) => options.unmappable_sid = UnmappableSid::Error,
             ("unmappable_sid", Some("skip")) => options.unmappable_sid = UnmappableSid::Skip,
-            ("file_inherit_flags", Some("keep")) => options.file_inherit_flags = FileInheritFlags::Keep,
-            ("file_inherit_flags", Some("strip")) => options.file_inherit_flags = FileInheritFlags::Strip,
+            ("file_inherit_flags", Some("keep")) => {
+                options.file_inherit_flags = FileInheritFlags::Keep
+            }
+            ("file_inherit_flags", Some("strip")) => {
+                options.file_inherit_flags = FileInheritFlags::Strip
+            }
             ("map_full_control", _) => {
-                options.map_full_control = value.as_bool().ok_or("map_full_control is not a bool")?
+                options.map_full_control =
+                    value.as_bool().ok_or("map_full_control is not a bool")?
             }
             _ => return Err(format!("unknown option {key}={value}")),
         }
@@ -197,8 +226,13 @@ fn skipped_json(skipped: &[mapping::SkippedAce]) -> Value {
 
 fn sd_to_nfs4(request: &Value) -> Result<Value, String> {
     let sd = security_descriptor(request)?;
-    let mapped = mapping::sd_to_nfs4(&sd, &file_context(request)?, &idmap(request)?, &options(request)?)
-        .map_err(|e| e.to_string())?;
+    let mapped = mapping::sd_to_nfs4(
+        &sd,
+        &file_context(request)?,
+        &idmap(request)?,
+        &options(request)?,
+    )
+    .map_err(|e| e.to_string())?;
     let dacl = mapped.acls.dacl.as_ref().map(acl_json).transpose()?;
     Ok(json!({
         "owner": mapped.owner,
@@ -209,9 +243,17 @@ fn sd_to_nfs4(request: &Value) -> Result<Value, String> {
 }
 
 fn nfs4_to_sd(request: &Value) -> Result<Value, String> {
-    let acls = Nfs4Acls { dacl: Some(acl_from(request)?), sacl: None };
-    let mapped = mapping::nfs4_to_sd(&acls, &file_context(request)?, &idmap(request)?, &options(request)?)
-        .map_err(|e| e.to_string())?;
+    let acls = Nfs4Acls {
+        dacl: Some(acl_from(request)?),
+        sacl: None,
+    };
+    let mapped = mapping::nfs4_to_sd(
+        &acls,
+        &file_context(request)?,
+        &idmap(request)?,
+        &options(request)?,
+    )
+    .map_err(|e| e.to_string())?;
     let sddl = sd::sddl::format(&mapped.sd, None).map_err(|e| e.to_string())?;
     Ok(json!({ "sd": sd_json(&mapped.sd), "sddl": sddl, "skipped": skipped_json(&mapped.skipped) }))
 }
