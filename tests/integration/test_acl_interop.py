@@ -25,7 +25,7 @@ Our codecs are reached through `examples/acl_codec.rs` (JSON on stdin/stdout).
 """
 from __future__ import annotations
 
-import json
+import copy
 import os
 import re
 import subprocess
@@ -34,9 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.samba import REPO, Share
-
-CODEC_BINARY = REPO / "target" / "debug" / "examples" / "acl_codec"
+from harness.acl_codec import build_codec, codec_ok, run_codec
+from harness.samba import Share
 
 # Ids that exist on no system: Samba maps S-1-22-1-<n>/S-1-22-2-<n> to them without a lookup.
 PEER_UID = 4242
@@ -62,24 +61,9 @@ WELL_KNOWN_SPECIAL_SIDS = {f"S-1-5-{rid}" for rid in (1, 2, 3, 4, 6, 7, 11)}
 NAMED_SPECIAL_WHOS = {"INTERACTIVE", "NETWORK", "DIALUP", "BATCH", "ANONYMOUS", "AUTHENTICATED", "SERVICE"}
 
 
-# -- our codecs ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def codec_binary() -> Path:
-    subprocess.run(["cargo", "build", "-q", "--locked", "--example", "acl_codec"], cwd=REPO, check=True)
-    return CODEC_BINARY
-
-
-def run_codec(binary: Path, request: dict) -> dict:
-    """One request to examples/acl_codec.rs; its `error` answers are returned, not raised."""
-    out = subprocess.run([str(binary)], input=json.dumps(request), capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, f"acl_codec failed on {request}: {out.stderr}"
-    return json.loads(out.stdout)
-
-
-def codec_ok(binary: Path, request: dict) -> dict:
-    answer = run_codec(binary, request)
-    assert "error" not in answer, f"acl_codec {request['op']}: {answer['error']}"
-    return answer
+    return build_codec()
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -178,7 +162,7 @@ def as_smbd_receives(sd: dict) -> dict:
     """What reaches SMB_VFS_FSET_NT_ACL: smbcacls' sorted DACL, no owner/group (only the DACL
     is sent), and smbd's canonicalize_inheritance_bits (DACL_AUTO_INHERITED is kept only when
     DACL_AUTO_INHERIT_REQ comes with it; the request bit itself is never stored)."""
-    sd = json.loads(json.dumps(sd))
+    sd = copy.deepcopy(sd)
     sd["dacl"]["aces"] = smbcacls_sorted(sd["dacl"]["aces"])
     both = DACL_AUTO_INHERITED | DACL_AUTO_INHERIT_REQ
     keep_auto_inherited = sd["control"] & both == both
@@ -229,7 +213,7 @@ def samba_strips_inheritance_on_files(acl: dict) -> dict:
 # For the reverse direction, on the SD Samba shows.
 def samba_shows_files_without_oi_ci(sd: dict) -> dict:
     """Samba case 6: reading a file, OI/CI (FI/DI) are removed from every ACE; NP and IO stay."""
-    sd = json.loads(json.dumps(sd))
+    sd = copy.deepcopy(sd)
     for ace in sd["dacl"]["aces"]:
         ace["flags"] &= ~(NT_OBJECT_INHERIT | NT_CONTAINER_INHERIT)
     return sd
@@ -237,14 +221,14 @@ def samba_shows_files_without_oi_ci(sd: dict) -> dict:
 
 def samba_shows_no_well_known_special_sids(sd: dict) -> dict:
     """Samba case 10: ACEs for INTERACTIVE@ ... SERVICE@ are not shown; we map them to S-1-5-x."""
-    sd = json.loads(json.dumps(sd))
+    sd = copy.deepcopy(sd)
     sd["dacl"]["aces"] = [a for a in sd["dacl"]["aces"] if a["sid"] not in WELL_KNOWN_SPECIAL_SIDS]
     return sd
 
 
 def samba_shows_duplicates_once(sd: dict) -> dict:
     """Samba case 21: an NT ACE equal to an earlier one is removed; we keep both."""
-    sd = json.loads(json.dumps(sd))
+    sd = copy.deepcopy(sd)
     kept: list[dict] = []
     for ace in sd["dacl"]["aces"]:
         if ace not in kept:

@@ -13,16 +13,13 @@ Three kinds of spec, each named:
 """
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from harness.samba import REPO
-
-CODEC_BINARY = REPO / "target" / "debug" / "examples" / "acl_codec"
+from harness.acl_codec import build_codec, run_codec
 
 pytestmark = pytest.mark.skipif(shutil.which("nfs4_setfacl") is None,
                                 reason="nfs4-acl-tools is not installed (scripts/setup.sh installs it)")
@@ -69,14 +66,11 @@ WE_REFUSE = {
 
 @pytest.fixture(scope="module")
 def codec_binary() -> Path:
-    subprocess.run(["cargo", "build", "-q", "--locked", "--example", "acl_codec"], cwd=REPO, check=True)
-    return CODEC_BINARY
+    return build_codec()
 
 
 def ours(binary: Path, spec: str) -> dict:
-    out = subprocess.run([str(binary)], input=json.dumps({"op": "parse_text", "spec": spec}),
-                         capture_output=True, text=True, check=True, timeout=30)
-    return json.loads(out.stdout)
+    return run_codec(binary, {"op": "parse_text", "spec": spec})
 
 
 def tool(target: Path, spec: str, from_stdin: bool = False) -> subprocess.CompletedProcess:
