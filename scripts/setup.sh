@@ -21,10 +21,10 @@ grep -q 'VERSION_CODENAME=bookworm' /etc/os-release || warn "this is not Debian 
 
 # Build deps come from bookworm proper (installed before the backports step, or libc6-dev would
 # drag linux-libc-dev from backports). libclang-dev is for bindgen; acl/attr for the tests;
-# python3-venv for the test clients.
+# python3-venv for the test clients; nfs4-acl-tools for the nfs4 text interop test.
 BUILD_DEPS="gcc libc6-dev pkgconf python3 perl libparse-yapp-perl libgnutls28-dev flex bison
   libacl1-dev zlib1g-dev xz-utils libclang-dev clang acl attr python3-venv ca-certificates
-  util-linux procps iproute2 kmod"
+  util-linux procps iproute2 kmod nfs4-acl-tools"
 SAMBA_PKGS="samba smbclient samba-testsuite samba-dev"
 
 need_apt=0

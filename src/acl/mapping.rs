@@ -475,7 +475,12 @@ impl Forward<'_> {
             flags: u32::from(ace.flags & !NT_KNOWN_FLAGS),
         })?;
         let mask = expand_generic_rights(ace.mask);
-        let inheriting = ace.flags & NT_INHERITING != 0;
+        // With `Strip` on a file the ACE written is not inheritable, so it names OWNER@/GROUP@
+        // like any other non-inheritable ACE for the owner (Samba strips first, too).
+        let strip_file_inheritance =
+            !self.is_directory && self.options.file_inherit_flags == FileInheritFlags::Strip;
+        let written_nt_flags = if strip_file_inheritance { ace.flags & !FILE_INHERIT_BITS_NT } else { ace.flags };
+        let inheriting = written_nt_flags & NT_INHERITING != 0;
 
         // Who, as (who, extra flags) pairs: one, or two for an ID_TYPE_BOTH SID.
         let mut targets: Vec<(Who, u32)> = Vec::with_capacity(2);
@@ -519,7 +524,7 @@ impl Forward<'_> {
 
         for (who, extra_flags) in targets {
             let mut ace_flags = flags | extra_flags;
-            if !self.is_directory && self.options.file_inherit_flags == FileInheritFlags::Strip {
+            if strip_file_inheritance {
                 if ace_flags & nfs4::ace_flags::INHERIT_ONLY != 0 {
                     return Err(MappingError::InheritOnlyOnFile { acl: kind, index, who: ace.sid.to_string() });
                 }

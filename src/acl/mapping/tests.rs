@@ -509,6 +509,33 @@ fn inherit_flags_on_files_kept_or_stripped() {
     assert_eq!(from_nfs.sd.dacl.unwrap().aces, [allow(0, 1, BOB)]);
 }
 
+/// Found by the Samba interop test: `Strip` decided OWNER@/GROUP@ from the flags before
+/// stripping, so an OI|CI ACE for the owner on a file became `Uid(owner)` although the ACE
+/// written is not inheritable. Samba strips first and writes OWNER@/GROUP@.
+#[test]
+fn stripped_owner_and_group_aces_on_files_use_owner_and_group_specials() {
+    let sd = sd_with_dacl(vec![
+        allow(nt::OBJECT_INHERIT | nt::CONTAINER_INHERIT, access::FILE_ALL_ACCESS, ALICE),
+        allow(nt::OBJECT_INHERIT, access::FILE_GENERIC_READ, USERS),
+    ]);
+    let strip = MappingOptions { file_inherit_flags: FileInheritFlags::Strip, ..Default::default() };
+    assert_eq!(
+        dacl_of(&forward(&sd, &FILE, &strip).unwrap()),
+        [
+            v4(Nfs4AceType::Allow, 0, access::FILE_ALL_ACCESS, Who::Special(SpecialWho::Owner)),
+            v4(Nfs4AceType::Allow, f4::IDENTIFIER_GROUP, access::FILE_GENERIC_READ, Who::Special(SpecialWho::Group)),
+        ]
+    );
+    // Kept flags keep the ACEs inheritable, and so numeric.
+    assert_eq!(
+        dacl_of(&forward(&sd, &FILE, &MappingOptions::default()).unwrap())
+            .iter()
+            .map(|a| a.who.clone())
+            .collect::<Vec<_>>(),
+        [Who::Uid(1001), Who::Gid(100)]
+    );
+}
+
 #[test]
 fn map_full_control_adds_delete_child_on_files_only() {
     let all_but_deletes = access::FILE_ALL_ACCESS & !(access::DELETE | access::FILE_DELETE_CHILD);

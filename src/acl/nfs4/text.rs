@@ -294,6 +294,125 @@ mod tests {
         );
     }
 
+    /// The sample file ACL of nfs4_acl(5) (nfs4-acl-tools 0.3.7), in both of its forms: one
+    /// ACE per line as nfs4_getfacl prints it, and comma-separated as an acl_spec.
+    #[test]
+    fn parses_the_nfs4_acl_man_page_sample() {
+        use Nfs4AceType::{Allow, Deny};
+        const R: u32 = mask::READ_DATA;
+        const W: u32 = mask::WRITE_DATA;
+        const A: u32 = mask::APPEND_DATA;
+        const X: u32 = mask::EXECUTE;
+        const D: u32 = mask::DELETE;
+        const T_READ: u32 = mask::READ_ATTRIBUTES;
+        const T_WRITE: u32 = mask::WRITE_ATTRIBUTES;
+        const N_READ: u32 = mask::READ_NAMED_ATTRS;
+        const N_WRITE: u32 = mask::WRITE_NAMED_ATTRS;
+        const C_READ: u32 = mask::READ_ACL;
+        const C_WRITE: u32 = mask::WRITE_ACL;
+        const Y: u32 = mask::SYNCHRONIZE;
+        let sample = "A::OWNER@:rwatTnNcCy\n\
+                      A::alice@nfsdomain.org:rxtncy\n\
+                      A::bob@nfsdomain.org:rwadtTnNcCy\n\
+                      A:g:GROUP@:rtncy\n\
+                      D:g:GROUP@:waxTC\n\
+                      A::EVERYONE@:rtncy\n\
+                      D::EVERYONE@:waxTC\n";
+        let group = ace_flags::IDENTIFIER_GROUP;
+        let owner = Who::Special(SpecialWho::Owner);
+        let everyone = Who::Special(SpecialWho::Everyone);
+        let expected = vec![
+            ace(
+                Allow,
+                0,
+                R | W | A | T_READ | T_WRITE | N_READ | N_WRITE | C_READ | C_WRITE | Y,
+                owner,
+            ),
+            ace(
+                Allow,
+                0,
+                R | X | T_READ | N_READ | C_READ | Y,
+                Who::Name("alice@nfsdomain.org".into()),
+            ),
+            ace(
+                Allow,
+                0,
+                R | W | A | D | T_READ | T_WRITE | N_READ | N_WRITE | C_READ | C_WRITE | Y,
+                Who::Name("bob@nfsdomain.org".into()),
+            ),
+            ace(
+                Allow,
+                group,
+                R | T_READ | N_READ | C_READ | Y,
+                Who::Special(SpecialWho::Group),
+            ),
+            ace(
+                Deny,
+                group,
+                W | A | X | T_WRITE | C_WRITE,
+                Who::Special(SpecialWho::Group),
+            ),
+            ace(Allow, 0, R | T_READ | N_READ | C_READ | Y, everyone.clone()),
+            ace(Deny, 0, W | A | X | T_WRITE | C_WRITE, everyone),
+        ];
+        let acl = parse(sample).unwrap();
+        assert_eq!(
+            acl,
+            Nfs4Acl {
+                flags: 0,
+                aces: expected
+            }
+        );
+        assert_eq!(parse(&sample.trim_end().replace('\n', ",")).unwrap(), acl);
+        // nfs4_getfacl prints it back letter for letter.
+        assert_eq!(to_text(&acl).unwrap(), sample);
+    }
+
+    /// The examples of nfs4_setfacl(1): its starting ACL, the ACEs it adds (with and without
+    /// aliases, which it says are "the same ACE"), the alias combination `Wdo`, and the ACE
+    /// list of its `-x` example, whose first entry lacks a colon and is refused (as the tool
+    /// refuses it: three fields).
+    #[test]
+    fn parses_the_nfs4_setfacl_man_page_examples() {
+        let starting = "A::OWNER@:rwatTnNcCy\nD::OWNER@:x\nA:g:GROUP@:rtncy\nD:g:GROUP@:waxTC\n\
+                        A::EVERYONE@:rtncy\nD::EVERYONE@:waxTC\n";
+        let acl = parse(starting).unwrap();
+        assert_eq!(acl.aces.len(), 6);
+        assert_eq!(to_text(&acl).unwrap(), starting);
+
+        let spelled = parse_ace("A::alice@nfsdomain.org:rxtncy").unwrap();
+        let aliased = parse_ace("A::alice@nfsdomain.org:RX").unwrap();
+        assert_eq!(aliased, spelled);
+        assert_eq!(spelled.mask, GENERIC_READ | GENERIC_EXECUTE);
+
+        let write_delete_owner = parse_ace("A::OWNER@:Wdo").unwrap();
+        assert_eq!(
+            write_delete_owner.mask,
+            GENERIC_WRITE | mask::DELETE | mask::WRITE_OWNER
+        );
+
+        // `-m D::OWNER@:x  D::OWNER@:xo`: both ACE specs are valid on their own.
+        assert_eq!(
+            parse_ace("D::OWNER@:xo").unwrap().mask,
+            mask::EXECUTE | mask::WRITE_OWNER
+        );
+        assert!(parse_ace("D::OWNER@:x").is_ok());
+
+        let typo = parse("A::EVERYONE@rtncy,D::EVERYONE@:waxTC").unwrap_err();
+        assert!(
+            matches!(
+                typo,
+                Nfs4CodecError::Text {
+                    line: 1,
+                    column: 1,
+                    ..
+                }
+            ),
+            "{typo}"
+        );
+        assert_eq!(parse("D::EVERYONE@:waxTC").unwrap().aces.len(), 1);
+    }
+
     #[test]
     fn parses_an_s_file_with_comments_separators_and_aliases() {
         let spec = "# file: /mnt/x\n\
