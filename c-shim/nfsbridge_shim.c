@@ -446,10 +446,26 @@ int nfsb_next_fchmod(nfsb_handle *h, nfsb_fsp *fsp, uint32_t mode, bool as_root)
 	return err;
 }
 
-int nfsb_next_fchown(nfsb_handle *h, nfsb_fsp *fsp, uint32_t uid, uint32_t gid)
+int nfsb_next_fchown(nfsb_handle *h, nfsb_fsp *fsp, uint32_t uid, uint32_t gid, bool as_root)
 {
-	int ret = SMB_VFS_NEXT_FCHOWN(to_vfs(h), to_fsp(fsp), (uid_t)uid, (gid_t)gid);
-	return ret != 0 ? errno : 0;
+	int ret, err = 0;
+
+	if (as_root) {
+		become_root();
+	}
+	ret = SMB_VFS_NEXT_FCHOWN(to_vfs(h), to_fsp(fsp), (uid_t)uid, (gid_t)gid);
+	if (ret != 0) {
+		err = errno;
+	}
+	if (as_root) {
+		unbecome_root();
+	}
+	return err;
+}
+
+uint32_t nfsb_handle_current_uid(const nfsb_handle *h)
+{
+	return get_current_uid(to_vfs(h)->conn);
 }
 
 uint32_t nfsb_sd_result_set(nfsb_sd_result *result, const uint8_t *sd, size_t len)

@@ -110,9 +110,13 @@ int nfsb_next_fremovexattr(nfsb_handle *handle, nfsb_fsp *fsp, const char *name,
 /* chmod through the next module (permission bits only; as root when `as_root`). 0 or errno. */
 int nfsb_next_fchmod(nfsb_handle *handle, nfsb_fsp *fsp, uint32_t mode, bool as_root);
 
-/* chown through the next module, as the connected user (UINT32_MAX leaves an id unchanged).
- * 0 or errno. */
-int nfsb_next_fchown(nfsb_handle *handle, nfsb_fsp *fsp, uint32_t uid, uint32_t gid);
+/* chown through the next module (UINT32_MAX leaves an id unchanged); as root when
+ * `as_root`. 0 or errno. */
+int nfsb_next_fchown(nfsb_handle *handle, nfsb_fsp *fsp, uint32_t uid, uint32_t gid,
+		     bool as_root);
+
+/* The uid smbd is acting as for this connection's current request. */
+uint32_t nfsb_handle_current_uid(const nfsb_handle *handle);
 
 /* Hands fget_nt_acl's answer (self-relative bytes) to smbd. Returns an NTSTATUS value. */
 uint32_t nfsb_sd_result_set(nfsb_sd_result *result, const uint8_t *sd, size_t len);

@@ -188,18 +188,7 @@ pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, s
     let info = current.info;
     let owner = resolve_owner(&mut sd, &idmap, info, file)?;
     if owner.uid != info.uid || owner.gid != info.gid {
-        let uid = (owner.uid != info.uid).then_some(owner.uid);
-        let gid = (owner.gid != info.gid).then_some(owner.gid);
-        file.chown(uid, gid).map_err(|err| {
-            let status = if err.0 == libc::EPERM && uid.is_some() {
-                status::INVALID_OWNER
-            } else if err.0 == libc::EPERM {
-                status::INVALID_PRIMARY_GROUP
-            } else {
-                err.ntstatus()
-            };
-            failure(status, format!("changing owner/group to {}:{} failed: {err}", owner.uid, owner.gid))
-        })?;
+        change_owner(file, info, &owner)?;
     }
     let after = FileInfo { uid: owner.uid, gid: owner.gid, ..info };
     // A NULL DACL grants everyone everything: store that explicitly rather than "no ACL".
@@ -228,6 +217,24 @@ pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, s
         return Err(io_failure(&format!("writing {}", config.acl_xattr), err));
     }
     Ok(())
+}
+
+/// Applies an owner/group change smbd has authorised (it checks WRITE_OWNER before passing
+/// SECINFO_OWNER/GROUP). As in Windows, WRITE_OWNER lets a user set any primary group and
+/// take ownership for themselves, but not give a file away: those two are done as root, any
+/// other owner change as the user, so that the kernel decides (INVALID_OWNER when it refuses).
+fn change_owner(file: &File, info: FileInfo, owner: &Owner) -> Result<(), AclFailure> {
+    let uid = (owner.uid != info.uid).then_some(owner.uid);
+    let gid = (owner.gid != info.gid).then_some(owner.gid);
+    let as_root = uid.map_or(true, |uid| uid == file.current_uid());
+    file.chown(uid, gid, as_root).map_err(|err| {
+        let status = match (err.0, uid) {
+            (libc::EPERM, Some(_)) => status::INVALID_OWNER,
+            (libc::EPERM, None) => status::INVALID_PRIMARY_GROUP,
+            _ => err.ntstatus(),
+        };
+        failure(status, format!("changing owner/group to {}:{} failed: {err}", owner.uid, owner.gid))
+    })
 }
 
 struct Owner {

@@ -133,10 +133,18 @@ impl File {
         errno_result(unsafe { ffi::nfsb_next_fchmod(self.handle, self.fsp, mode, as_root) })
     }
 
-    /// chown as the connected user; `None` leaves that id as it is.
-    pub fn chown(&self, uid: Option<u32>, gid: Option<u32>) -> Result<(), Errno> {
+    /// chown; `None` leaves that id as it is.
+    pub fn chown(&self, uid: Option<u32>, gid: Option<u32>, as_root: bool) -> Result<(), Errno> {
         // SAFETY: handle/fsp are live.
-        errno_result(unsafe { ffi::nfsb_next_fchown(self.handle, self.fsp, uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX)) })
+        errno_result(unsafe {
+            ffi::nfsb_next_fchown(self.handle, self.fsp, uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX), as_root)
+        })
+    }
+
+    /// The uid smbd acts as for the current request.
+    pub fn current_uid(&self) -> u32 {
+        // SAFETY: handle is live.
+        unsafe { ffi::nfsb_handle_current_uid(self.handle) }
     }
 }
 
