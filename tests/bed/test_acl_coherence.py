@@ -4,6 +4,7 @@ kernel NFS mount, nfs4_getfacl show.
 """
 from __future__ import annotations
 
+import json
 import pwd
 import re
 import subprocess
@@ -11,6 +12,9 @@ import subprocess
 import pytest
 
 from harness.bed import SHARE_NAME
+from harness.samba import REPO
+
+NFSBRIDGE = REPO / "target" / "release" / "nfsbridge"
 
 READ = 0x120089
 FULL = 0x1F01FF
@@ -69,8 +73,15 @@ def test_smb_acl_is_what_nfs4_getfacl_shows_over_the_kernel_mount(bed):
     set_acl(bed, "shown.txt")
     out = subprocess.run(["nfs4_getfacl", str(bed.nfs.path("shown.txt"))], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+    print(f"nfs4_getfacl over the kernel NFS mount:\n{out.stdout}")
     assert re.search(rf"^A::{STRANGER}:r", out.stdout, re.M), out.stdout
     assert re.search(r"^A::EVERYONE@:r", out.stdout, re.M), out.stdout
+    # Our nfs4 text parser reads what the real nfs4_getfacl prints.
+    parsed = subprocess.run([str(NFSBRIDGE), "acl", "convert", "--from", "nfs4", "--to", "nfs4-json"],
+                            input=out.stdout, capture_output=True, text=True)
+    assert parsed.returncode == 0, parsed.stderr
+    aces = json.loads(parsed.stdout)["aces"]
+    assert any(ace["who"] == {"uid": STRANGER} and ace["ace_type"] == "allow" for ace in aces), aces
 
 
 @pytest.mark.kernel_tier
@@ -94,3 +105,20 @@ def test_nfs4_setfacl_over_the_kernel_mount_is_what_smb_sees(bed):
     shown_read = any(m & READ_DATA for m in newcomer)
     shown_write = any(m & WRITE_DATA for m in newcomer)
     assert (shown_read, shown_write) == ("r" in effective, "w" in effective), (newcomer, facl)
+
+
+@pytest.mark.host_tier
+@pytest.mark.kernel_tier
+@pytest.mark.bed_share("nfsbridge")
+def test_file_created_over_nfs_inherits_what_smb_set_on_its_directory(bed):
+    bed.local.mkdir("inheriting")
+    uid = pwd.getpwnam(bed.user.name).pw_uid
+    subprocess.run(["chown", str(uid), str(bed.local.path("inheriting"))], check=True)
+    spec = (f"OWNER:S-1-22-1-{uid},ACL:S-1-22-1-{uid}:ALLOWED/0x3/0x{FULL:08x},"
+            f"ACL:S-1-22-1-{STRANGER}:ALLOWED/0x3/0x{READ | 0x20:08x}")  # OI|CI, read & execute
+    out = smbcacls(bed, "inheriting", "--set", spec)
+    assert out.returncode == 0, out.stdout + out.stderr
+    bed.nfs.create("inheriting/from-nfs.txt", b"made over NFS\n")
+    stranger = masks(bed, "inheriting/from-nfs.txt").get(f"S-1-22-1-{STRANGER}", [])
+    assert any(m & READ_DATA for m in stranger), f"no inherited read for {STRANGER}: {stranger}"
+    assert not any(m & WRITE_DATA for m in stranger), stranger
