@@ -58,7 +58,8 @@ def summarize(meta: dict, profiles, raw: dict, acl: dict) -> dict:
                 continue
             rates = [r["rate"] * _scale(workload) for r in ok[share]]
             latencies_us = [x * 1e6 for r in ok[share] for x in r["latencies"]]
-            summary = {"rate": spread(rates), "latency_us": spread(latencies_us), "errors": errors}
+            summary = {"rate": spread(rates), "latency_us": spread(latencies_us), "errors": errors,
+                       "granted": sorted({r.get("granted", "") for r in ok[share]})}
             if share != BASELINE and ok.get(BASELINE):
                 summary["ratio_vs_plain"] = paired_ratios(ok[share], ok[BASELINE])
             entry["shares"][share] = summary
@@ -180,6 +181,10 @@ def table(results: dict) -> str:
     for workload in ("sd_get", "sd_set"):
         r = results["throughput"].get(workload, {}).get("nfsbridge_vs_nfs4acl_xattr")
         lines.append(f"{TITLES[workload]}: nfsbridge / vfs_nfs4acl_xattr = {_ratio_text(r)}")
+    for workload in ("open_close", "read"):
+        e = results["throughput"].get(workload, {}).get("shares", {})
+        lines.append(f"granted on the RWH requests ({workload}): " + ", ".join(
+            f"{labels[s]} {'/'.join(e[s]['granted'])}" for s in shares if "granted" in e.get(s, {})))
     lines += ["", "coherence and break latency (median [p25-p75] of probes that broke)"]
     for workload, entry in results["breaks"].items():
         cells = []
@@ -304,8 +309,15 @@ def charts(results: dict, raw: dict, out: Path) -> list[Path]:
                 ax.text(i, 0.5, b["status"] + ("\n" + b["note"] if b["note"] else ""), transform=ax.get_xaxis_transform(),
                         ha="center", va="center", fontsize=7, rotation=90, color="firebrick")
         if w == "local_open_break":
-            ax.axhline(BREAK_GOAL_MS, color="red", lw=0.8, ls="--", label="10 ms")
-            ax.legend(fontsize=7)
+            # The goal line only where it does not squash the measured points to the floor.
+            measured = [p["latency"] * 1e3 for recs in raw.get(w, {}).values() for r in recs
+                        for p in r["probes"] if p["coherent"]]
+            if measured and max(measured) > BREAK_GOAL_MS / 4:
+                ax.axhline(BREAK_GOAL_MS, color="red", lw=0.8, ls="--", label="goal: 10 ms")
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.02, 0.97, f"goal: < {BREAK_GOAL_MS:.0f} ms", transform=ax.transAxes, fontsize=7,
+                        va="top", color="red")
         ax.set_xlim(0.5, len(shares) + 0.5)
         ax.set_ylim(bottom=0)
         ax.set_xticks(range(1, len(shares) + 1), [labels[s] for s in shares], fontsize=7)

@@ -83,8 +83,8 @@ class Plan:
     acl_bench_args: tuple
 
 
-QUICK = Plan(repetitions=3, open_close=100, create_delete=60, io_bytes=8 << 20, sd_get=100, sd_set=60,
-             break_probes=3, memory_files=500, memory_repetitions=1, batch_seconds=5.0,
+QUICK = Plan(repetitions=5, open_close=150, create_delete=100, io_bytes=8 << 20, sd_get=200, sd_set=120,
+             break_probes=4, memory_files=500, memory_repetitions=1, batch_seconds=5.0,
              acl_bench_args=("--samples", "3", "--sample-ms", "40"))
 FULL = Plan(repetitions=10, open_close=400, create_delete=200, io_bytes=32 << 20, sd_get=400, sd_set=200,
             break_probes=8, memory_files=2000, memory_repetitions=2, batch_seconds=30.0,
@@ -128,6 +128,7 @@ class Bench:
         self.share_dirs: dict[str, Path] = {}
         self.sd_handles: dict = {}
         self.sd_variants: dict[str, list[bytes]] = {}
+        self.acl_storage: dict[str, list[str]] = {}
         # raw[workload][share] = list of per-repetition records
         self.raw: dict[str, dict[str, list]] = {}
         self.notes: list[str] = []
@@ -175,8 +176,19 @@ class Bench:
         handle.close()
         sd_handle = wl.open_for_security(client, "sd.dat")
         owner, group = wl.owner_and_group(wl.query_security(client, sd_handle))
+        variants = wl.dacl_variants(owner, group)
+        # The SD set workload must really change what the share stores: each variant, once
+        # set, must read back differently from the other.
+        seen = []
+        for sd in variants:
+            wl.set_security(client, sd_handle, sd)
+            seen.append(wl.query_security(client, sd_handle, wl.DACL_SECURITY_INFORMATION))
+        if seen[0] == seen[1]:
+            raise RuntimeError(f"{share}: setting two different DACLs reads back the same SD")
         self.sd_handles[share] = sd_handle
-        self.sd_variants[share] = wl.dacl_variants(owner, group)
+        self.sd_variants[share] = variants
+        # Where each share keeps the ACL (shows that the modules are really in the path).
+        self.acl_storage[share] = sorted(os.listxattr(self.share_dirs[share] / "sd.dat"))
 
     def stop(self) -> None:
         for holder, other in self.clients.values():
@@ -212,7 +224,8 @@ class Bench:
                         self.record(workload, share, {"rep": rep, "error": repr(exc)})
                         continue
                     self.record(workload, share, {"rep": rep, "rate": batch.rate, "units": batch.units,
-                                                  "elapsed": batch.elapsed, "latencies": batch.latencies})
+                                                  "elapsed": batch.elapsed, "granted": batch.granted,
+                                                  "latencies": batch.latencies})
             for workload in BREAK_WORKLOADS:
                 for share in order:
                     probes = []
@@ -281,7 +294,7 @@ class Bench:
             deadline = time.perf_counter() + 10 * self.plan.batch_seconds
             handles = wl.hold_many_leased_files(client, f"mem-{rep}", self.plan.memory_files, deadline)
             held = wl.memory_kib(child)
-            leased = sum(1 for h in handles if h.oplock_level == 0xFF)
+            leased = sum(1 for _, granted in handles if granted.startswith("lease"))
             self.record("memory", share, {"rep": rep, "child": child, "files": len(handles), "leased_opens": leased,
                                           "rss_idle_kib": idle["VmRSS"], "rss_held_kib": held["VmRSS"],
                                           "hwm_held_kib": held["VmHWM"],
@@ -349,6 +362,7 @@ def main() -> int:
     log("ACL translation throughput (cargo bench acl_throughput)")
     acl = run_acl_translation_bench(plan)
     meta["seconds"] = round(time.monotonic() - started, 1)
+    meta["xattrs_on_sd_file"] = bench.acl_storage
     meta["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     results = report.summarize(meta, PROFILES, bench.raw, acl)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")

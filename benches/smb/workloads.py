@@ -42,6 +42,7 @@ class Batch:
     latencies: list[float] = field(default_factory=list)   # seconds, one per operation
     elapsed: float = 0.0                                    # wall time of the batch, seconds
     units: float = 0.0                                      # operations, or bytes for read/write
+    granted: str = ""                                       # what the leased opens were granted
 
     @property
     def rate(self) -> float:
@@ -51,7 +52,7 @@ class Batch:
 @dataclass
 class BreakProbe:
     """One local-opener (or local/SMB change) probe against a cached open."""
-    granted: str                  # what the holder was granted, e.g. "lease RWH", "oplock batch", "none"
+    granted: str                  # what the holder was granted, e.g. "lease RWH", "oplock 0x09", "none"
     coherent: bool                # the break reached the client before the other side went on
     latency: float | None         # seconds; None when incoherent or nothing was granted
 
@@ -112,7 +113,7 @@ def open_close(client: SmbLeaseClient, name: str, count: int, deadline: float) -
     start = time.perf_counter()
     for _ in range(count):
         t0 = time.perf_counter()
-        handle, _ = open_file(client, name, lease="RWH", write=False)
+        handle, batch.granted = open_file(client, name, lease="RWH", write=False)
         handle.close()
         batch.latencies.append(time.perf_counter() - t0)
         if time.perf_counter() > deadline:
@@ -130,7 +131,7 @@ def create_delete(client: SmbLeaseClient, prefix: str, count: int, deadline: flo
     start = time.perf_counter()
     for i in range(count):
         t0 = time.perf_counter()
-        handle, _ = smb_open(client, f"{prefix}-{i}.tmp", access, CreateDisposition.FILE_CREATE, options, "RWH")
+        handle, batch.granted = smb_open(client, f"{prefix}-{i}.tmp", access, CreateDisposition.FILE_CREATE, options, "RWH")
         handle.close()
         batch.latencies.append(time.perf_counter() - t0)
         if time.perf_counter() > deadline:
@@ -142,8 +143,8 @@ def create_delete(client: SmbLeaseClient, prefix: str, count: int, deadline: flo
 
 def read_leased(client: SmbLeaseClient, name: str, size: int, deadline: float) -> Batch:
     """Sequential 1 MiB reads over `size` bytes of a file held open with an RWH lease."""
-    handle, _ = open_file(client, name, lease="RWH", write=False)
-    batch = Batch()
+    handle, granted = open_file(client, name, lease="RWH", write=False)
+    batch = Batch(granted=granted)
     chunk = min(IO_CHUNK, client.connection.max_read_size)
     try:
         start = time.perf_counter()
@@ -162,8 +163,8 @@ def read_leased(client: SmbLeaseClient, name: str, size: int, deadline: float) -
 
 def write_leased(client: SmbLeaseClient, name: str, size: int, deadline: float) -> Batch:
     """Sequential 1 MiB writes over `size` bytes of a file held open with an RWH lease."""
-    handle, _ = open_file(client, name, lease="RWH", write=True)
-    batch = Batch()
+    handle, granted = open_file(client, name, lease="RWH", write=True)
+    batch = Batch(granted=granted)
     chunk = min(IO_CHUNK, client.connection.max_write_size)
     payload = os.urandom(chunk)
     try:
@@ -319,17 +320,21 @@ def local_open_break(client: SmbLeaseClient, share_dir: Path, name: str, use_opl
         os.close(fd)
         return t0, t1
 
+    acked_at = None
     try:
         with ThreadPoolExecutor(1) as pool:
             future = pool.submit(local_open)
             brk = _wait_break_or_done(client, future)
             if brk is not None:
+                acked_at = time.perf_counter()
                 _ack(client, brk)
             t0, t1 = future.result(timeout=60)
     finally:
         handle.close()
         client.pending_breaks()
-    coherent = brk is not None and brk.received_at <= t1
+    # Coherent: the local open returned only after the client had answered the break (so
+    # after it gave up, and could flush, what it cached).
+    coherent = acked_at is not None and t1 >= acked_at
     return BreakProbe(granted, coherent, (t1 - t0) if coherent else None)
 
 
@@ -413,12 +418,12 @@ def memory_kib(pid: int) -> dict[str, int]:
     return values
 
 
-def hold_many_leased_files(client: SmbLeaseClient, prefix: str, count: int, deadline: float) -> list[Open]:
-    """Creates and keeps open `count` files, each with its own RWH lease."""
+def hold_many_leased_files(client: SmbLeaseClient, prefix: str, count: int, deadline: float) -> list[tuple[Open, str]]:
+    """Creates and keeps open `count` files, each asking for its own RWH lease; returns the
+    handles with what each was granted."""
     handles = []
     for i in range(count):
-        handle, _ = open_file(client, f"{prefix}-{i}.dat", lease="RWH", create=True)
-        handles.append(handle)
+        handles.append(open_file(client, f"{prefix}-{i}.dat", lease="RWH", create=True))
         if time.perf_counter() > deadline:
             break
     return handles
