@@ -129,6 +129,7 @@ class Bench:
         self.sd_handles: dict = {}
         self.sd_variants: dict[str, list[bytes]] = {}
         self.acl_storage: dict[str, list[str]] = {}
+        self.server_pids: dict[str, int] = {}
         # raw[workload][share] = list of per-repetition records
         self.raw: dict[str, dict[str, list]] = {}
         self.notes: list[str] = []
@@ -151,8 +152,14 @@ class Bench:
         self.smbd.write_config()
         self.smbd.add_user(self.user)
         self.smbd.start()
+        parent = self.smbd.pid()
         for profile in PROFILES:
-            self.clients[profile.name] = (self.connect(profile.name), self.connect(profile.name))
+            before = wl.smbd_children(parent)
+            holder = self.connect(profile.name)
+            # The smbd child that serves this share's main connection: its CPU time per batch
+            # is the server's cost without the Python client's.
+            self.server_pids[profile.name] = single_new_child(before, wl.smbd_children(parent))
+            self.clients[profile.name] = (holder, self.connect(profile.name))
         for profile in PROFILES:
             self.prepare_share(profile.name)
 
@@ -218,13 +225,16 @@ class Bench:
                 for share in order:
                     # A failing workload is reported as failed for that share, not skipped silently.
                     try:
+                        cpu_before = wl.server_cpu_ns(self.server_pids[share])
                         batch = self.throughput_batch(workload, share, rep)
+                        server_cpu = wl.server_cpu_ns(self.server_pids[share]) - cpu_before
                     except Exception as exc:  # noqa: BLE001 - recorded and shown in the report
                         log(f"{workload} on {share} failed: {exc!r}")
                         self.record(workload, share, {"rep": rep, "error": repr(exc)})
                         continue
                     self.record(workload, share, {"rep": rep, "rate": batch.rate, "units": batch.units,
                                                   "elapsed": batch.elapsed, "granted": batch.granted,
+                                                  "server_cpu_ns": server_cpu,
                                                   "latencies": batch.latencies})
             for workload in BREAK_WORKLOADS:
                 for share in order:
@@ -286,10 +296,7 @@ class Bench:
         before = wl.smbd_children(parent)
         client = self.connect(share)
         try:
-            children = wl.smbd_children(parent) - before
-            if len(children) != 1:
-                raise RuntimeError(f"expected one new smbd child for the connection, found {sorted(children)}")
-            child = children.pop()
+            child = single_new_child(before, wl.smbd_children(parent))
             idle = wl.memory_kib(child)
             deadline = time.perf_counter() + 10 * self.plan.batch_seconds
             handles = wl.hold_many_leased_files(client, f"mem-{rep}", self.plan.memory_files, deadline)
@@ -302,6 +309,13 @@ class Bench:
             log(f"memory {share}: {len(handles)} open files, RSS {idle['VmRSS']} -> {held['VmRSS']} KiB")
         finally:
             client.close()
+
+
+def single_new_child(before: set[int], after: set[int]) -> int:
+    new = after - before
+    if len(new) != 1:
+        raise RuntimeError(f"expected one new smbd child for the connection, found {sorted(new)}")
+    return new.pop()
 
 
 def run_acl_translation_bench(plan: Plan) -> dict:

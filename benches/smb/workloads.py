@@ -409,6 +409,19 @@ def smbd_children(parent: int) -> set[int]:
     return children
 
 
+def server_cpu_ns(pid: int) -> int:
+    """CPU time of every live thread of an smbd child, in ns (schedstat: exact, unlike the
+    10 ms ticks of /proc/<pid>/stat). Threads that exited are lost; smbd's worker threads
+    idle for seconds before exiting, so within a batch they are counted."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def memory_kib(pid: int) -> dict[str, int]:
     values = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
