@@ -367,16 +367,17 @@ def charts(results: dict, raw: dict, out: Path) -> list[Path]:
     written.append(_save(fig, out / "break-latency.png"))
 
     if any("per_open_kib" in m for m in results["memory"].values()):
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = plt.subplots(figsize=(7.5, 4.2))
         present = [s for s in shares if "per_open_kib" in results["memory"].get(s, {})]
         per = [results["memory"][s]["per_open_kib"] for s in present]
         ax.bar(range(len(present)), [p["median"] for p in per],
                yerr=[[p["median"] - p["min"] for p in per], [p["max"] - p["median"] for p in per]],
                capsize=3, color=[colors[s] for s in present])
         ax.set_xticks(range(len(present)), [labels[s] for s in present], fontsize=8)
-        ax.set_ylabel("KiB of smbd RSS per open file (RWH lease)")
+        ax.set_ylabel("KiB of smbd RSS per open file")
         files = results["memory"][present[0]]["files"][0]
-        ax.set_title(f"smbd memory per leased open file ({files} files, one connection)\n{subtitle}", fontsize=9)
+        ax.set_title(f"smbd RSS growth per open file, RWH lease requested ({files} files, one connection;"
+                     f" whiskers: min-max)\n{subtitle}", fontsize=8)
         fig.tight_layout()
         written.append(_save(fig, out / "memory.png"))
 
