@@ -356,7 +356,7 @@ def main() -> int:
     out = args.out or REPO / "bench-results" / stamp.strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
     meta = {"date": stamp.strftime("%Y-%m-%d %H:%M UTC"), "mode": "quick" if args.quick else "full",
-            "command": args.command or ("scripts/bench.sh" + (" --quick" if args.quick else "")),
+            "command": args.command.strip() or ("scripts/bench.sh" + (" --quick" if args.quick else "")),
             "machine": machine_info(), "plan": asdict(plan),
             "shares": {p.name: {"label": p.label, "options": {**GLOBAL_OPTIONS, **p.options}} for p in PROFILES}}
     started = time.monotonic()

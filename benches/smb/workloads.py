@@ -411,8 +411,7 @@ def smbd_children(parent: int) -> set[int]:
 
 def server_cpu_ns(pid: int) -> int:
     """CPU time of every live thread of an smbd child, in ns (schedstat: exact, unlike the
-    10 ms ticks of /proc/<pid>/stat). Threads that exited are lost; smbd's worker threads
-    idle for seconds before exiting, so within a batch they are counted."""
+    10 ms ticks of /proc/<pid>/stat). A thread that exited between two readings is lost."""
     total = 0
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
