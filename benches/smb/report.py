@@ -190,6 +190,11 @@ def table(results: dict) -> str:
             else:
                 cells.append(_ratio_text(summary.get("ratio_vs_plain")))
         lines.append(f"{entry['title']:<34}{entry['unit']:<7}" + "".join(f"{c:<{width}}" for c in cells))
+    for workload, entry in results["throughput"].items():
+        for s, summary in entry["shares"].items():
+            if summary.get("errors"):
+                lines.append(f"  ! {labels[s]}, {entry['title']}: some batches failed "
+                             f"(left out of the figures): {'; '.join(summary['errors'])}")
     lines += ["", "smbd CPU per operation (per MiB for read/write), the client's cost left out: plain = median; "
               "others = ratio to plain (lower is cheaper)", header, "-" * len(header)]
     for workload, entry in results["throughput"].items():

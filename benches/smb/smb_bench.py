@@ -17,6 +17,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -352,6 +353,9 @@ def main() -> int:
         print("scripts/bench.sh must run as root (smbd, users, network namespaces)", file=sys.stderr)
         return 2
     plan = QUICK if args.quick else FULL
+    # SIGTERM (timeout, a CI runner) unwinds like Ctrl-C, so that the finally below stops smbd
+    # and removes its namespace and share directory.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(f"stopped by signal {signum}"))
     stamp = datetime.datetime.now(datetime.timezone.utc)
     out = args.out or REPO / "bench-results" / stamp.strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
