@@ -126,7 +126,8 @@ if [ ! -x "$NFSBRIDGE_VENV/bin/python" ]; then
   step "python venv for the test clients: $NFSBRIDGE_VENV"
   /usr/bin/python3 -m venv "$NFSBRIDGE_VENV"
 fi
-if ! "$NFSBRIDGE_VENV/bin/python" -c 'import pytest, smbprotocol, nfs_rs, virtme_ng' 2>/dev/null; then
+# matplotlib and numpy: the charts and statistics of scripts/bench.sh.
+if ! "$NFSBRIDGE_VENV/bin/python" -c 'import pytest, smbprotocol, nfs_rs, virtme_ng, matplotlib, numpy' 2>/dev/null; then
   "$NFSBRIDGE_VENV/bin/pip" install -q -r "$REPO/tests/requirements.txt"
 fi
 

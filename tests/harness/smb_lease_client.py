@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import struct
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -49,6 +50,7 @@ class LeaseBreak:
     new: int
     ack_required: bool
     epoch: int
+    received_at: float = 0.0  # time.perf_counter() when the receive thread got it
 
 
 @dataclass
@@ -56,6 +58,7 @@ class OplockBreak:
     """MS-SMB2 2.2.23.1 Oplock Break Notification."""
     file_id: bytes
     new_level: int
+    received_at: float = 0.0  # time.perf_counter() when the receive thread got it
 
 
 class _Field:
@@ -86,13 +89,14 @@ class _BreakSink:
 
     @response.setter
     def response(self, header) -> None:
+        received_at = time.perf_counter()
         body = header["data"].get_value()
         size = struct.unpack_from("<H", body, 0)[0]
         if size == 44:
             epoch, flags, key, current, new = struct.unpack_from("<HI16sII", body, 2)
-            self.breaks.put(LeaseBreak(key, current, new, bool(flags & 0x1), epoch))
+            self.breaks.put(LeaseBreak(key, current, new, bool(flags & 0x1), epoch, received_at))
         elif size == 24:
-            self.breaks.put(OplockBreak(body[8:24], body[2]))
+            self.breaks.put(OplockBreak(body[8:24], body[2], received_at))
 
     def set(self) -> None:
         pass
