@@ -77,7 +77,10 @@ fn bridge_failure(err: BridgeError) -> AclFailure {
     failure(status, err.to_string())
 }
 
-fn current_acl(file: &File, config: &ModuleConfig) -> Result<CurrentAcl, AclFailure> {
+/// `whole`: the caller needs the file's DACL as it stands (a get, or a set that keeps the
+/// DACL). A set that replaces the DACL only needs the stored SACL and the POSIX state to
+/// restore on failure, and skips the coherence comparison (a POSIX mirror computation).
+fn current_acl(file: &File, config: &ModuleConfig, whole: bool) -> Result<CurrentAcl, AclFailure> {
     let info = file.info().ok_or_else(|| failure(status::INTERNAL_ERROR, "smbd has no valid stat for the file"))?;
     let stored = file
         .xattr(&config.acl_xattr)
@@ -93,6 +96,8 @@ fn current_acl(file: &File, config: &ModuleConfig) -> Result<CurrentAcl, AclFail
     let acl = match (&stored, config.posix_mirror) {
         // Without the mirror the stored ACL is the whole truth (as with vfs_nfs4acl_xattr).
         (Some(bytes), false) => bridge.decode_stored(bytes).map_err(with_xattr)?,
+        (Some(bytes), true) if !whole => bridge.decode_stored(bytes).map_err(with_xattr)?,
+        (None, _) if !whole => Nfs4Acl::default(),
         _ => {
             let state = FileAclState { meta: meta(info), stored, access: access.clone(), default: default.clone() };
             let effective = bridge.effective_nfs4(&state).map_err(with_xattr)?;
@@ -153,7 +158,7 @@ fn select_parts(mut sd: SecurityDescriptor, security_info: u32) -> SecurityDescr
 
 /// SMB_VFS_FGET_NT_ACL: the self-relative security descriptor of `file`.
 pub fn get_nt_acl(file: &File, config: &ModuleConfig, security_info: u32) -> Result<Vec<u8>, AclFailure> {
-    let current = current_acl(file, config)?;
+    let current = current_acl(file, config, true)?;
     let sd = select_parts(to_sd(&current, &SambaIdMap)?, security_info);
     binary::encode(&sd).map_err(|e| failure(status::INTERNAL_ERROR, format!("cannot encode the security descriptor: {e}")))
 }
@@ -163,7 +168,7 @@ pub fn get_nt_acl(file: &File, config: &ModuleConfig, security_info: u32) -> Res
 pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, sd_bytes: &[u8]) -> Result<(), AclFailure> {
     let new = binary::decode(sd_bytes)
         .map_err(|e| failure(status::INVALID_SECURITY_DESCR, format!("malformed security descriptor from the client: {e}")))?;
-    let current = current_acl(file, config)?;
+    let current = current_acl(file, config, security_info_sent & SECINFO_DACL == 0)?;
     let idmap = SambaIdMap;
     let mut sd = to_sd(&current, &idmap)?;
     if security_info_sent & SECINFO_OWNER != 0 && new.owner.is_some() {
