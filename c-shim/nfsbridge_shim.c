@@ -212,103 +212,56 @@ static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_stru
 	return fd;
 }
 
+/* Runs `call` (an int VFS call: -1 and errno on failure); if the kernel refused it and the
+ * share's Windows ACL governs it (kernel_refused), runs it again as root. When the retry fails
+ * too, the user's own errno is kept. */
+#define CALL_WITH_ROOT_RETRY(handle, call)                                  \
+	({                                                                  \
+		int _ret = (call);                                          \
+		int _err = errno;                                           \
+		if (kernel_refused(handle_state(handle), _ret, _err)) {     \
+			become_root();                                      \
+			_ret = (call);                                      \
+			unbecome_root();                                    \
+		}                                                           \
+		errno = _err;                                               \
+		_ret;                                                       \
+	})
+
 /* Looking a name up needs search (x) permission on every directory above it; Windows
  * grants "bypass traverse checking" to everyone by default, and smbd checks the opens that
  * follow. So a stat the kernel refuses is retried as root too. */
 static int nfsb_stat(struct vfs_handle_struct *handle, struct smb_filename *smb_fname)
 {
-	int ret = SMB_VFS_NEXT_STAT(handle, smb_fname);
-	int err = errno;
-
-	if (!kernel_refused(handle_state(handle), ret, err)) {
-		errno = err;
-		return ret;
-	}
-	become_root();
-	ret = SMB_VFS_NEXT_STAT(handle, smb_fname);
-	unbecome_root();
-	if (ret == -1) {
-		errno = err;
-	}
-	return ret;
+	return CALL_WITH_ROOT_RETRY(handle, SMB_VFS_NEXT_STAT(handle, smb_fname));
 }
 
 static int nfsb_lstat(struct vfs_handle_struct *handle, struct smb_filename *smb_fname)
 {
-	int ret = SMB_VFS_NEXT_LSTAT(handle, smb_fname);
-	int err = errno;
-
-	if (!kernel_refused(handle_state(handle), ret, err)) {
-		errno = err;
-		return ret;
-	}
-	become_root();
-	ret = SMB_VFS_NEXT_LSTAT(handle, smb_fname);
-	unbecome_root();
-	if (ret == -1) {
-		errno = err;
-	}
-	return ret;
+	return CALL_WITH_ROOT_RETRY(handle, SMB_VFS_NEXT_LSTAT(handle, smb_fname));
 }
 
 static int nfsb_fstatat(struct vfs_handle_struct *handle, const struct files_struct *dirfsp,
 			const struct smb_filename *smb_fname, SMB_STRUCT_STAT *sbuf, int flags)
 {
-	int ret = SMB_VFS_NEXT_FSTATAT(handle, dirfsp, smb_fname, sbuf, flags);
-	int err = errno;
-
-	if (!kernel_refused(handle_state(handle), ret, err)) {
-		errno = err;
-		return ret;
-	}
-	become_root();
-	ret = SMB_VFS_NEXT_FSTATAT(handle, dirfsp, smb_fname, sbuf, flags);
-	unbecome_root();
-	if (ret == -1) {
-		errno = err;
-	}
-	return ret;
+	return CALL_WITH_ROOT_RETRY(handle,
+				    SMB_VFS_NEXT_FSTATAT(handle, dirfsp, smb_fname, sbuf, flags));
 }
 
 static int nfsb_unlinkat(struct vfs_handle_struct *handle, struct files_struct *dirfsp,
 			 const struct smb_filename *smb_fname, int flags)
 {
-	int ret = SMB_VFS_NEXT_UNLINKAT(handle, dirfsp, smb_fname, flags);
-	int err = errno;
-
-	if (!kernel_refused(handle_state(handle), ret, err)) {
-		errno = err;
-		return ret;
-	}
-	become_root();
-	ret = SMB_VFS_NEXT_UNLINKAT(handle, dirfsp, smb_fname, flags);
-	unbecome_root();
-	if (ret == -1) {
-		errno = err;
-	}
-	return ret;
+	return CALL_WITH_ROOT_RETRY(handle,
+				    SMB_VFS_NEXT_UNLINKAT(handle, dirfsp, smb_fname, flags));
 }
 
 static int nfsb_renameat(struct vfs_handle_struct *handle, struct files_struct *srcdir_fsp,
 			 const struct smb_filename *smb_fname_src, struct files_struct *dstdir_fsp,
 			 const struct smb_filename *smb_fname_dst, const struct vfs_rename_how *how)
 {
-	int ret = SMB_VFS_NEXT_RENAMEAT(handle, srcdir_fsp, smb_fname_src, dstdir_fsp,
-					smb_fname_dst, how);
-	int err = errno;
-
-	if (!kernel_refused(handle_state(handle), ret, err)) {
-		errno = err;
-		return ret;
-	}
-	become_root();
-	ret = SMB_VFS_NEXT_RENAMEAT(handle, srcdir_fsp, smb_fname_src, dstdir_fsp, smb_fname_dst,
-				    how);
-	unbecome_root();
-	if (ret == -1) {
-		errno = err;
-	}
-	return ret;
+	return CALL_WITH_ROOT_RETRY(handle,
+				    SMB_VFS_NEXT_RENAMEAT(handle, srcdir_fsp, smb_fname_src,
+							  dstdir_fsp, smb_fname_dst, how));
 }
 
 static struct vfs_fn_pointers nfsb_fns = {
@@ -394,73 +347,46 @@ int64_t nfsb_next_fgetxattr(nfsb_handle *h, nfsb_fsp *fsp, const char *name, uin
 	return ret < 0 ? -(int64_t)errno : (int64_t)ret;
 }
 
+/* Evaluates `call` (an int VFS call returning 0 or -1/errno), as root when `as_root`;
+ * yields 0 or the errno value. */
+#define ERRNO_OF_CALL(as_root, call)                                \
+	({                                                          \
+		int _ret, _err = 0;                                 \
+		if (as_root) {                                      \
+			become_root();                              \
+		}                                                   \
+		_ret = (call);                                      \
+		if (_ret != 0) {                                    \
+			_err = errno;                               \
+		}                                                   \
+		if (as_root) {                                      \
+			unbecome_root();                            \
+		}                                                   \
+		_err;                                               \
+	})
+
 int nfsb_next_fsetxattr(nfsb_handle *h, nfsb_fsp *fsp, const char *name, const uint8_t *data,
 			size_t len, bool as_root)
 {
-	int ret, err = 0;
-
-	if (as_root) {
-		become_root();
-	}
-	ret = SMB_VFS_NEXT_FSETXATTR(to_vfs(h), to_fsp(fsp), name, data, len, 0);
-	if (ret != 0) {
-		err = errno;
-	}
-	if (as_root) {
-		unbecome_root();
-	}
-	return err;
+	return ERRNO_OF_CALL(as_root,
+			     SMB_VFS_NEXT_FSETXATTR(to_vfs(h), to_fsp(fsp), name, data, len, 0));
 }
 
 int nfsb_next_fremovexattr(nfsb_handle *h, nfsb_fsp *fsp, const char *name, bool as_root)
 {
-	int ret, err = 0;
-
-	if (as_root) {
-		become_root();
-	}
-	ret = SMB_VFS_NEXT_FREMOVEXATTR(to_vfs(h), to_fsp(fsp), name);
-	if (ret != 0) {
-		err = errno;
-	}
-	if (as_root) {
-		unbecome_root();
-	}
-	return err;
+	return ERRNO_OF_CALL(as_root, SMB_VFS_NEXT_FREMOVEXATTR(to_vfs(h), to_fsp(fsp), name));
 }
 
 int nfsb_next_fchmod(nfsb_handle *h, nfsb_fsp *fsp, uint32_t mode, bool as_root)
 {
-	int ret, err = 0;
-
-	if (as_root) {
-		become_root();
-	}
-	ret = SMB_VFS_NEXT_FCHMOD(to_vfs(h), to_fsp(fsp), (mode_t)(mode & 07777));
-	if (ret != 0) {
-		err = errno;
-	}
-	if (as_root) {
-		unbecome_root();
-	}
-	return err;
+	return ERRNO_OF_CALL(as_root,
+			     SMB_VFS_NEXT_FCHMOD(to_vfs(h), to_fsp(fsp), (mode_t)(mode & 07777)));
 }
 
 int nfsb_next_fchown(nfsb_handle *h, nfsb_fsp *fsp, uint32_t uid, uint32_t gid, bool as_root)
 {
-	int ret, err = 0;
-
-	if (as_root) {
-		become_root();
-	}
-	ret = SMB_VFS_NEXT_FCHOWN(to_vfs(h), to_fsp(fsp), (uid_t)uid, (gid_t)gid);
-	if (ret != 0) {
-		err = errno;
-	}
-	if (as_root) {
-		unbecome_root();
-	}
-	return err;
+	return ERRNO_OF_CALL(as_root, SMB_VFS_NEXT_FCHOWN(to_vfs(h), to_fsp(fsp), (uid_t)uid,
+							  (gid_t)gid));
 }
 
 uint32_t nfsb_handle_current_uid(const nfsb_handle *h)
