@@ -3,7 +3,8 @@
 # against a real smbd with the module loaded, and the smbtorture parity gate.
 #
 #   scripts/test.sh            everything
-#   scripts/test.sh --quick    skip the smbtorture parity gate (about 10 minutes)
+#   scripts/test.sh --quick    skip the smbtorture parity gate (about 12 minutes) and the
+#                              100k-file CLI run
 #   scripts/test.sh --tier host|kernel|all   which test bed tier (docs/test-bed.md; default all):
 #       host = everything on this kernel (Rust tests, integration, parity, tests/bed with Ganesha);
 #       kernel = the module build and tests/bed's kernel_tier tests in a 7.3 VM (scripts/kernel-vm.sh)
@@ -62,8 +63,10 @@ if [ "$tier" != kernel ]; then
 stage "integration tests (real smbd)" "$PY" -m pytest -q -rfE tests/integration
 stage "test bed [host tier]: smbd + Ganesha + local" env NFSBRIDGE_TIER=host "$PY" -m pytest -v -rfE tests/bed
 if [ $quick = 1 ]; then
-  step "smbtorture parity gate: skipped (--quick)"
+  step "smbtorture parity gate and the 100k-file CLI run: skipped (--quick)"
 else
+  stage "nfsbridge acl check/repair -R on a 100k-file tree" \
+    cargo test --locked --test cli -- --ignored hundred_thousand_files
   stage "smbtorture parity gate" "$PY" -m pytest -q -s -rfE tests/parity
 fi
 fi

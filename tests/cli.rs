@@ -603,8 +603,8 @@ fn identity_mapping_file_and_winbind() {
     assert!(stderr(&unknown).contains("S-1-5-21-1-2-3-4242"), "{}", stderr(&unknown));
 }
 
-/// 100k files: `check -R` and `repair -R` stream through them. Slow (minutes on a shared
-/// machine), so not in the default run:
+/// 100k files: `check -R` and `repair -R` stream through them. It builds a 100k-file tree, so
+/// it is not in the default `cargo test`; scripts/test.sh's full run runs it as its own stage:
 /// `cargo test --test cli -- --ignored --nocapture hundred_thousand_files`.
 #[test]
 #[ignore]
