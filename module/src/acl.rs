@@ -188,13 +188,11 @@ pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, s
         sd.control = (sd.control & !SACL_BITS) | (new.control & SACL_BITS);
     }
 
-    // Owner and group first: OWNER@/GROUP@ in the stored ACL mean the file's owner after
-    // this call, so map the ACEs against the new owner.
+    // OWNER@/GROUP@ in the stored ACL mean the file's owner after this call, so the ACEs are
+    // mapped against the new owner; everything is mapped and planned before anything is
+    // written, so a refused descriptor changes nothing.
     let info = current.info;
     let owner = resolve_owner(&mut sd, &idmap, info, file)?;
-    if owner.uid != info.uid || owner.gid != info.gid {
-        change_owner(file, info, &owner)?;
-    }
     let after = FileInfo { uid: owner.uid, gid: owner.gid, ..info };
     // A NULL DACL grants everyone everything: store that explicitly rather than "no ACL".
     let options = MappingOptions { null_dacl: NullDacl::EveryoneFullAccess, ..MappingOptions::default() };
@@ -210,6 +208,9 @@ pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, s
         .map_err(bridge_failure)?;
     for narrowed in &plan.narrowed {
         tracing::debug!("{}: POSIX mirror narrower than the Windows ACL: {:?}", file.name(), narrowed);
+    }
+    if owner.uid != info.uid || owner.gid != info.gid {
+        change_owner(file, info, &owner)?;
     }
     if config.posix_mirror {
         write_mirror(file, &plan, &current)?;

@@ -274,6 +274,14 @@ def test_unmappable_sid_is_refused_with_none_mapped(smbd, ids):
     assert "NT_STATUS_NONE_MAPPED" in result.stdout + result.stderr, result.stdout + result.stderr
     assert "S-1-5-21-1-2-3-4242" in smbd.log_text()
     assert getfacl(share_path(smbd) / "unmappable.txt") == before  # nothing half-written
+    # Not even an owner change that came with it (a group change alice may make).
+    path = share_path(smbd) / "unmappable.txt"
+    owner_before = (path.stat().st_uid, path.stat().st_gid)
+    result = smbd.smbcacls("acls", "unmappable.txt", alice(), "--numeric", "--set",
+                           f"OWNER:{user_sid(ids['uid']['nfsb-alice'])},GROUP:{group_sid(0)},"
+                           f"ACL:S-1-5-21-1-2-3-4242:ALLOWED/0x0/0x{READ:08x}")
+    assert "NT_STATUS_NONE_MAPPED" in result.stdout + result.stderr, result.stdout + result.stderr
+    assert (path.stat().st_uid, path.stat().st_gid) == owner_before
 
 
 def test_files_created_over_smb_inherit_as_windows_expects(smbd, ids, tmp_path):
