@@ -389,6 +389,16 @@ int nfsb_next_fchown(nfsb_handle *h, nfsb_fsp *fsp, uint32_t uid, uint32_t gid, 
 							  (gid_t)gid));
 }
 
+void nfsb_become_root(void)
+{
+	become_root();
+}
+
+void nfsb_unbecome_root(void)
+{
+	unbecome_root();
+}
+
 uint32_t nfsb_handle_current_uid(const nfsb_handle *h)
 {
 	return get_current_uid(to_vfs(h)->conn);

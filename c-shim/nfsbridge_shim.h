@@ -115,6 +115,11 @@ int nfsb_next_fchmod(nfsb_handle *handle, nfsb_fsp *fsp, uint32_t mode, bool as_
 int nfsb_next_fchown(nfsb_handle *handle, nfsb_fsp *fsp, uint32_t uid, uint32_t gid,
 		     bool as_root);
 
+/* smbd's become_root()/unbecome_root(): calls made in between (with as_root false) run as
+ * root. Always paired. */
+void nfsb_become_root(void);
+void nfsb_unbecome_root(void);
+
 /* The uid smbd is acting as for this connection's current request. */
 uint32_t nfsb_handle_current_uid(const nfsb_handle *handle);
 

@@ -13,7 +13,7 @@ use nfsbridge::acl::posix::{widen_for_smb, PosixAcl};
 use nfsbridge::acl::sd::{binary, control, SecurityDescriptor};
 use nfsbridge::config::{AclEncoding, ModuleConfig};
 
-use crate::samba::{status, Errno, File, FileInfo, SambaIdMap};
+use crate::samba::{status, AsRoot, Errno, File, FileInfo, SambaIdMap};
 
 const POSIX_ACCESS: &str = "system.posix_acl_access";
 const POSIX_DEFAULT: &str = "system.posix_acl_default";
@@ -212,10 +212,12 @@ pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, s
     if owner.uid != info.uid || owner.gid != info.gid {
         change_owner(file, info, &owner)?;
     }
+    // security.* and POSIX ACL xattrs need privilege; smbd has checked WRITE_DAC.
+    let _root = AsRoot::enter();
     if config.posix_mirror {
         write_mirror(file, &plan, &current)?;
     }
-    if let Err(err) = file.set_xattr(&config.acl_xattr, &plan.xattr, true) {
+    if let Err(err) = file.set_xattr(&config.acl_xattr, &plan.xattr, false) {
         // Put the kernel back where it was, so it never enforces an ACL SMB does not show.
         if config.posix_mirror {
             restore_posix(file, &current);
@@ -280,40 +282,48 @@ fn resolve_owner(sd: &mut SecurityDescriptor, idmap: &dyn IdMap, info: FileInfo,
 /// Writes the planned POSIX mirror: default ACL (directories), access ACL, then the mode
 /// (setting the access ACL already set the rwx bits; chmod keeps setuid/setgid/sticky exact).
 /// The NFSv4 xattr is written after this, by the caller.
+/// Called as root ([`AsRoot`]).
 fn write_mirror(file: &File, plan: &WritePlan, before: &CurrentAcl) -> Result<(), AclFailure> {
     let undo = |what: String, err: Errno| {
         restore_posix(file, before);
         io_failure(&what, err)
     };
     if before.info.is_dir {
-        let written = match &plan.default {
-            Some(default) => file.set_xattr(POSIX_DEFAULT, &default.to_xattr(), true),
-            None => file.remove_xattr(POSIX_DEFAULT, true),
+        let written = match (&plan.default, &before.default) {
+            (Some(default), _) => file.set_xattr(POSIX_DEFAULT, &default.to_xattr(), false),
+            (None, Some(_)) => file.remove_xattr(POSIX_DEFAULT, false),
+            (None, None) => Ok(()),
         };
         written.map_err(|err| undo(format!("writing {POSIX_DEFAULT}"), err))?;
     }
-    file.set_xattr(POSIX_ACCESS, &plan.access.to_xattr(), true)
+    // Setting the access ACL sets the mode's permission bits too; chmod is needed only when
+    // the setuid/setgid/sticky bits change (plan_write drops set-id bits on a chown).
+    file.set_xattr(POSIX_ACCESS, &plan.access.to_xattr(), false)
         .map_err(|err| undo(format!("writing {POSIX_ACCESS}"), err))?;
-    file.chmod(plan.mode, true).map_err(|err| undo("chmod".into(), err))
+    let special = 0o7000;
+    if plan.mode & special != before.info.mode & special || plan.mode & 0o777 != plan.access.mode_bits() {
+        file.chmod(plan.mode, false).map_err(|err| undo("chmod".into(), err))?;
+    }
+    Ok(())
 }
 
-/// Best effort: puts back the POSIX ACLs and mode read before a failed write.
+/// Best effort: puts back the POSIX ACLs and mode read before a failed write. Called as root.
 fn restore_posix(file: &File, before: &CurrentAcl) {
     let mut errors = Vec::new();
     let access = before.access.clone().unwrap_or_else(|| PosixAcl::from_mode(before.info.mode));
-    if let Err(e) = file.set_xattr(POSIX_ACCESS, &access.to_xattr(), true) {
+    if let Err(e) = file.set_xattr(POSIX_ACCESS, &access.to_xattr(), false) {
         errors.push(format!("{POSIX_ACCESS}: {e}"));
     }
     if before.info.is_dir {
         let restored = match &before.default {
-            Some(default) => file.set_xattr(POSIX_DEFAULT, &default.to_xattr(), true),
-            None => file.remove_xattr(POSIX_DEFAULT, true),
+            Some(default) => file.set_xattr(POSIX_DEFAULT, &default.to_xattr(), false),
+            None => file.remove_xattr(POSIX_DEFAULT, false),
         };
         if let Err(e) = restored {
             errors.push(format!("{POSIX_DEFAULT}: {e}"));
         }
     }
-    if let Err(e) = file.chmod(before.info.mode, true) {
+    if let Err(e) = file.chmod(before.info.mode, false) {
         errors.push(format!("chmod: {e}"));
     }
     if !errors.is_empty() {

@@ -148,6 +148,28 @@ impl File {
     }
 }
 
+/// Root for the lifetime of the value (smbd's become_root / unbecome_root), so that a batch
+/// of privileged calls pays for one switch. Dropped even when a panic unwinds.
+///
+/// # Invariants
+/// Created and dropped on smbd's main thread within one VFS call; never nested.
+pub struct AsRoot(());
+
+impl AsRoot {
+    pub fn enter() -> Self {
+        // SAFETY: become_root only switches smbd's security context; Drop restores it.
+        unsafe { ffi::nfsb_become_root() };
+        AsRoot(())
+    }
+}
+
+impl Drop for AsRoot {
+    fn drop(&mut self) {
+        // SAFETY: paired with the become_root in enter().
+        unsafe { ffi::nfsb_unbecome_root() };
+    }
+}
+
 /// Samba's own identity mapping: passdb, idmap and winbind as smbd is configured.
 pub struct SambaIdMap;
 
