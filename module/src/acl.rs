@@ -8,7 +8,7 @@
 use nfsbridge::acl::bridge::{AccessChange, Bridge, BridgeError, FileAclState, FileMeta, Origin, Ownership, WritePlan};
 use nfsbridge::acl::idmap::IdMap;
 use nfsbridge::acl::mapping::{nfs4_to_sd, sd_to_nfs4, FileContext, MappingOptions, Nfs4Acls, NullDacl};
-use nfsbridge::acl::nfs4::{Nfs4Acl, Nfs4Encoding};
+use nfsbridge::acl::nfs4::{Nfs4AceType, Nfs4Acl, Nfs4Encoding};
 use nfsbridge::acl::posix::{widen_for_smb, PosixAcl};
 use nfsbridge::acl::sd::{binary, control, SecurityDescriptor};
 use nfsbridge::config::{AclEncoding, ModuleConfig};
@@ -159,7 +159,7 @@ fn select_parts(mut sd: SecurityDescriptor, security_info: u32) -> SecurityDescr
 /// SMB_VFS_FGET_NT_ACL: the self-relative security descriptor of `file`.
 pub fn get_nt_acl(file: &File, config: &ModuleConfig, security_info: u32) -> Result<Vec<u8>, AclFailure> {
     let current = current_acl(file, config, true)?;
-    let sd = select_parts(to_sd(&current, &SambaIdMap)?, security_info);
+    let sd = select_parts(to_sd(&current, &SambaIdMap::default())?, security_info);
     binary::encode(&sd).map_err(|e| failure(status::INTERNAL_ERROR, format!("cannot encode the security descriptor: {e}")))
 }
 
@@ -168,8 +168,13 @@ pub fn get_nt_acl(file: &File, config: &ModuleConfig, security_info: u32) -> Res
 pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, sd_bytes: &[u8]) -> Result<(), AclFailure> {
     let new = binary::decode(sd_bytes)
         .map_err(|e| failure(status::INVALID_SECURITY_DESCR, format!("malformed security descriptor from the client: {e}")))?;
-    let current = current_acl(file, config, security_info_sent & SECINFO_DACL == 0)?;
-    let idmap = SambaIdMap;
+    let replaces_dacl = security_info_sent & SECINFO_DACL != 0;
+    let mut current = current_acl(file, config, !replaces_dacl)?;
+    let idmap = SambaIdMap::default();
+    if replaces_dacl {
+        // Only the stored SACL survives; do not map DACL ACEs that are about to be replaced.
+        current.acl.aces.retain(|ace| matches!(ace.ace_type, Nfs4AceType::Audit | Nfs4AceType::Alarm));
+    }
     let mut sd = to_sd(&current, &idmap)?;
     if security_info_sent & SECINFO_OWNER != 0 && new.owner.is_some() {
         sd.owner = new.owner.clone();

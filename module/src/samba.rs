@@ -1,5 +1,7 @@
 //! Safe wrappers over the shim's primitives: one file of a share, Samba's identity mapping,
 //! and NTSTATUS values. Every `unsafe` block of the ACL bridge lives here.
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::{c_char, CStr, CString};
 
 use nfsbridge::acl::idmap::{IdMap, IdMapError, UnixId};
@@ -171,10 +173,18 @@ impl Drop for AsRoot {
 }
 
 /// Samba's own identity mapping: passdb, idmap and winbind as smbd is configured.
-pub struct SambaIdMap;
+///
+/// Answers are remembered for the life of the value (one VFS call), since one call maps the
+/// same few SIDs and ids several times and each Samba lookup goes through its caches' tdbs.
+#[derive(Default)]
+pub struct SambaIdMap {
+    sids: RefCell<HashMap<Sid, Result<UnixId, IdMapError>>>,
+    users: RefCell<HashMap<u32, Result<Sid, IdMapError>>>,
+    groups: RefCell<HashMap<u32, Result<Sid, IdMapError>>>,
+}
 
-impl IdMap for SambaIdMap {
-    fn sid_to_unix(&self, sid: &Sid) -> Result<UnixId, IdMapError> {
+impl SambaIdMap {
+    fn lookup_sid(sid: &Sid) -> Result<UnixId, IdMapError> {
         let text = c_name(&sid.to_string());
         let mut id = 0u32;
         // SAFETY: text is NUL-terminated; id is a valid out pointer.
@@ -187,18 +197,32 @@ impl IdMap for SambaIdMap {
         }
     }
 
-    fn uid_to_sid(&self, uid: u32) -> Result<Sid, IdMapError> {
+    fn lookup_uid(uid: u32) -> Result<Sid, IdMapError> {
         let mut buf = [0 as c_char; ffi::NFSB_SID_STR_LEN as usize];
         // SAFETY: buf has the length the shim writes into (NUL-terminated).
         unsafe { ffi::nfsb_uid_to_sid(uid, buf.as_mut_ptr()) };
         parse_sid_buf(&buf).ok_or(IdMapError::UidNotMapped(uid))
     }
 
-    fn gid_to_sid(&self, gid: u32) -> Result<Sid, IdMapError> {
+    fn lookup_gid(gid: u32) -> Result<Sid, IdMapError> {
         let mut buf = [0 as c_char; ffi::NFSB_SID_STR_LEN as usize];
         // SAFETY: as in uid_to_sid.
         unsafe { ffi::nfsb_gid_to_sid(gid, buf.as_mut_ptr()) };
         parse_sid_buf(&buf).ok_or(IdMapError::GidNotMapped(gid))
+    }
+}
+
+impl IdMap for SambaIdMap {
+    fn sid_to_unix(&self, sid: &Sid) -> Result<UnixId, IdMapError> {
+        self.sids.borrow_mut().entry(sid.clone()).or_insert_with(|| Self::lookup_sid(sid)).clone()
+    }
+
+    fn uid_to_sid(&self, uid: u32) -> Result<Sid, IdMapError> {
+        self.users.borrow_mut().entry(uid).or_insert_with(|| Self::lookup_uid(uid)).clone()
+    }
+
+    fn gid_to_sid(&self, gid: u32) -> Result<Sid, IdMapError> {
+        self.groups.borrow_mut().entry(gid).or_insert_with(|| Self::lookup_gid(gid)).clone()
     }
 }
 
