@@ -63,8 +63,8 @@ unsafe extern "C" fn connect(
         // SAFETY: the shim passes smbd's NUL-terminated service and user names, valid for
         // the duration of the call.
         let (service, user) = unsafe { (c_text(service), c_text(user)) };
-        // SAFETY: handle is the live vfs handle of this connect; the option strings are
-        // static C strings built below.
+        // SAFETY: handle is the live vfs handle of this connect; connectpath is smbd's string,
+        // valid during the call and copied at once.
         let path = unsafe { c_text(ffi::nfsb_handle_connectpath(handle)) };
         let config = match ModuleConfig::from_lookup(|name| option(handle, name)) {
             Ok(config) => config,
