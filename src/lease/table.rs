@@ -9,7 +9,7 @@
 //! - a break ends when every break unit has acknowledged, closed, died, or timed out
 //!   ([`LeaseTable::expire_breaks`]), and then the kernel lease is at or below the kernel's
 //!   target.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{btree_map, BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::kernel::LeaseType;
@@ -378,20 +378,20 @@ impl<D> LeaseTable<D> {
         inode: InodeKey,
         open: impl FnOnce() -> Result<(D, bool), E>,
     ) -> Result<&D, E> {
-        if !self.inodes.contains_key(&inode) {
-            let (description, description_writable) = open()?;
-            self.inodes.insert(
-                inode,
-                InodeEntry {
+        let entry = match self.inodes.entry(inode) {
+            btree_map::Entry::Occupied(occupied) => occupied.into_mut(),
+            btree_map::Entry::Vacant(vacant) => {
+                let (description, description_writable) = open()?;
+                vacant.insert(InodeEntry {
                     description,
                     description_writable,
                     kernel: None,
                     holders: BTreeMap::new(),
                     pending_break: None,
-                },
-            );
-        }
-        Ok(&self.inodes[&inode].description)
+                })
+            }
+        };
+        Ok(&entry.description)
     }
 
     /// Records an SMB open (or a new grant on an existing one) asking for `holder.caching`.
