@@ -53,6 +53,11 @@ for line in sys.stdin:
             socket.send_fds(s, [b"leased"], [fd])
             s.close()
             reply("ok")
+        elif words[0] == "deleg":
+            # F_SETDELEG (F_LINUX_SPECIFIC_BASE + 16, Linux 6.19) with a zeroed struct
+            # delegation: d_flags 0, d_type F_RDLCK.
+            fcntl.fcntl(fd, 1024 + 16, bytes(8))
+            reply("ok")
         elif words[0] == "close":
             os.close(fd); fd = None
             reply("ok")
@@ -405,4 +410,32 @@ fn lease_on_a_shared_description_survives_io_through_a_dup_passed_with_scm_right
         .recv_timeout(REPLY_TIMEOUT)
         .expect("closing the last dup ends the lease");
     result.expect("reader opens");
+}
+
+/// The running kernel's (major, minor) version.
+fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut numbers = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse().unwrap());
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
+#[test]
+fn setdeleg_is_detected_by_einval_before_linux_6_19() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = test_file(&dir, b"x");
+    let mut holder = Holder::start(&path);
+    holder.open("ro");
+    let reply = holder.ask("deleg");
+    let einval = format!("errno {}", rustix::io::Errno::INVAL.raw_os_error());
+    if kernel_version() < (6, 19) {
+        assert_eq!(
+            reply, einval,
+            "F_SETDELEG is an unknown fcntl command before 6.19"
+        );
+    } else {
+        assert_ne!(reply, einval, "F_SETDELEG exists from 6.19 on");
+    }
 }
