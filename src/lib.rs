@@ -9,3 +9,4 @@ pub mod acl;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod lease;

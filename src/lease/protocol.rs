@@ -1,0 +1,539 @@
+//! Messages between smbd processes (the nfsbridge module) and the lease bridge daemon.
+//!
+//! One message per SOCK_SEQPACKET packet ([`super::transport`]). Layout, little-endian:
+//! magic `"NB"`, version (1 byte), tag (1 byte), request id (u64), then the tag's fields.
+//! Strings are a u16 length and UTF-8 bytes, at most [`MAX_STRING_LEN`]; a packet with bytes
+//! left over is refused. Every request gets exactly one reply with its request id (`Done`,
+//! `Failed` or the request's own answer); `BreakNotify` is the daemon's request, `BreakAck`
+//! answers it.
+//!
+//! The sending smbd's pid is never in a message: the daemon takes it from SO_PEERCRED, so an
+//! smbd can only act on its own opens and break units.
+use super::kernel::LeaseType;
+use super::table::{BreakUnit, Caching, GrantKind, InodeKey, LeaseKey};
+use super::transport::PeerCredentials;
+
+pub const MAGIC: [u8; 2] = *b"NB";
+pub const VERSION: u8 = 1;
+/// PATH_MAX: share paths and addresses are never longer.
+pub const MAX_STRING_LEN: usize = 4096;
+
+/// A break unit as it travels: the smbd pid is the connection's peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireUnit {
+    Lease(LeaseKey),
+    Oplock { file_id: u64 },
+}
+
+impl WireUnit {
+    pub fn from_unit(unit: BreakUnit) -> WireUnit {
+        match unit {
+            BreakUnit::Lease { key, .. } => WireUnit::Lease(key),
+            BreakUnit::Oplock(open) => WireUnit::Oplock {
+                file_id: open.file_id,
+            },
+        }
+    }
+
+    /// The table's unit for this wire unit sent by (or to) `smbd_pid`.
+    pub fn with_pid(self, smbd_pid: u32) -> BreakUnit {
+        match self {
+            WireUnit::Lease(key) => BreakUnit::Lease { smbd_pid, key },
+            WireUnit::Oplock { file_id } => {
+                BreakUnit::Oplock(super::table::OpenId { smbd_pid, file_id })
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// smbd → daemon, carrying one O_PATH descriptor of the file smbd resolved: give me a dup
+    /// of the inode's shared description.
+    OpenDescription {
+        request_id: u64,
+        share_path: String,
+        want_write: bool,
+        nonblocking: bool,
+    },
+    /// daemon → smbd, carrying the dup.
+    DescriptionOpened {
+        request_id: u64,
+        inode: InodeKey,
+        writable: bool,
+    },
+    /// smbd → daemon: smbd granted (or is about to grant) `requested` on open `file_id`.
+    Grant {
+        request_id: u64,
+        inode: InodeKey,
+        file_id: u64,
+        kind: GrantKind,
+        requested: Caching,
+        share_path: String,
+        client_address: String,
+        server_address: String,
+    },
+    /// daemon → smbd: what the kernel lease backs; the client must get no more.
+    Granted {
+        request_id: u64,
+        caching: Caching,
+        kernel_lease: Option<LeaseType>,
+    },
+    /// smbd → daemon: open `file_id` is closed.
+    Close {
+        request_id: u64,
+        inode: InodeKey,
+        file_id: u64,
+    },
+    /// daemon → smbd: break this unit's client down to `break_to`.
+    BreakNotify {
+        request_id: u64,
+        inode: InodeKey,
+        unit: WireUnit,
+        current: Caching,
+        break_to: Caching,
+    },
+    /// smbd → daemon: the client acknowledged (or smbd gave up on it) and now caches `caching`.
+    BreakAck {
+        request_id: u64,
+        inode: InodeKey,
+        unit: WireUnit,
+        caching: Caching,
+    },
+    /// Either way: the request succeeded and has no other answer.
+    Done { request_id: u64 },
+    /// Either way: the request failed with this errno.
+    Failed { request_id: u64, errno: i32 },
+}
+
+mod tag {
+    pub const OPEN_DESCRIPTION: u8 = 1;
+    pub const DESCRIPTION_OPENED: u8 = 2;
+    pub const GRANT: u8 = 3;
+    pub const GRANTED: u8 = 4;
+    pub const CLOSE: u8 = 5;
+    pub const BREAK_NOTIFY: u8 = 6;
+    pub const BREAK_ACK: u8 = 7;
+    pub const DONE: u8 = 8;
+    pub const FAILED: u8 = 9;
+}
+
+/// Why bytes are not a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message ends early")]
+    Truncated,
+    #[error("not a lease bridge message")]
+    BadMagic,
+    #[error("protocol version {0} (this side speaks {VERSION})")]
+    UnsupportedVersion(u8),
+    #[error("unknown message tag {0}")]
+    UnknownTag(u8),
+    #[error("{0} bytes left over after the message")]
+    TrailingBytes(usize),
+    #[error("invalid {field}: {value}")]
+    InvalidValue { field: &'static str, value: u64 },
+    #[error("string of {0} bytes is longer than {MAX_STRING_LEN}")]
+    StringTooLong(usize),
+    #[error("string is not UTF-8")]
+    NotUtf8,
+}
+
+impl Message {
+    pub fn request_id(&self) -> u64 {
+        match self {
+            Message::OpenDescription { request_id, .. }
+            | Message::DescriptionOpened { request_id, .. }
+            | Message::Grant { request_id, .. }
+            | Message::Granted { request_id, .. }
+            | Message::Close { request_id, .. }
+            | Message::BreakNotify { request_id, .. }
+            | Message::BreakAck { request_id, .. }
+            | Message::Done { request_id }
+            | Message::Failed { request_id, .. } => *request_id,
+        }
+    }
+
+    /// How many descriptors travel with this message (anything else is a protocol error).
+    pub fn descriptors_carried(&self) -> usize {
+        match self {
+            Message::OpenDescription { .. } | Message::DescriptionOpened { .. } => 1,
+            _ => 0,
+        }
+    }
+
+    /// The packet for this message. Panics only on a string over [`MAX_STRING_LEN`], which
+    /// callers build from paths and addresses that cannot be that long.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Writer(Vec::with_capacity(64));
+        out.0.extend_from_slice(&MAGIC);
+        out.u8(VERSION);
+        let (tag, request_id) = (self.tag(), self.request_id());
+        out.u8(tag);
+        out.u64(request_id);
+        match self {
+            Message::OpenDescription {
+                share_path,
+                want_write,
+                nonblocking,
+                ..
+            } => {
+                out.string(share_path);
+                out.u8(u8::from(*want_write) | u8::from(*nonblocking) << 1);
+            }
+            Message::DescriptionOpened {
+                inode, writable, ..
+            } => {
+                out.inode(*inode);
+                out.u8(u8::from(*writable));
+            }
+            Message::Grant {
+                inode,
+                file_id,
+                kind,
+                requested,
+                share_path,
+                client_address,
+                server_address,
+                ..
+            } => {
+                out.inode(*inode);
+                out.u64(*file_id);
+                match kind {
+                    GrantKind::Lease(key) => {
+                        out.u8(0);
+                        out.0.extend_from_slice(key);
+                    }
+                    GrantKind::Oplock => out.u8(1),
+                }
+                out.caching(*requested);
+                out.string(share_path);
+                out.string(client_address);
+                out.string(server_address);
+            }
+            Message::Granted {
+                caching,
+                kernel_lease,
+                ..
+            } => {
+                out.caching(*caching);
+                out.u8(match kernel_lease {
+                    None => 0,
+                    Some(LeaseType::Read) => 1,
+                    Some(LeaseType::Write) => 2,
+                });
+            }
+            Message::Close { inode, file_id, .. } => {
+                out.inode(*inode);
+                out.u64(*file_id);
+            }
+            Message::BreakNotify {
+                inode,
+                unit,
+                current,
+                break_to,
+                ..
+            } => {
+                out.inode(*inode);
+                out.unit(*unit);
+                out.caching(*current);
+                out.caching(*break_to);
+            }
+            Message::BreakAck {
+                inode,
+                unit,
+                caching,
+                ..
+            } => {
+                out.inode(*inode);
+                out.unit(*unit);
+                out.caching(*caching);
+            }
+            Message::Done { .. } => {}
+            Message::Failed { errno, .. } => out.u32(*errno as u32),
+        }
+        out.0
+    }
+
+    fn tag(&self) -> u8 {
+        match self {
+            Message::OpenDescription { .. } => tag::OPEN_DESCRIPTION,
+            Message::DescriptionOpened { .. } => tag::DESCRIPTION_OPENED,
+            Message::Grant { .. } => tag::GRANT,
+            Message::Granted { .. } => tag::GRANTED,
+            Message::Close { .. } => tag::CLOSE,
+            Message::BreakNotify { .. } => tag::BREAK_NOTIFY,
+            Message::BreakAck { .. } => tag::BREAK_ACK,
+            Message::Done { .. } => tag::DONE,
+            Message::Failed { .. } => tag::FAILED,
+        }
+    }
+}
+
+/// Decodes one packet. Never panics, whatever the bytes (the daemon reads from any process
+/// that can connect before it checks credentials, and fuzzers call this directly).
+pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+    let mut input = Reader(bytes);
+    if input.take(2)? != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    let version = input.u8()?;
+    if version != VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let tag = input.u8()?;
+    let request_id = input.u64()?;
+    let message = match tag {
+        tag::OPEN_DESCRIPTION => {
+            let share_path = input.string()?;
+            let flags = input.u8()?;
+            if flags & !0b11 != 0 {
+                return Err(DecodeError::InvalidValue {
+                    field: "open flags",
+                    value: flags.into(),
+                });
+            }
+            Message::OpenDescription {
+                request_id,
+                share_path,
+                want_write: flags & 1 != 0,
+                nonblocking: flags & 2 != 0,
+            }
+        }
+        tag::DESCRIPTION_OPENED => Message::DescriptionOpened {
+            request_id,
+            inode: input.inode()?,
+            writable: input.flag("writable")?,
+        },
+        tag::GRANT => {
+            let inode = input.inode()?;
+            let file_id = input.u64()?;
+            let kind = match input.u8()? {
+                0 => GrantKind::Lease(input.lease_key()?),
+                1 => GrantKind::Oplock,
+                other => {
+                    return Err(DecodeError::InvalidValue {
+                        field: "grant kind",
+                        value: other.into(),
+                    })
+                }
+            };
+            Message::Grant {
+                request_id,
+                inode,
+                file_id,
+                kind,
+                requested: input.caching()?,
+                share_path: input.string()?,
+                client_address: input.string()?,
+                server_address: input.string()?,
+            }
+        }
+        tag::GRANTED => {
+            let caching = input.caching()?;
+            let kernel_lease = match input.u8()? {
+                0 => None,
+                1 => Some(LeaseType::Read),
+                2 => Some(LeaseType::Write),
+                other => {
+                    return Err(DecodeError::InvalidValue {
+                        field: "kernel lease",
+                        value: other.into(),
+                    })
+                }
+            };
+            Message::Granted {
+                request_id,
+                caching,
+                kernel_lease,
+            }
+        }
+        tag::CLOSE => Message::Close {
+            request_id,
+            inode: input.inode()?,
+            file_id: input.u64()?,
+        },
+        tag::BREAK_NOTIFY => Message::BreakNotify {
+            request_id,
+            inode: input.inode()?,
+            unit: input.unit()?,
+            current: input.caching()?,
+            break_to: input.caching()?,
+        },
+        tag::BREAK_ACK => Message::BreakAck {
+            request_id,
+            inode: input.inode()?,
+            unit: input.unit()?,
+            caching: input.caching()?,
+        },
+        tag::DONE => Message::Done { request_id },
+        tag::FAILED => Message::Failed {
+            request_id,
+            errno: input.u32()? as i32,
+        },
+        other => return Err(DecodeError::UnknownTag(other)),
+    };
+    if !input.0.is_empty() {
+        return Err(DecodeError::TrailingBytes(input.0.len()));
+    }
+    Ok(message)
+}
+
+/// Who may talk to the daemon: the uids smbd connects as (root, before it becomes a user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerPolicy {
+    pub allowed_uids: Vec<u32>,
+    /// Absolute share roots from smb.conf; a request for any other path is refused.
+    pub share_roots: Vec<String>,
+}
+
+/// A refused peer or request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerRefused {
+    #[error("uid {0} may not use the lease bridge")]
+    Uid(u32),
+    #[error("{0:?} is not a configured share")]
+    Share(String),
+}
+
+impl PeerPolicy {
+    /// Checks a connection's credentials; returns the smbd pid the messages speak for.
+    pub fn admit(&self, peer: PeerCredentials) -> Result<u32, PeerRefused> {
+        if self.allowed_uids.contains(&peer.uid) {
+            Ok(peer.pid)
+        } else {
+            Err(PeerRefused::Uid(peer.uid))
+        }
+    }
+
+    /// Checks that a request names one of the configured shares, exactly (not a path below or
+    /// beside it: the daemon resolves the file from the descriptor smbd sent, never by name).
+    pub fn check_share(&self, share_path: &str) -> Result<(), PeerRefused> {
+        if self.share_roots.iter().any(|root| root == share_path) {
+            Ok(())
+        } else {
+            Err(PeerRefused::Share(share_path.to_string()))
+        }
+    }
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, value: u8) {
+        self.0.push(value);
+    }
+    fn u32(&mut self, value: u32) {
+        self.0.extend_from_slice(&value.to_le_bytes());
+    }
+    fn u64(&mut self, value: u64) {
+        self.0.extend_from_slice(&value.to_le_bytes());
+    }
+    fn string(&mut self, value: &str) {
+        assert!(
+            value.len() <= MAX_STRING_LEN,
+            "protocol strings are paths and addresses"
+        );
+        self.0
+            .extend_from_slice(&(value.len() as u16).to_le_bytes());
+        self.0.extend_from_slice(value.as_bytes());
+    }
+    fn inode(&mut self, inode: InodeKey) {
+        self.u64(inode.dev);
+        self.u64(inode.ino);
+    }
+    fn caching(&mut self, caching: Caching) {
+        self.u8(caching.to_lease_state() as u8);
+    }
+    fn unit(&mut self, unit: WireUnit) {
+        match unit {
+            WireUnit::Lease(key) => {
+                self.u8(0);
+                self.0.extend_from_slice(&key);
+            }
+            WireUnit::Oplock { file_id } => {
+                self.u8(1);
+                self.u64(file_id);
+            }
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, count: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < count {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, rest) = self.0.split_at(count);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut array = [0u8; N];
+        array.copy_from_slice(self.take(N)?);
+        Ok(array)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn flag(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(DecodeError::InvalidValue {
+                field,
+                value: other.into(),
+            }),
+        }
+    }
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let len = u16::from_le_bytes(self.array()?) as usize;
+        if len > MAX_STRING_LEN {
+            return Err(DecodeError::StringTooLong(len));
+        }
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::NotUtf8)
+    }
+    fn inode(&mut self) -> Result<InodeKey, DecodeError> {
+        Ok(InodeKey {
+            dev: self.u64()?,
+            ino: self.u64()?,
+        })
+    }
+    fn lease_key(&mut self) -> Result<LeaseKey, DecodeError> {
+        self.array()
+    }
+    fn caching(&mut self) -> Result<Caching, DecodeError> {
+        let bits = self.u8()?;
+        let caching = Caching::from_lease_state(bits.into());
+        // Unknown bits are refused rather than dropped, so decode(encode(x)) is the identity
+        // and what an smbd sent is exactly what the daemon acts on.
+        if caching.to_lease_state() != u32::from(bits) {
+            return Err(DecodeError::InvalidValue {
+                field: "caching",
+                value: bits.into(),
+            });
+        }
+        Ok(caching)
+    }
+    fn unit(&mut self) -> Result<WireUnit, DecodeError> {
+        match self.u8()? {
+            0 => Ok(WireUnit::Lease(self.lease_key()?)),
+            1 => Ok(WireUnit::Oplock {
+                file_id: self.u64()?,
+            }),
+            other => Err(DecodeError::InvalidValue {
+                field: "break unit",
+                value: other.into(),
+            }),
+        }
+    }
+}
