@@ -235,7 +235,6 @@ pub fn encode(ndr: &NdrAcl) -> Result<Vec<u8>, Nfs4CodecError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{acl_flags, mask, Nfs4AceType};
     use super::*;
 
     /// Samba's output (version 41, DACL_PROTECTED) for OWNER@ allow FI|DI 0x1f01ff,
@@ -255,29 +254,7 @@ mod tests {
     ];
 
     fn samba_style() -> NdrAcl {
-        NdrAcl::samba_default(Nfs4Acl {
-            flags: acl_flags::PROTECTED,
-            aces: vec![
-                Nfs4Ace {
-                    ace_type: Nfs4AceType::Allow,
-                    flags: ace_flags::FILE_INHERIT | ace_flags::DIRECTORY_INHERIT,
-                    mask: 0x001f_01ff,
-                    who: Who::Special(SpecialWho::Owner),
-                },
-                Nfs4Ace {
-                    ace_type: Nfs4AceType::Deny,
-                    flags: ace_flags::IDENTIFIER_GROUP,
-                    mask: mask::WRITE_DATA,
-                    who: Who::Gid(100),
-                },
-                Nfs4Ace {
-                    ace_type: Nfs4AceType::Allow,
-                    flags: 0,
-                    mask: mask::READ_DATA,
-                    who: Who::Special(SpecialWho::Everyone),
-                },
-            ],
-        })
+        NdrAcl::samba_default(crate::acl::nfs4::strategies::samba_style_acl())
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! modules' tests (e.g. the NT ↔ NFSv4 mapping).
 use proptest::prelude::*;
 
-use super::{ace_flags, Nfs4Ace, Nfs4AceType, Nfs4Acl, SpecialWho, Who};
+use super::{ace_flags, acl_flags, mask, Nfs4Ace, Nfs4AceType, Nfs4Acl, SpecialWho, Who};
 
 /// What an encoding can carry; [`acl`] generates only ACLs inside it.
 #[derive(Debug, Clone, Copy)]
@@ -157,4 +157,32 @@ pub(crate) fn ndr_acl() -> impl Strategy<Value = Nfs4Acl> {
 
 pub(crate) fn text_acl() -> impl Strategy<Value = Nfs4Acl> {
     acl(TEXT)
+}
+
+/// The ACL behind the hand-written Samba-style vectors of the xdr and ndr tests: OWNER@ full
+/// control inheritable, a DENY of write for gid 100, EVERYONE@ read, PROTECTED.
+pub(crate) fn samba_style_acl() -> Nfs4Acl {
+    Nfs4Acl {
+        flags: acl_flags::PROTECTED,
+        aces: vec![
+            Nfs4Ace {
+                ace_type: Nfs4AceType::Allow,
+                flags: ace_flags::FILE_INHERIT | ace_flags::DIRECTORY_INHERIT,
+                mask: 0x001f_01ff,
+                who: Who::Special(SpecialWho::Owner),
+            },
+            Nfs4Ace {
+                ace_type: Nfs4AceType::Deny,
+                flags: ace_flags::IDENTIFIER_GROUP,
+                mask: mask::WRITE_DATA,
+                who: Who::Gid(100),
+            },
+            Nfs4Ace {
+                ace_type: Nfs4AceType::Allow,
+                flags: 0,
+                mask: mask::READ_DATA,
+                who: Who::Special(SpecialWho::Everyone),
+            },
+        ],
+    }
 }

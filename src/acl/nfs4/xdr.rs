@@ -100,7 +100,7 @@ pub fn encode(acl: &Nfs4Acl) -> Result<Vec<u8>, Nfs4CodecError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{acl_flags, mask, Nfs4AceType};
+    use super::super::Nfs4AceType;
     use super::*;
 
     /// What Samba writes for an NT ACL mapped to OWNER@ full-ish, gid 100 read, EVERYONE@
@@ -118,31 +118,7 @@ mod tests {
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 3,
     ];
 
-    fn samba_style_acl() -> Nfs4Acl {
-        Nfs4Acl {
-            flags: acl_flags::PROTECTED,
-            aces: vec![
-                Nfs4Ace {
-                    ace_type: Nfs4AceType::Allow,
-                    flags: ace_flags::FILE_INHERIT | ace_flags::DIRECTORY_INHERIT,
-                    mask: 0x001f_01ff,
-                    who: Who::Special(SpecialWho::Owner),
-                },
-                Nfs4Ace {
-                    ace_type: Nfs4AceType::Deny,
-                    flags: ace_flags::IDENTIFIER_GROUP,
-                    mask: mask::WRITE_DATA,
-                    who: Who::Gid(100),
-                },
-                Nfs4Ace {
-                    ace_type: Nfs4AceType::Allow,
-                    flags: 0,
-                    mask: mask::READ_DATA,
-                    who: Who::Special(SpecialWho::Everyone),
-                },
-            ],
-        }
-    }
+    use crate::acl::nfs4::strategies::samba_style_acl;
 
     #[test]
     fn samba_style_vector_round_trips_byte_exact() {
