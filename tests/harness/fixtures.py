@@ -69,6 +69,11 @@ def smbd_factory(work_root, test_user, module_path):
     def start(shares: list[Share], module: Path = module_path, **kw) -> SambaInstance:
         import tempfile
         root = Path(tempfile.mkdtemp(prefix="smbd-", dir=work_root))
+        # mkdtemp makes 0700. smbd's children, running as the connected user, message each
+        # other through sockets under the lock directory; in a directory they cannot enter,
+        # every break and share-mode check against another smbd process fails silently (the
+        # other open is taken for a dead process), which wrecks the oplock tests.
+        root.chmod(0o755)
         for share in shares:
             share.path.mkdir(parents=True, exist_ok=True)
             os.chown(share.path, _uid(test_user.name), -1)

@@ -47,6 +47,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # A zombie is gone for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
 def _can_connect(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -195,6 +207,7 @@ class SambaInstance:
         """Stops the parent smbd and its children (they share its process group)."""
         pid = self.pid()
         if pid is None:
+            self._stop_rpc_helpers()
             return
         try:
             pgid = os.getpgid(pid)
@@ -216,6 +229,35 @@ class SambaInstance:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
+        self._stop_rpc_helpers()
+
+    def rpc_helpers(self) -> list[int]:
+        """Pids of the samba-dcerpcd / rpcd_* processes started for this instance."""
+        marker = f"--configfile={self.conf}".encode()
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if marker in (entry / "cmdline").read_bytes().split(b"\0") and _alive(int(entry.name)):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+        return pids
+
+    def _stop_rpc_helpers(self) -> None:
+        """smbd starts samba-dcerpcd and its rpcd_* workers on demand (smbcacls' LSA lookups);
+        they leave smbd's process group, so find them by our configuration file."""
+        helpers = self.rpc_helpers()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in helpers:
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline and any(_alive(pid) for pid in helpers):
+                time.sleep(0.05)
 
     # -- inspection --------------------------------------------------------------------------
     def logs(self, max_bytes: int = 20000) -> str:

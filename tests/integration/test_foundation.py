@@ -136,3 +136,15 @@ def test_module_for_another_interface_version_is_refused(smbd_factory, data_dir,
     assert "Failed to register vfs module" in log, log[-3000:]
     assert "compiled against SMB_VFS_INTERFACE_VERSION 49" in log
     assert "current SMB_VFS_INTERFACE_VERSION is 50" in log
+
+
+def test_stop_leaves_no_process_behind(smbd_factory, data_dir, test_user):
+    """smbcacls makes smbd start samba-dcerpcd and rpcd_lsad, which leave smbd's process
+    group; stopping the instance stops them too."""
+    instance = smbd_factory([Share("cleanup", data_dir / "cleanup", dict(NFSBRIDGE))])
+    (data_dir / "cleanup" / "f.txt").write_text("x")
+    assert instance.smbcacls("cleanup", "f.txt", test_user).returncode == 0  # names: LSA lookups
+    assert instance.rpc_helpers(), "smbcacls did not start samba-dcerpcd; the test proves nothing"
+    instance.stop()
+    assert not instance.running()
+    assert instance.rpc_helpers() == []
