@@ -149,17 +149,25 @@ static bool kernel_refused(void *state, int ret, int err)
 	       rust_ops->smb_overrides_posix_mirror(state);
 }
 
-/* A file created as root gets the owner and group the user's own create would have given. */
-static int give_to_user(struct vfs_handle_struct *handle, const struct files_struct *dirfsp,
-			int fd)
+/* The owner and group the user's own create in `dirfsp` would have given (the directory's
+ * group when it has setgid). Must be asked before become_root(). */
+struct creator {
+	uid_t uid;
+	gid_t gid;
+};
+
+static struct creator creator_of(struct vfs_handle_struct *handle,
+				 const struct files_struct *dirfsp)
 {
-	uid_t uid = get_current_uid(handle->conn);
-	gid_t gid = get_current_gid(handle->conn);
+	struct creator c = {
+		.uid = get_current_uid(handle->conn),
+		.gid = get_current_gid(handle->conn),
+	};
 
 	if (VALID_STAT(dirfsp->fsp_name->st) && (dirfsp->fsp_name->st.st_ex_mode & S_ISGID)) {
-		gid = dirfsp->fsp_name->st.st_ex_gid;
+		c.gid = dirfsp->fsp_name->st.st_ex_gid;
 	}
-	return fchown(fd, uid, gid);
+	return c;
 }
 
 static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_struct *dirfsp,
@@ -167,6 +175,7 @@ static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_stru
 		       const struct vfs_open_how *how)
 {
 	struct vfs_open_how root_how = *how;
+	struct creator creator;
 	bool created = false;
 	int fd, err;
 
@@ -176,6 +185,7 @@ static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_stru
 		errno = err;
 		return fd;
 	}
+	creator = creator_of(handle, dirfsp);
 	become_root();
 	if (how->flags & O_CREAT) {
 		/* Create only what does not exist yet, so that we know who made it. */
@@ -190,7 +200,7 @@ static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_stru
 		fd = SMB_VFS_NEXT_OPENAT(handle, dirfsp, smb_fname, fsp, &root_how);
 	}
 	int retry_err = errno;
-	if (created && give_to_user(handle, dirfsp, fd) != 0) {
+	if (created && fchown(fd, creator.uid, creator.gid) != 0) {
 		int chown_err = errno;
 		DBG_ERR("nfsbridge: cannot hand %s to its creator: %s\n",
 			smb_fname_str_dbg(smb_fname), strerror(chown_err));
@@ -264,7 +274,42 @@ static int nfsb_renameat(struct vfs_handle_struct *handle, struct files_struct *
 							  dstdir_fsp, smb_fname_dst, how));
 }
 
+/* A directory the Windows ACL lets the user create (ADD_SUBDIRECTORY, checked by smbd) but the
+ * POSIX mirror of its parent does not (no w+x there): created as root and handed to the user
+ * at once, as nfsb_openat does for files. EEXIST and other errors of the retry are not
+ * reported over the user's own. */
+static int nfsb_mkdirat(struct vfs_handle_struct *handle, struct files_struct *dirfsp,
+			const struct smb_filename *smb_fname, mode_t mode)
+{
+	int ret = SMB_VFS_NEXT_MKDIRAT(handle, dirfsp, smb_fname, mode);
+	int err = errno;
+	struct creator creator;
+
+	if (!kernel_refused(handle_state(handle), ret, err)) {
+		errno = err;
+		return ret;
+	}
+	creator = creator_of(handle, dirfsp);
+	become_root();
+	ret = SMB_VFS_NEXT_MKDIRAT(handle, dirfsp, smb_fname, mode);
+	if (ret == 0) {
+		if (fchownat(fsp_get_pathref_fd(dirfsp), smb_fname->base_name, creator.uid,
+			     creator.gid, AT_SYMLINK_NOFOLLOW) != 0) {
+			DBG_ERR("nfsbridge: cannot hand directory %s to its creator: %s\n",
+				smb_fname_str_dbg(smb_fname), strerror(errno));
+			(void)SMB_VFS_NEXT_UNLINKAT(handle, dirfsp, smb_fname, AT_REMOVEDIR);
+			ret = -1;
+		}
+	}
+	unbecome_root();
+	if (ret != 0) {
+		errno = err;
+	}
+	return ret;
+}
+
 static struct vfs_fn_pointers nfsb_fns = {
+	.mkdirat_fn = nfsb_mkdirat,
 	.openat_fn = nfsb_openat,
 	.stat_fn = nfsb_stat,
 	.lstat_fn = nfsb_lstat,
