@@ -198,6 +198,11 @@ impl Nfs4Acl {
 }
 
 impl Nfs4Ace {
+    /// An ACE as given; the caller keeps the IDENTIFIER_GROUP invariant (see [`Self::validate`]).
+    pub fn new(ace_type: Nfs4AceType, flags: u32, mask: u32, who: Who) -> Self {
+        Nfs4Ace { ace_type, flags, mask, who }
+    }
+
     /// The model invariants every encoding relies on:
     /// - `Uid` never carries IDENTIFIER_GROUP and `Gid` always does (numeric principals are
     ///   told apart by that flag alone on the wire);

@@ -169,15 +169,6 @@ mod tests {
     use super::super::{mask, Nfs4AceType};
     use super::*;
 
-    fn ace(ace_type: Nfs4AceType, flags: u32, mask: u32, who: Who) -> Nfs4Ace {
-        Nfs4Ace {
-            ace_type,
-            flags,
-            mask,
-            who,
-        }
-    }
-
     /// Hand-assembled per RFC 7530 §6.2.1 (each line one XDR item, big-endian).
     const NFS40_TWO_ACES: &[u8] = &[
         0, 0, 0, 2, // ACE count
@@ -191,13 +182,13 @@ mod tests {
 
     fn two_aces() -> Vec<Nfs4Ace> {
         vec![
-            ace(
+            Nfs4Ace::new(
                 Nfs4AceType::Allow,
                 0,
                 mask::READ_DATA | mask::WRITE_DATA,
                 Who::Special(SpecialWho::Owner),
             ),
-            ace(
+            Nfs4Ace::new(
                 Nfs4AceType::Deny,
                 ace_flags::IDENTIFIER_GROUP | ace_flags::FILE_INHERIT,
                 mask::EXECUTE,
@@ -252,7 +243,7 @@ mod tests {
         ];
         let acl = Nfs4Acl {
             flags: 3,
-            aces: vec![ace(
+            aces: vec![Nfs4Ace::new(
                 Nfs4AceType::Audit,
                 ace_flags::SUCCESSFUL_ACCESS,
                 mask::WRITE_ACL,
@@ -345,7 +336,7 @@ mod tests {
         ));
         let bad_invariant = Nfs4Acl {
             flags: 0,
-            aces: vec![ace(Nfs4AceType::Allow, 0, 1, Who::Gid(5))],
+            aces: vec![Nfs4Ace::new(Nfs4AceType::Allow, 0, 1, Who::Gid(5))],
         };
         assert!(matches!(
             encode_nfs41(&bad_invariant),

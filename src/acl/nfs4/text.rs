@@ -270,21 +270,12 @@ pub fn ace_to_text(ace: &Nfs4Ace) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    fn ace(ace_type: Nfs4AceType, flags: u32, mask: u32, who: Who) -> Nfs4Ace {
-        Nfs4Ace {
-            ace_type,
-            flags,
-            mask,
-            who,
-        }
-    }
-
     #[test]
     fn parses_the_documented_example() {
         let acl = parse("A:fdi:OWNER@:rwaDxtTnNcCoy").unwrap();
         assert_eq!(
             acl.aces,
-            vec![ace(
+            vec![Nfs4Ace::new(
                 Nfs4AceType::Allow,
                 ace_flags::FILE_INHERIT | ace_flags::DIRECTORY_INHERIT | ace_flags::INHERIT_ONLY,
                 // r w a D x t T n N c C o y: everything but DELETE (d)
@@ -322,38 +313,38 @@ mod tests {
         let owner = Who::Special(SpecialWho::Owner);
         let everyone = Who::Special(SpecialWho::Everyone);
         let expected = vec![
-            ace(
+            Nfs4Ace::new(
                 Allow,
                 0,
                 R | W | A | T_READ | T_WRITE | N_READ | N_WRITE | C_READ | C_WRITE | Y,
                 owner,
             ),
-            ace(
+            Nfs4Ace::new(
                 Allow,
                 0,
                 R | X | T_READ | N_READ | C_READ | Y,
                 Who::Name("alice@nfsdomain.org".into()),
             ),
-            ace(
+            Nfs4Ace::new(
                 Allow,
                 0,
                 R | W | A | D | T_READ | T_WRITE | N_READ | N_WRITE | C_READ | C_WRITE | Y,
                 Who::Name("bob@nfsdomain.org".into()),
             ),
-            ace(
+            Nfs4Ace::new(
                 Allow,
                 group,
                 R | T_READ | N_READ | C_READ | Y,
                 Who::Special(SpecialWho::Group),
             ),
-            ace(
+            Nfs4Ace::new(
                 Deny,
                 group,
                 W | A | X | T_WRITE | C_WRITE,
                 Who::Special(SpecialWho::Group),
             ),
-            ace(Allow, 0, R | T_READ | N_READ | C_READ | Y, everyone.clone()),
-            ace(Deny, 0, W | A | X | T_WRITE | C_WRITE, everyone),
+            Nfs4Ace::new(Allow, 0, R | T_READ | N_READ | C_READ | Y, everyone.clone()),
+            Nfs4Ace::new(Deny, 0, W | A | X | T_WRITE | C_WRITE, everyone),
         ];
         let acl = parse(sample).unwrap();
         assert_eq!(
@@ -426,32 +417,32 @@ mod tests {
         assert_eq!(
             acl.aces,
             vec![
-                ace(
+                Nfs4Ace::new(
                     Nfs4AceType::Allow,
                     0,
                     0x0016_019f,
                     Who::Special(SpecialWho::Owner)
                 ),
-                ace(
+                Nfs4Ace::new(
                     Nfs4AceType::Allow,
                     ace_flags::IDENTIFIER_GROUP,
                     GENERIC_READ,
                     Who::Gid(1001)
                 ),
-                ace(
+                Nfs4Ace::new(
                     Nfs4AceType::Deny,
                     ace_flags::INHERITED,
                     GENERIC_WRITE,
                     Who::Name("alice@example.com".to_string())
                 ),
-                ace(
+                Nfs4Ace::new(
                     Nfs4AceType::Audit,
                     ace_flags::SUCCESSFUL_ACCESS | ace_flags::FAILED_ACCESS,
                     GENERIC_EXECUTE,
                     Who::Special(SpecialWho::Everyone)
                 ),
                 // GROUP@ gets the group flag, as nfs4_setfacl gives it.
-                ace(
+                Nfs4Ace::new(
                     Nfs4AceType::Allow,
                     ace_flags::IDENTIFIER_GROUP,
                     mask::READ_DATA,
@@ -483,7 +474,7 @@ mod tests {
     fn group_at_gains_the_group_flag_like_nfs4_setfacl() {
         let bare = Nfs4Acl {
             flags: 0,
-            aces: vec![ace(
+            aces: vec![Nfs4Ace::new(
                 Nfs4AceType::Allow,
                 0,
                 1,
@@ -510,19 +501,19 @@ mod tests {
         let acl = Nfs4Acl {
             flags: 0,
             aces: vec![
-                ace(
+                Nfs4Ace::new(
                     Nfs4AceType::Allow,
                     ace_flags::INHERITED | ace_flags::IDENTIFIER_GROUP | ace_flags::FILE_INHERIT,
                     mask::SYNCHRONIZE | mask::READ_DATA | mask::DELETE | mask::DELETE_CHILD,
                     Who::Gid(1001),
                 ),
-                ace(
+                Nfs4Ace::new(
                     Nfs4AceType::Alarm,
                     ace_flags::FAILED_ACCESS,
                     mask::WRITE_OWNER,
                     Who::Name("bob@ex".to_string()),
                 ),
-                ace(Nfs4AceType::Deny, 0, 0, Who::Uid(0)),
+                Nfs4Ace::new(Nfs4AceType::Deny, 0, 0, Who::Uid(0)),
             ],
         };
         assert_eq!(
@@ -564,7 +555,7 @@ mod tests {
         let mut acl = parse("A::OWNER@:r").unwrap();
         acl.flags = super::super::acl_flags::AUTO_INHERIT;
         assert!(to_text(&acl).is_err());
-        let named = ace(Nfs4AceType::Allow, 0, 1, Who::Name("a:b".to_string()));
+        let named = Nfs4Ace::new(Nfs4AceType::Allow, 0, 1, Who::Name("a:b".to_string()));
         assert!(ace_to_text(&named).unwrap_err().contains("\"a:b\""));
     }
 }
