@@ -24,6 +24,10 @@ const SECINFO_GROUP: u32 = 0x2;
 const SECINFO_DACL: u32 = 0x4;
 const SECINFO_SACL: u32 = 0x8;
 
+/// The control bits that belong to the DACL / the SACL of a descriptor.
+const DACL_BITS: u16 = control::DACL_PRESENT | control::DACL_AUTO_INHERITED | control::DACL_PROTECTED | control::DACL_DEFAULTED;
+const SACL_BITS: u16 = control::SACL_PRESENT | control::SACL_AUTO_INHERITED | control::SACL_PROTECTED | control::SACL_DEFAULTED;
+
 /// Why an ACL request failed: the NTSTATUS for the client and the log line's text.
 #[derive(Debug)]
 pub struct AclFailure {
@@ -147,11 +151,11 @@ fn select_parts(mut sd: SecurityDescriptor, security_info: u32) -> SecurityDescr
     }
     if security_info & SECINFO_DACL == 0 {
         sd.dacl = None;
-        sd.control &= !(control::DACL_PRESENT | control::DACL_AUTO_INHERITED | control::DACL_PROTECTED | control::DACL_DEFAULTED);
+        sd.control &= !DACL_BITS;
     }
     if security_info & SECINFO_SACL == 0 {
         sd.sacl = None;
-        sd.control &= !(control::SACL_PRESENT | control::SACL_AUTO_INHERITED | control::SACL_PROTECTED | control::SACL_DEFAULTED);
+        sd.control &= !SACL_BITS;
     }
     sd
 }
@@ -182,8 +186,6 @@ pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, s
     if security_info_sent & SECINFO_GROUP != 0 && new.group.is_some() {
         sd.group = new.group.clone();
     }
-    const DACL_BITS: u16 = control::DACL_PRESENT | control::DACL_AUTO_INHERITED | control::DACL_PROTECTED | control::DACL_DEFAULTED;
-    const SACL_BITS: u16 = control::SACL_PRESENT | control::SACL_AUTO_INHERITED | control::SACL_PROTECTED | control::SACL_DEFAULTED;
     if security_info_sent & SECINFO_DACL != 0 {
         sd.dacl = new.dacl.clone();
         sd.control = (sd.control & !DACL_BITS) | (new.control & DACL_BITS) | control::DACL_PRESENT;
