@@ -311,27 +311,33 @@ def test_files_created_over_smb_inherit_as_windows_expects(smbd, ids, tmp_path):
     assert smb_may(smbd, USERS["nfsb-bob"], "inheriting/local.txt", FILE_READ_DATA)
 
 
-def test_directory_the_windows_acl_allows_is_created_even_where_posix_cannot_say_so(smbd, ids):
+def directory_granting_bob(smbd, ids, name: str, bob_rights: int):
+    """A directory owned by alice (full control) where bob has `bob_rights` and nothing else."""
+    d = share_path(smbd) / name
+    d.mkdir()
+    os.chown(d, ids["uid"]["nfsb-alice"], ids["gid"])
+    result = set_acl(smbd, name, [
+        (user_sid(ids["uid"]["nfsb-alice"]), "ALLOWED", FULL),
+        (user_sid(ids["uid"]["nfsb-bob"]), "ALLOWED", bob_rights)], ids)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return d
+
+
+def test_directory_the_windows_acl_allows_is_created_even_where_posix_cannot_say_so(smbd, ids, tmp_path):
     """ADD_SUBDIRECTORY without ADD_FILE has no POSIX equivalent (w allows both), so the
     mirror gives bob no w on the parent; smbd's NT check allows the mkdir, the module creates
     the directory as root and hands it to bob at once."""
-    d = share_path(smbd) / "subdirs"
-    d.mkdir()
-    os.chown(d, ids["uid"]["nfsb-alice"], ids["gid"])
-    bob = ids["uid"]["nfsb-bob"]
     add_subdirectory = 0x4
-    result = set_acl(smbd, "subdirs", [
-        (user_sid(ids["uid"]["nfsb-alice"]), "ALLOWED", FULL),
-        (user_sid(bob), "ALLOWED", READ | EXECUTE | add_subdirectory)], ids)
-    assert result.returncode == 0, result.stdout + result.stderr
+    d = directory_granting_bob(smbd, ids, "subdirs", READ | EXECUTE | add_subdirectory)
+    bob = ids["uid"]["nfsb-bob"]
     assert f"user:{bob}:r-x" in getfacl(d)  # no w for bob on the Unix side
     made = smbd.smbclient("acls", USERS["nfsb-bob"], "mkdir subdirs\\made-by-bob", check=False)
     assert made.returncode == 0 and "NT_STATUS" not in made.stdout, made.stdout + made.stderr
     assert (d / "made-by-bob").is_dir()
     assert (d / "made-by-bob").stat().st_uid == bob
     # ADD_FILE was not granted: smbd refuses a file, and carol (nothing granted) a directory.
-    src = share_path(smbd) / "mirrored.txt"
-    src.write_text("x") if not src.exists() else None
+    src = tmp_path / "file.txt"
+    src.write_text("x")
     put = smbd.smbclient("acls", USERS["nfsb-bob"], f"put {src} subdirs\\file.txt", check=False)
     assert "NT_STATUS_ACCESS_DENIED" in put.stdout + put.stderr, put.stdout + put.stderr
     denied = smbd.smbclient("acls", USERS["nfsb-carol"], "mkdir subdirs\\made-by-carol", check=False)
@@ -342,15 +348,9 @@ def test_directory_the_windows_acl_allows_is_created_even_where_posix_cannot_say
 def test_file_the_windows_acl_allows_is_created_even_where_posix_cannot_say_so(smbd, ids, tmp_path):
     """ADD_FILE without ADD_SUBDIRECTORY: no w on the Unix side either; the file is created as
     root after smbd's NT check and belongs to its creator from the start."""
-    d = share_path(smbd) / "files-only"
-    d.mkdir()
-    os.chown(d, ids["uid"]["nfsb-alice"], ids["gid"])
-    bob = ids["uid"]["nfsb-bob"]
     add_file = 0x2
-    result = set_acl(smbd, "files-only", [
-        (user_sid(ids["uid"]["nfsb-alice"]), "ALLOWED", FULL),
-        (user_sid(bob), "ALLOWED", READ | EXECUTE | add_file)], ids)
-    assert result.returncode == 0, result.stdout + result.stderr
+    d = directory_granting_bob(smbd, ids, "files-only", READ | EXECUTE | add_file)
+    bob = ids["uid"]["nfsb-bob"]
     assert f"user:{bob}:r-x" in getfacl(d)
     src = tmp_path / "from-bob.txt"
     src.write_text("bob's\n")
