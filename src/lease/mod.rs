@@ -1,7 +1,9 @@
-//! The lease bridge's first layer: kernel lease facts, the shared lease table, and the message
-//! format between smbd processes and the bridge daemon (issue 5; the design is in
-//! `docs/lease-bridge.md`). Nothing here talks to smbd yet.
+//! The lease bridge (issue 5; the design is in `docs/lease-bridge.md`): kernel lease facts and
+//! calls, the shared lease table, the message format between smbd processes and the bridge
+//! daemon, the daemon itself, and the client library the smbd module uses.
+pub mod fcntl;
 pub mod kernel;
 pub mod protocol;
+pub mod signals;
 pub mod table;
 pub mod transport;
