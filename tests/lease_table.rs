@@ -251,7 +251,7 @@ fn the_last_close_hands_back_the_description_and_the_lease() {
         )
         .unwrap();
     let first = table
-        .remove_holder(
+        .close_open(
             INODE,
             OpenId {
                 smbd_pid: 100,
@@ -269,7 +269,7 @@ fn the_last_close_hands_back_the_description_and_the_lease() {
         "another open still uses the description"
     );
     let last = table
-        .remove_holder(
+        .close_open(
             INODE,
             OpenId {
                 smbd_pid: 100,
@@ -279,6 +279,57 @@ fn the_last_close_hands_back_the_description_and_the_lease() {
         .unwrap();
     assert_eq!(last.closed_description, Some("shared description"));
     assert!(table.entry(INODE).is_none());
+}
+
+#[test]
+fn an_open_without_caching_keeps_the_description_until_it_closes() {
+    let mut table = table_with_description(true);
+    let plain = OpenId {
+        smbd_pid: 100,
+        file_id: 1,
+    };
+    table.add_open(INODE, plain).unwrap();
+    table
+        .grant(
+            INODE,
+            holder(200, 2, GrantKind::Oplock, Caching::RWH),
+            |_, _| true,
+        )
+        .unwrap();
+    let cached = table
+        .close_open(
+            INODE,
+            OpenId {
+                smbd_pid: 200,
+                file_id: 2,
+            },
+        )
+        .unwrap();
+    assert_eq!(cached.kernel, Some(KernelAction::Release));
+    assert!(
+        cached.closed_description.is_none(),
+        "the plain open still uses the description"
+    );
+    assert_eq!(
+        table.entry(INODE).unwrap().opens().collect::<Vec<_>>(),
+        vec![&plain]
+    );
+    let last = table.close_open(INODE, plain).unwrap();
+    assert_eq!(last.kernel, None);
+    assert_eq!(last.closed_description, Some("shared description"));
+    assert_eq!(
+        table.close_open(INODE, plain).unwrap_err(),
+        TableError::UnknownInode(INODE)
+    );
+
+    // An smbd that dies takes its plain opens with it.
+    let mut table = table_with_description(false);
+    table.add_open(INODE, plain).unwrap();
+    assert_eq!(table.reap_dead(|pid| pid != 100), vec![(INODE, None)]);
+    assert_eq!(
+        table.take_unused_descriptions(),
+        vec![(INODE, "shared description")]
+    );
 }
 
 /// One step of a random history of the bridge.
@@ -291,6 +342,11 @@ enum Step {
         lease_key: Option<u8>,
         caching: u8,
         kernel_agrees: bool,
+    },
+    Open {
+        inode: u8,
+        pid: u8,
+        file: u8,
     },
     Close {
         inode: u8,
@@ -329,6 +385,7 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
                 inode, pid, file, lease_key, caching, kernel_agrees
             }
         ),
+        1 => (0..2u8, 0..3u8, 0..3u8).prop_map(|(inode, pid, file)| Step::Open { inode, pid, file }),
         2 => (0..2u8, 0..3u8, 0..3u8).prop_map(|(inode, pid, file)| Step::Close { inode, pid, file }),
         2 => (0..2u8, any::<bool>()).prop_map(|(inode, to_read)| Step::KernelBreak { inode, to_read }),
         3 => (0..2u8, any::<u8>(), 0..8u8)
@@ -384,8 +441,13 @@ proptest! {
                     let grant = table.grant(inode(n), holder(pid as u32, file as u64, kind, asked), |_, _| kernel_agrees).unwrap();
                     prop_assert!(grant.caching.within(asked), "never more than asked");
                 }
+                Step::Open { inode: n, pid, file } => {
+                    if dead[pid as usize] { continue; }
+                    table.description_or_open(inode(n), || Ok::<_, ()>((n, n == 0))).unwrap();
+                    table.add_open(inode(n), OpenId { smbd_pid: pid as u32, file_id: file as u64 }).unwrap();
+                }
                 Step::Close { inode: n, pid, file } => {
-                    let _ = table.remove_holder(inode(n), OpenId { smbd_pid: pid as u32, file_id: file as u64 });
+                    let _ = table.close_open(inode(n), OpenId { smbd_pid: pid as u32, file_id: file as u64 });
                 }
                 Step::KernelBreak { inode: n, to_read } => {
                     let Some(entry) = table.entry(inode(n)) else { continue };
@@ -428,6 +490,12 @@ proptest! {
                 }
             }
             assert_no_unbacked_caching(&table);
+            // Every holder is an open: the description outlives none of them.
+            for (key, entry) in table.inodes() {
+                for holder in entry.holders() {
+                    prop_assert!(entry.opens().any(|open| *open == holder.open), "{key:?}: holder {:?} not an open", holder.open);
+                }
+            }
             // A break that ended left the kernel lease at or below what the kernel asked for.
             let ended: Vec<InodeKey> = kernel_targets.keys().copied()
                 .filter(|key| table.entry(*key).map_or(true, |entry| entry.pending_break().is_none()))

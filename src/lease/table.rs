@@ -217,6 +217,8 @@ pub struct InodeEntry<D> {
     description: D,
     description_writable: bool,
     kernel: Option<LeaseType>,
+    /// Every SMB open using the description, caching or not (holders are a subset).
+    opens: BTreeSet<OpenId>,
     holders: BTreeMap<OpenId, Holder>,
     pending_break: Option<BreakInProgress>,
 }
@@ -234,6 +236,10 @@ impl<D> InodeEntry<D> {
     }
     pub fn holders(&self) -> impl Iterator<Item = &Holder> {
         self.holders.values()
+    }
+    /// Every SMB open of the inode, whether its client caches or not.
+    pub fn opens(&self) -> impl Iterator<Item = &OpenId> {
+        self.opens.iter()
     }
     pub fn pending_break(&self) -> Option<&BreakInProgress> {
         self.pending_break.as_ref()
@@ -386,12 +392,24 @@ impl<D> LeaseTable<D> {
                     description,
                     description_writable,
                     kernel: None,
+                    opens: BTreeSet::new(),
                     holders: BTreeMap::new(),
                     pending_break: None,
                 })
             }
         };
         Ok(&entry.description)
+    }
+
+    /// Records an SMB open of the inode (one that got a dup of its description); the
+    /// description stays open until every open is closed ([`LeaseTable::close_open`]).
+    pub fn add_open(&mut self, inode: InodeKey, open: OpenId) -> Result<(), TableError> {
+        let entry = self
+            .inodes
+            .get_mut(&inode)
+            .ok_or(TableError::UnknownInode(inode))?;
+        entry.opens.insert(open);
+        Ok(())
     }
 
     /// Records an SMB open (or a new grant on an existing one) asking for `holder.caching`.
@@ -426,6 +444,7 @@ impl<D> LeaseTable<D> {
         }
         holder.caching = holder.caching.intersect(caching_backed_by(entry.kernel));
         let caching = holder.caching;
+        entry.opens.insert(holder.open);
         entry.holders.insert(holder.open, holder);
         // A re-grant may lower an open's caching below what the current lease is for.
         let kernel_action = if entry.pending_break.is_none() {
@@ -442,19 +461,30 @@ impl<D> LeaseTable<D> {
 
     /// Closes an SMB open. A close during a break counts as its unit's answer once the unit has
     /// no other open; the last close hands back the description for the daemon to close.
-    pub fn remove_holder(
-        &mut self,
-        inode: InodeKey,
-        open: OpenId,
-    ) -> Result<Removal<D>, TableError> {
+    pub fn close_open(&mut self, inode: InodeKey, open: OpenId) -> Result<Removal<D>, TableError> {
         let entry = self
             .inodes
             .get_mut(&inode)
             .ok_or(TableError::UnknownInode(inode))?;
-        let holder = entry
-            .holders
-            .remove(&open)
-            .ok_or(TableError::UnknownOpen(open))?;
+        let was_open = entry.opens.remove(&open);
+        let Some(holder) = entry.holders.remove(&open) else {
+            if !was_open {
+                return Err(TableError::UnknownOpen(open));
+            }
+            // An open without caching: only the description's lifetime depends on it.
+            let closed_description = if entry.unused() {
+                self.inodes.remove(&inode).map(|entry| entry.description)
+            } else {
+                None
+            };
+            return Ok(Removal {
+                progress: BreakProgress::Waiting {
+                    remaining: self.inodes.get(&inode).map_or(0, InodeEntry::waiting_count),
+                },
+                kernel: None,
+                closed_description,
+            });
+        };
         let unit = holder.unit();
         let unit_gone = !entry.holders.values().any(|other| other.unit() == unit);
         let (progress, kernel) = match entry.pending_break.as_mut() {
@@ -477,7 +507,7 @@ impl<D> LeaseTable<D> {
                 entry.settle_kernel(),
             ),
         };
-        let closed_description = if entry.holders.is_empty() && entry.pending_break.is_none() {
+        let closed_description = if entry.unused() {
             self.inodes.remove(&inode).map(|entry| entry.description)
         } else {
             None
@@ -506,6 +536,7 @@ impl<D> LeaseTable<D> {
         entry
             .holders
             .retain(|_, holder| is_alive(holder.open.smbd_pid));
+        entry.opens.retain(|open| is_alive(open.smbd_pid));
         let kernel_target = match &entry.pending_break {
             Some(pending) => kernel_target.min(pending.kernel_target),
             None => kernel_target,
@@ -626,10 +657,11 @@ impl<D> LeaseTable<D> {
     ) -> Vec<(InodeKey, Option<KernelAction>)> {
         let mut actions = Vec::new();
         for (inode, entry) in self.inodes.iter_mut() {
-            let before = entry.holders.len();
+            let before = entry.holders.len() + entry.opens.len();
             entry
                 .holders
                 .retain(|_, holder| is_alive(holder.open.smbd_pid));
+            entry.opens.retain(|open| is_alive(open.smbd_pid));
             if let Some(pending) = entry.pending_break.as_mut() {
                 pending.waiting.retain(|unit| is_alive(unit.smbd_pid()));
             }
@@ -638,7 +670,7 @@ impl<D> LeaseTable<D> {
                 None if entry.pending_break.is_none() => entry.settle_kernel(),
                 None => None,
             };
-            if before != entry.holders.len() || action.is_some() {
+            if before != entry.holders.len() + entry.opens.len() || action.is_some() {
                 actions.push((*inode, action));
             }
         }
@@ -651,7 +683,7 @@ impl<D> LeaseTable<D> {
         let unused: Vec<InodeKey> = self
             .inodes
             .iter()
-            .filter(|(_, entry)| entry.holders.is_empty() && entry.pending_break.is_none())
+            .filter(|(_, entry)| entry.unused())
             .map(|(inode, _)| *inode)
             .collect();
         unused
@@ -666,6 +698,11 @@ impl<D> LeaseTable<D> {
 }
 
 impl<D> InodeEntry<D> {
+    /// Nothing uses the description any more: no open, no holder, no break to finish.
+    fn unused(&self) -> bool {
+        self.opens.is_empty() && self.holders.is_empty() && self.pending_break.is_none()
+    }
+
     fn waiting_count(&self) -> usize {
         self.pending_break
             .as_ref()
