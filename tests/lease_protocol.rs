@@ -45,14 +45,24 @@ fn message() -> impl Strategy<Value = Message> {
         any::<[u8; 16]>().prop_map(GrantKind::Lease)
     ];
     prop_oneof![
-        (any::<u64>(), text(), any::<bool>(), any::<bool>()).prop_map(
-            |(request_id, share_path, want_write, nonblocking)| Message::OpenDescription {
-                request_id,
-                share_path,
-                want_write,
-                nonblocking
-            }
-        ),
+        (
+            any::<u64>(),
+            text(),
+            any::<u64>(),
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(request_id, share_path, file_id, want_write, nonblocking)| {
+                    Message::OpenDescription {
+                        request_id,
+                        share_path,
+                        file_id,
+                        want_write,
+                        nonblocking,
+                    }
+                }
+            ),
         (any::<u64>(), inode(), any::<bool>()).prop_map(|(request_id, inode, writable)| {
             Message::DescriptionOpened {
                 request_id,
@@ -127,6 +137,8 @@ fn message() -> impl Strategy<Value = Message> {
         any::<u64>().prop_map(|request_id| Message::Done { request_id }),
         (any::<u64>(), any::<i32>())
             .prop_map(|(request_id, errno)| Message::Failed { request_id, errno }),
+        any::<u64>().prop_map(|request_id| Message::ListLeases { request_id }),
+        any::<u64>().prop_map(|request_id| Message::LeaseList { request_id }),
     ]
 }
 
@@ -173,40 +185,41 @@ fn malformed_headers_and_fields_are_named() {
         Err(DecodeError::BadMagic)
     );
     assert_eq!(
-        decode(b"NB\x02\x08\0\0\0\0\0\0\0\0"),
-        Err(DecodeError::UnsupportedVersion(2))
+        decode(b"NB\x01\x08\0\0\0\0\0\0\0\0"),
+        Err(DecodeError::UnsupportedVersion(1)),
+        "version 1 had no file id in OpenDescription"
     );
     assert_eq!(
-        decode(b"NB\x01\xee\0\0\0\0\0\0\0\0"),
+        decode(b"NB\x02\xee\0\0\0\0\0\0\0\0"),
         Err(DecodeError::UnknownTag(0xee))
     );
     assert_eq!(
-        decode(b"NB\x01\x08\x05\0\0\0\0\0\0\0"),
+        decode(b"NB\x02\x08\x05\0\0\0\0\0\0\0"),
         Ok(Message::Done { request_id: 5 })
     );
     // Granted with an unknown caching bit (0x8) and with a lease type of 3.
     assert_eq!(
-        decode(b"NB\x01\x04\0\0\0\0\0\0\0\0\x08\x00"),
+        decode(b"NB\x02\x04\0\0\0\0\0\0\0\0\x08\x00"),
         Err(DecodeError::InvalidValue {
             field: "caching",
             value: 8
         })
     );
     assert_eq!(
-        decode(b"NB\x01\x04\0\0\0\0\0\0\0\0\x07\x03"),
+        decode(b"NB\x02\x04\0\0\0\0\0\0\0\0\x07\x03"),
         Err(DecodeError::InvalidValue {
             field: "kernel lease",
             value: 3
         })
     );
     // OpenDescription whose string claims more than PATH_MAX, and one that is not UTF-8.
-    let mut long = b"NB\x01\x01\0\0\0\0\0\0\0\0".to_vec();
+    let mut long = b"NB\x02\x01\0\0\0\0\0\0\0\0".to_vec();
     long.extend_from_slice(&((MAX_STRING_LEN + 1) as u16).to_le_bytes());
     assert_eq!(
         decode(&long),
         Err(DecodeError::StringTooLong(MAX_STRING_LEN + 1))
     );
-    let mut latin1 = b"NB\x01\x01\0\0\0\0\0\0\0\0\x01\x00\xe9\x00".to_vec();
+    let mut latin1 = b"NB\x02\x01\0\0\0\0\0\0\0\0\x01\x00\xe9\x07\0\0\0\0\0\0\0\x00".to_vec();
     assert_eq!(decode(&latin1), Err(DecodeError::NotUtf8));
     latin1[14] = b'/';
     assert_eq!(
@@ -214,6 +227,7 @@ fn malformed_headers_and_fields_are_named() {
         Ok(Message::OpenDescription {
             request_id: 0,
             share_path: "/".into(),
+            file_id: 7,
             want_write: false,
             nonblocking: false
         })
@@ -275,6 +289,7 @@ fn a_request_with_a_descriptor_crosses_a_seqpacket_pair() {
     let request = Message::OpenDescription {
         request_id: 77,
         share_path: "/srv/share".into(),
+        file_id: 0x0123_4567_89ab_cdef,
         want_write: true,
         nonblocking: true,
     };

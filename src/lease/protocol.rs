@@ -7,6 +7,9 @@
 //! `Failed` or the request's own answer); `BreakNotify` is the daemon's request, `BreakAck`
 //! answers it.
 //!
+//! Versions: 1 (the first layer) had no file id in `OpenDescription` and no `ListLeases`;
+//! 2 adds both. A peer speaking another version is refused at its first message.
+//!
 //! The sending smbd's pid is never in a message: the daemon takes it from SO_PEERCRED, so an
 //! smbd can only act on its own opens and break units.
 use super::kernel::LeaseType;
@@ -14,7 +17,7 @@ use super::table::{BreakUnit, Caching, GrantKind, InodeKey, LeaseKey};
 use super::transport::PeerCredentials;
 
 pub const MAGIC: [u8; 2] = *b"NB";
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// PATH_MAX: share paths and addresses are never longer.
 pub const MAX_STRING_LEN: usize = 4096;
 
@@ -53,6 +56,9 @@ pub enum Message {
     OpenDescription {
         request_id: u64,
         share_path: String,
+        /// The SMB open this description is for; the daemon keeps the description while any
+        /// open of the inode is not closed (`Close`).
+        file_id: u64,
         want_write: bool,
         nonblocking: bool,
     },
@@ -104,6 +110,11 @@ pub enum Message {
     Done { request_id: u64 },
     /// Either way: the request failed with this errno.
     Failed { request_id: u64, errno: i32 },
+    /// admin (uid 0) → daemon: list the lease table.
+    ListLeases { request_id: u64 },
+    /// daemon → admin, carrying one descriptor: a sealed memfd holding the table as JSON
+    /// (`super::listing::LeaseListing`), which has no size limit a packet would impose.
+    LeaseList { request_id: u64 },
 }
 
 mod tag {
@@ -116,6 +127,8 @@ mod tag {
     pub const BREAK_ACK: u8 = 7;
     pub const DONE: u8 = 8;
     pub const FAILED: u8 = 9;
+    pub const LIST_LEASES: u8 = 10;
+    pub const LEASE_LIST: u8 = 11;
 }
 
 /// Why bytes are not a message.
@@ -150,14 +163,18 @@ impl Message {
             | Message::BreakNotify { request_id, .. }
             | Message::BreakAck { request_id, .. }
             | Message::Done { request_id }
-            | Message::Failed { request_id, .. } => *request_id,
+            | Message::Failed { request_id, .. }
+            | Message::ListLeases { request_id }
+            | Message::LeaseList { request_id } => *request_id,
         }
     }
 
     /// How many descriptors travel with this message (anything else is a protocol error).
     pub fn descriptors_carried(&self) -> usize {
         match self {
-            Message::OpenDescription { .. } | Message::DescriptionOpened { .. } => 1,
+            Message::OpenDescription { .. }
+            | Message::DescriptionOpened { .. }
+            | Message::LeaseList { .. } => 1,
             _ => 0,
         }
     }
@@ -174,11 +191,13 @@ impl Message {
         match self {
             Message::OpenDescription {
                 share_path,
+                file_id,
                 want_write,
                 nonblocking,
                 ..
             } => {
                 out.string(share_path);
+                out.u64(*file_id);
                 out.u8(u8::from(*want_write) | u8::from(*nonblocking) << 1);
             }
             Message::DescriptionOpened {
@@ -249,7 +268,7 @@ impl Message {
                 out.unit(*unit);
                 out.caching(*caching);
             }
-            Message::Done { .. } => {}
+            Message::Done { .. } | Message::ListLeases { .. } | Message::LeaseList { .. } => {}
             Message::Failed { errno, .. } => out.u32(*errno as u32),
         }
         out.0
@@ -266,6 +285,8 @@ impl Message {
             Message::BreakAck { .. } => tag::BREAK_ACK,
             Message::Done { .. } => tag::DONE,
             Message::Failed { .. } => tag::FAILED,
+            Message::ListLeases { .. } => tag::LIST_LEASES,
+            Message::LeaseList { .. } => tag::LEASE_LIST,
         }
     }
 }
@@ -286,6 +307,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     let message = match tag {
         tag::OPEN_DESCRIPTION => {
             let share_path = input.string()?;
+            let file_id = input.u64()?;
             let flags = input.u8()?;
             if flags & !0b11 != 0 {
                 return Err(DecodeError::InvalidValue {
@@ -296,6 +318,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             Message::OpenDescription {
                 request_id,
                 share_path,
+                file_id,
                 want_write: flags & 1 != 0,
                 nonblocking: flags & 2 != 0,
             }
@@ -371,6 +394,8 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             request_id,
             errno: input.u32()? as i32,
         },
+        tag::LIST_LEASES => Message::ListLeases { request_id },
+        tag::LEASE_LIST => Message::LeaseList { request_id },
         other => return Err(DecodeError::UnknownTag(other)),
     };
     if !input.0.is_empty() {
