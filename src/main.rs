@@ -23,6 +23,10 @@ enum Command {
     Options,
     /// Look at, set, convert, check and repair the Windows (NFSv4) ACLs of files.
     Acl(cli::acl::AclArgs),
+    /// Run the lease bridge daemon (root; started by nfsbridge-lease-bridge.service).
+    LeaseBridge(cli::lease_bridge::LeaseBridgeArgs),
+    /// List the leases the lease bridge holds for SMB clients (root only).
+    Leases(cli::leases::LeasesArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +37,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Acl(args) => cli::acl::run(args),
+        Command::LeaseBridge(args) => cli::lease_bridge::run(args),
+        Command::Leases(args) => cli::leases::run(args),
     }
 }
 
