@@ -1,0 +1,766 @@
+//! The lease bridge daemon with real kernel leases: each test starts its own `nfsbridge
+//! lease-bridge` process (own socket, own share directory) and plays smbd through
+//! `BridgeClient`; local processes are this test process opening the files by path, which the
+//! kernel treats as foreign opens. Where an smbd must die or run as another uid, it is a small
+//! Python process speaking the wire format directly. Every wait is bounded.
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nfsbridge::lease::client::{BreakRequest, BridgeClient};
+use nfsbridge::lease::fcntl;
+use nfsbridge::lease::kernel::{self, LeaseState, LeaseType};
+use nfsbridge::lease::protocol::WireUnit;
+use nfsbridge::lease::table::{Caching, GrantKind, InodeKey};
+use nfsbridge::lease::transport;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Held while this process forks a helper and while it has a test file open: between `fork`
+/// and `exec` a child holds every descriptor of the test process, and a write descriptor a
+/// test just closed would stay open in it long enough to make the kernel refuse a write
+/// lease (EAGAIN) to another test's bridge. smbd forks too, but its shared descriptions are
+/// dups, never new opens.
+static FORKS_AND_OPENS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    FORKS_AND_OPENS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+const CLIENT: &str = "ipv4:127.0.0.2:50000";
+const SERVER: &str = "ipv4:127.0.0.1:445";
+
+/// A running bridge with its own directory: `share/` is the configured share root.
+struct Bridge {
+    child: Child,
+    dir: tempfile::TempDir,
+    share: String,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Bridge {
+    fn start(extra: &[&str]) -> Bridge {
+        let dir = tempfile::tempdir().unwrap();
+        let share = dir.path().join("share");
+        std::fs::create_dir(&share).unwrap();
+        let socket = dir.path().join("run").join("bridge.sock");
+        let log = dir.path().join("bridge.log");
+        let forking = exclusive();
+        let child = Command::new(env!("CARGO_BIN_EXE_nfsbridge"))
+            .arg("lease-bridge")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--share")
+            .arg(&share)
+            .args(extra)
+            .env("NFSBRIDGE_LOG", "debug")
+            .stdin(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("the bridge starts");
+        drop(forking);
+        let bridge = Bridge {
+            child,
+            share: share.to_str().unwrap().to_string(),
+            dir,
+            socket,
+            log,
+        };
+        let start = Instant::now();
+        while transport::connect_seqpacket(&bridge.socket).is_err() {
+            assert!(
+                start.elapsed() < WAIT,
+                "bridge never listened: {}",
+                bridge.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bridge
+    }
+
+    fn client(&self) -> BridgeClient {
+        BridgeClient::connect(&self.socket).expect("client connects")
+    }
+
+    fn file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let path = Path::new(&self.share).join(name);
+        let _opening = exclusive();
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        // Our own child, by its id. The log helps when a test failed.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- bridge log ---\n{}", self.log_text());
+        }
+    }
+}
+
+fn reference(path: &Path) -> File {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+        .unwrap()
+}
+
+fn inode_of(path: &Path) -> InodeKey {
+    let metadata = std::fs::metadata(path).unwrap();
+    InodeKey {
+        dev: metadata.dev(),
+        ino: metadata.ino(),
+    }
+}
+
+/// A local (non-SMB) open of `path`, closed at once.
+fn local_open(path: &Path, write: bool) -> std::io::Result<()> {
+    let _opening = exclusive();
+    OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map(drop)
+}
+
+fn errno(error: &std::io::Error) -> i32 {
+    error
+        .raw_os_error()
+        .unwrap_or_else(|| panic!("not an OS error: {error}"))
+}
+
+fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    condition()
+}
+
+/// Waits until the client has received at least `count` break requests.
+fn break_requests(client: &mut BridgeClient, count: usize) -> Vec<BreakRequest> {
+    let mut received = Vec::new();
+    let start = Instant::now();
+    while received.len() < count && start.elapsed() < WAIT {
+        received.extend(client.take_break_requests().unwrap());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(received.len(), count, "break requests received");
+    received
+}
+
+fn grant_rwh(bridge: &Bridge, client: &mut BridgeClient, inode: InodeKey, file_id: u64) -> Caching {
+    client
+        .grant(
+            inode,
+            file_id,
+            GrantKind::Lease([file_id as u8; 16]),
+            Caching::RWH,
+            &bridge.share,
+            CLIENT,
+            SERVER,
+        )
+        .expect("grant")
+}
+
+#[test]
+fn opens_share_one_description_and_a_local_reader_breaks_the_lease_until_the_ack() {
+    let bridge = Bridge::start(&[]);
+    let path = bridge.file("shared.txt", b"0123456789");
+    let mut client = bridge.client();
+    let reference = reference(&path);
+    let (first, inode, writable) = client
+        .open_description(reference.as_fd(), &bridge.share, 1, true, true)
+        .expect("first open");
+    let (second, again, _) = client
+        .open_description(reference.as_fd(), &bridge.share, 2, true, true)
+        .expect("second open of the same inode");
+    assert_eq!(inode, inode_of(&path));
+    assert_eq!(again, inode);
+    assert!(writable);
+    // One open file description: a write through one is read through the other, and they
+    // share the file offset.
+    rustix::io::pwrite(&first, b"AB", 2).unwrap();
+    let mut buffer = [0u8; 10];
+    rustix::io::pread(&second, &mut buffer, 0).unwrap();
+    assert_eq!(&buffer, b"01AB456789");
+    rustix::fs::seek(&first, rustix::fs::SeekFrom::Start(7)).unwrap();
+    assert_eq!(
+        rustix::fs::seek(&second, rustix::fs::SeekFrom::Current(0)).unwrap(),
+        7
+    );
+    assert!(
+        client.take_break_requests().unwrap().is_empty(),
+        "no break between SMB opens"
+    );
+
+    assert_eq!(grant_rwh(&bridge, &mut client, inode, 1), Caching::RWH);
+    assert_eq!(
+        kernel::lease_state(first.as_fd()).unwrap(),
+        LeaseState::Held(LeaseType::Write),
+        "the kernel lease is on the shared description"
+    );
+
+    let refused = local_open(&path, false).expect_err("a local reader waits for the SMB client");
+    assert_eq!(errno(&refused), libc::EWOULDBLOCK);
+    let [request] = <[BreakRequest; 1]>::try_from(break_requests(&mut client, 1)).unwrap();
+    assert_eq!(request.inode, inode);
+    assert_eq!(request.unit, WireUnit::Lease([1; 16]));
+    assert_eq!(request.current, Caching::RWH);
+    assert_eq!(
+        request.break_to,
+        Caching::NONE,
+        "a writable description cannot hold F_RDLCK: the break goes to none"
+    );
+    // Until the client answers, the local reader stays out.
+    assert_eq!(
+        errno(&local_open(&path, false).unwrap_err()),
+        libc::EWOULDBLOCK
+    );
+
+    let acked = Instant::now();
+    client
+        .break_ack(request.request_id, inode, request.unit, Caching::NONE)
+        .unwrap();
+    assert!(
+        eventually(WAIT, || local_open(&path, false).is_ok()),
+        "the local reader gets in after the acknowledgement"
+    );
+    assert!(acked.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        kernel::lease_state(first.as_fd()).unwrap(),
+        LeaseState::Unleased
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"01AB456789");
+    client.close(inode, 1).unwrap();
+    client.close(inode, 2).unwrap();
+}
+
+#[test]
+fn a_client_that_never_acknowledges_loses_the_lease_at_the_break_timeout() {
+    let bridge = Bridge::start(&["--break-timeout", "1"]);
+    let path = bridge.file("silent.txt", b"x");
+    let mut client = bridge.client();
+    let (description, inode, _) = client
+        .open_description(reference(&path).as_fd(), &bridge.share, 1, true, true)
+        .unwrap();
+    assert_eq!(grant_rwh(&bridge, &mut client, inode, 1), Caching::RWH);
+    let started = Instant::now();
+    assert_eq!(
+        errno(&local_open(&path, true).unwrap_err()),
+        libc::EWOULDBLOCK
+    );
+    let first = break_requests(&mut client, 1);
+    assert_eq!(first[0].break_to, Caching::NONE);
+    // No acknowledgement: the bridge forces the unit down after one second and tells smbd.
+    assert!(eventually(WAIT, || local_open(&path, true).is_ok()));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "released after the break timeout, not before: {waited:?}"
+    );
+    let revoked = break_requests(&mut client, 1);
+    assert_eq!(
+        revoked[0].break_to,
+        Caching::NONE,
+        "smbd is told to drop it"
+    );
+    assert_eq!(
+        kernel::lease_state(description.as_fd()).unwrap(),
+        LeaseState::Unleased
+    );
+    assert!(bridge.log_text().contains("break timed out"));
+}
+
+/// An "smbd" that opens a file through the bridge, is granted a batch oplock, then sleeps
+/// without reading its socket (the wire format of `src/lease/protocol.rs`, version 2).
+const PYTHON_SMBD: &str = r#"
+import os, socket, struct, sys, time
+signal_alarm = __import__("signal").alarm(60)
+sock_path, share, path = sys.argv[1:4]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(sock_path)
+def header(tag, request_id):
+    return b"NB" + bytes([2, tag]) + struct.pack("<Q", request_id)
+def string(text):
+    data = text.encode()
+    return struct.pack("<H", len(data)) + data
+if len(sys.argv) > 4 and sys.argv[4] == "list":
+    try:
+        s.send(header(10, 1))
+        reply = s.recv(8192)
+    except (BrokenPipeError, ConnectionResetError):
+        reply = b""
+    if not reply:
+        print("eof", flush=True)
+    elif reply[3] == 9:
+        print("failed %d" % struct.unpack_from("<i", reply, 12)[0], flush=True)
+    else:
+        print("tag %d" % reply[3], flush=True)
+    sys.exit(0)
+ref = os.open(path, os.O_PATH)
+socket.send_fds(s, [header(1, 1) + string(share) + struct.pack("<Q", 9) + bytes([3])], [ref])
+message, fds, _, _ = socket.recv_fds(s, 8192, 4)
+assert message[3] == 2, message
+dev, ino = struct.unpack_from("<QQ", message, 12)
+s.send(header(3, 2) + struct.pack("<QQQ", dev, ino, 9) + bytes([1, 7])
+       + string(share) + string("ipv4:127.0.0.9:1") + string("ipv4:127.0.0.1:445"))
+reply = s.recv(8192)
+assert reply[3] == 4, reply
+print("granted %d %d" % (reply[12], reply[13]), flush=True)
+time.sleep(60)
+"#;
+
+fn python_smbd(bridge: &Bridge, path: &Path, uid: Option<u32>, mode: &str) -> (Child, String) {
+    let mut command = Command::new("python3");
+    command
+        .args(["-c", PYTHON_SMBD])
+        .arg(&bridge.socket)
+        .arg(&bridge.share)
+        .arg(path)
+        .arg(mode)
+        .stdout(Stdio::piped());
+    if let Some(uid) = uid {
+        command.uid(uid).gid(uid);
+    }
+    let mut child = {
+        let _forking = exclusive();
+        command.spawn().expect("python3 runs")
+    };
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim().to_string())
+}
+
+#[test]
+fn an_smbd_that_dies_mid_break_has_its_lease_dropped_at_once() {
+    // Default break timeout (40 s): only the death can release the lease within the test.
+    let bridge = Bridge::start(&[]);
+    let path = bridge.file("dying.txt", b"x");
+    let (mut smbd, granted) = python_smbd(&bridge, &path, None, "grant");
+    assert_eq!(granted, "granted 7 2", "RWH backed by a write lease");
+    assert_eq!(
+        errno(&local_open(&path, false).unwrap_err()),
+        libc::EWOULDBLOCK
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        errno(&local_open(&path, false).unwrap_err()),
+        libc::EWOULDBLOCK,
+        "the silent smbd still holds it"
+    );
+    let killed = Instant::now();
+    smbd.kill().unwrap();
+    smbd.wait().unwrap();
+    assert!(eventually(WAIT, || local_open(&path, false).is_ok()));
+    assert!(killed.elapsed() < Duration::from_secs(2));
+    assert!(bridge
+        .log_text()
+        .contains("opens of a departed smbd dropped"));
+}
+
+fn thousand_files_broken_at_once(bridge: &Bridge) {
+    const FILES: u64 = 1000;
+    let mut client = bridge.client();
+    let mut files = Vec::new();
+    for file_id in 0..FILES {
+        let path = bridge.file(&format!("f{file_id}"), b"x");
+        let (description, inode, _) = client
+            .open_description(reference(&path).as_fd(), &bridge.share, file_id, true, true)
+            .unwrap();
+        let granted = client
+            .grant(
+                inode,
+                file_id,
+                GrantKind::Oplock,
+                Caching::RWH,
+                &bridge.share,
+                CLIENT,
+                SERVER,
+            )
+            .unwrap();
+        assert_eq!(granted, Caching::RWH);
+        // The bridge keeps the description (and the lease); this "smbd" needs no descriptor.
+        drop(description);
+        files.push((path, inode));
+    }
+    for (path, _) in &files {
+        assert_eq!(
+            errno(&local_open(path, false).unwrap_err()),
+            libc::EWOULDBLOCK
+        );
+    }
+    let requests = break_requests(&mut client, FILES as usize);
+    for request in requests {
+        assert_eq!(request.break_to, Caching::NONE);
+        client
+            .break_ack(
+                request.request_id,
+                request.inode,
+                request.unit,
+                Caching::NONE,
+            )
+            .unwrap();
+    }
+    for (path, _) in &files {
+        assert!(
+            eventually(WAIT, || local_open(path, false).is_ok()),
+            "{} still leased",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn a_thousand_leased_files_broken_at_once_all_end() {
+    let bridge = Bridge::start(&[]);
+    thousand_files_broken_at_once(&bridge);
+}
+
+#[test]
+fn breaks_end_even_when_the_signal_queue_overflows() {
+    let bridge = Bridge::start(&[]);
+    // Sixteen queued signals at most: the kernel falls back to SIGIO without si_fd and the
+    // bridge must find the breaking leases by asking each description.
+    let pid = rustix::process::Pid::from_raw(bridge.child.id() as i32).unwrap();
+    rustix::process::prlimit(
+        Some(pid),
+        rustix::process::Resource::Sigpending,
+        rustix::process::Rlimit {
+            current: Some(16),
+            maximum: Some(16),
+        },
+    )
+    .unwrap();
+    thousand_files_broken_at_once(&bridge);
+    assert!(bridge.log_text().contains("signal queue overflowed"));
+}
+
+#[test]
+fn peers_and_requests_outside_the_policy_are_refused() {
+    let bridge = Bridge::start(&["--allow-uid", "65533"]);
+    let metadata = std::fs::metadata(&bridge.socket).unwrap();
+    assert_eq!(metadata.mode() & 0o777, 0o600, "socket is root's alone");
+    assert_eq!(metadata.uid(), 0);
+    let path = bridge.file("policy.txt", b"x");
+    // Open the socket's mode so that the uid check itself is what refuses.
+    std::fs::set_permissions(&bridge.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (_, line) = python_smbd(&bridge, &path, Some(65534), "list");
+    assert_eq!(line, "eof", "uid 65534 is not allowed: connection closed");
+    let (_, line) = python_smbd(&bridge, &path, Some(65533), "list");
+    assert_eq!(
+        line,
+        format!("failed {}", libc::EPERM),
+        "an allowed uid that is not root may not list leases"
+    );
+    assert!(bridge.log_text().contains("connection refused"));
+
+    let mut client = bridge.client();
+    let outside = bridge.dir.path().join("outside.txt");
+    {
+        let _opening = exclusive();
+        std::fs::write(&outside, b"x").unwrap();
+    }
+    let refused = client
+        .open_description(reference(&path).as_fd(), "/tmp", 1, false, true)
+        .expect_err("not a configured share");
+    assert_eq!(errno(&refused), libc::EACCES);
+    let refused = client
+        .open_description(reference(&outside).as_fd(), &bridge.share, 1, false, true)
+        .expect_err("a file outside the share");
+    assert_eq!(errno(&refused), libc::EACCES);
+    let directory = reference(Path::new(&bridge.share));
+    let refused = client
+        .open_description(directory.as_fd(), &bridge.share, 1, false, true)
+        .expect_err("not a regular file");
+    assert_eq!(errno(&refused), libc::EINVAL);
+    let (_, inode, _) = client
+        .open_description(reference(&path).as_fd(), &bridge.share, 1, false, true)
+        .unwrap();
+    let refused = client
+        .grant(
+            inode,
+            1,
+            GrantKind::Oplock,
+            Caching::RWH,
+            "/tmp",
+            CLIENT,
+            SERVER,
+        )
+        .expect_err("grant for another share");
+    assert_eq!(errno(&refused), libc::EACCES);
+
+    // A malformed packet closes that connection only.
+    let raw = transport::connect_seqpacket(&bridge.socket).unwrap();
+    transport::send_message(raw.as_fd(), b"NB\x02\xee garbage", &[]).unwrap();
+    assert!(transport::recv_message(raw.as_fd()).unwrap().is_none());
+    assert!(bridge.log_text().contains("malformed message"));
+    assert_eq!(grant_rwh(&bridge, &mut client, inode, 1), Caching::RWH);
+}
+
+/// Removes the attribute flags it set, so the temporary directory can be deleted.
+struct Chattr<'a>(&'a Path, &'static str);
+
+impl Drop for Chattr<'_> {
+    fn drop(&mut self) {
+        let _forking = exclusive();
+        let _ = Command::new("chattr").arg(self.1).arg(self.0).status();
+    }
+}
+
+#[test]
+fn immutable_and_append_only_files_get_a_read_only_description() {
+    let bridge = Bridge::start(&[]);
+    let mut client = bridge.client();
+    let plain = bridge.file("plain.txt", b"x");
+    let (_, _, writable) = client
+        .open_description(reference(&plain).as_fd(), &bridge.share, 1, false, true)
+        .unwrap();
+    assert!(
+        writable,
+        "root's description is O_RDWR when the file allows it"
+    );
+    for (flag, name) in [("+i", "immutable.txt"), ("+a", "append-only.txt")] {
+        let path = bridge.file(name, b"x");
+        let set = {
+            let _forking = exclusive();
+            Command::new("chattr")
+                .arg(flag)
+                .arg(&path)
+                .status()
+                .unwrap()
+        };
+        if !set.success() {
+            eprintln!("chattr {flag} not supported here: skipping {name}");
+            continue;
+        }
+        let _undo = Chattr(&path, if flag == "+i" { "-i" } else { "-a" });
+        let reference = reference(&path);
+        let refused = client
+            .open_description(reference.as_fd(), &bridge.share, 2, true, true)
+            .expect_err("write access to an immutable or append-only file");
+        assert_eq!(errno(&refused), libc::EPERM, "{name}");
+        let (description, _, writable) = client
+            .open_description(reference.as_fd(), &bridge.share, 3, false, true)
+            .unwrap();
+        assert!(!writable, "{name}: read-only description");
+        let mut byte = [0u8; 1];
+        assert_eq!(rustix::io::pread(&description, &mut byte, 0).unwrap(), 1);
+        assert!(rustix::io::pwrite(&description, b"y", 0).is_err());
+    }
+}
+
+#[test]
+fn an_open_against_a_local_lease_fails_with_ewouldblock_until_it_is_released() {
+    let bridge = Bridge::start(&[]);
+    let path = bridge.file("local.txt", b"x");
+    let local = {
+        let _opening = exclusive();
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap()
+    };
+    // SIGWINCH is ignored by default: the break signal does not hurt this test process.
+    fcntl::set_signal(local.as_fd(), libc::SIGWINCH).unwrap();
+    fcntl::set_lease(local.as_fd(), Some(LeaseType::Write)).unwrap();
+    let mut client = bridge.client();
+    let reference = reference(&path);
+    let refused = client
+        .open_description(reference.as_fd(), &bridge.share, 1, false, true)
+        .expect_err("a local lease holds the bridge off");
+    assert_eq!(errno(&refused), libc::EWOULDBLOCK);
+    assert_eq!(
+        fcntl::get_lease(local.as_fd()).unwrap(),
+        None,
+        "the bridge's O_RDWR open broke the local lease to none"
+    );
+    fcntl::set_lease(local.as_fd(), None).unwrap();
+    let (_, _, writable) = client
+        .open_description(reference.as_fd(), &bridge.share, 1, false, true)
+        .expect("open once the local lease is gone");
+    assert!(writable);
+}
+
+#[test]
+fn the_lease_listing_shows_holders_opens_and_the_break_in_progress() {
+    let bridge = Bridge::start(&[]);
+    let path = bridge.file("listed.txt", b"x");
+    let other = bridge.file("unleased.txt", b"x");
+    let mut client = bridge.client();
+    let (_, inode, _) = client
+        .open_description(reference(&path).as_fd(), &bridge.share, 5, true, true)
+        .unwrap();
+    client
+        .open_description(reference(&path).as_fd(), &bridge.share, 6, false, true)
+        .unwrap();
+    client
+        .open_description(reference(&other).as_fd(), &bridge.share, 7, false, true)
+        .unwrap();
+    assert_eq!(grant_rwh(&bridge, &mut client, inode, 5), Caching::RWH);
+
+    let listing = client.list_leases().unwrap();
+    assert_eq!(listing.bridge_pid, bridge.child.id());
+    assert_eq!(listing.inodes.len(), 2);
+    let row = listing
+        .inodes
+        .iter()
+        .find(|row| row.ino == inode.ino)
+        .unwrap();
+    assert_eq!(row.path, path.to_str().unwrap());
+    assert_eq!(row.share_path, bridge.share);
+    assert_eq!(row.kernel_lease.as_deref(), Some("write"));
+    assert!(row.description_writable);
+    assert_eq!(row.opens.len(), 2);
+    let [holder] = row.holders.as_slice() else {
+        panic!("one holder: {:?}", row.holders)
+    };
+    assert_eq!(holder.smbd_pid, std::process::id());
+    assert_eq!(holder.file_id, 5);
+    assert_eq!(holder.client_address, CLIENT);
+    assert_eq!(holder.server_address, SERVER);
+    assert_eq!(holder.lease_key.as_deref(), Some("05".repeat(16).as_str()));
+    assert_eq!(holder.caching, "RWH");
+    assert!(row.pending_break.is_none());
+
+    // A local reader starts a break; the listing shows it until the client answers.
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(local_open(&path, false).is_err());
+    let [request] = <[BreakRequest; 1]>::try_from(break_requests(&mut client, 1)).unwrap();
+    let listing = client.list_leases().unwrap();
+    let row = listing
+        .inodes
+        .iter()
+        .find(|row| row.ino == inode.ino)
+        .unwrap();
+    let pending = row.pending_break.as_ref().expect("break in progress");
+    assert_eq!(pending.kernel_target.as_deref(), Some("read"));
+    assert_eq!(pending.smb_target, "");
+    assert_eq!(pending.waiting.len(), 1);
+    assert_eq!(pending.waiting[0].smbd_pid, std::process::id());
+    assert!(pending.started_unix_ms + 1000 >= before && pending.started_unix_ms <= before + 5000);
+
+    // The CLI: JSON, the human table, the filters, and its refusal of non-root callers.
+    let cli = |args: &[&str], uid: Option<u32>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nfsbridge"));
+        command
+            .arg("leases")
+            .arg("--socket")
+            .arg(&bridge.socket)
+            .args(args);
+        if let Some(uid) = uid {
+            command.uid(uid);
+        }
+        let _forking = exclusive();
+        command.output().unwrap()
+    };
+    let json = cli(&["--json"], None);
+    assert!(
+        json.status.success(),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
+    let shown: nfsbridge::lease::listing::LeaseListing =
+        serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(shown.inodes.len(), 2);
+    let table = String::from_utf8(cli(&[], None).stdout).unwrap();
+    let line = table
+        .lines()
+        .find(|line| line.starts_with(path.to_str().unwrap()))
+        .unwrap_or_else(|| panic!("no line for the file in:\n{table}"));
+    for expected in ["write", CLIENT, SERVER, "RWH", "to read since"] {
+        assert!(
+            line.contains(expected),
+            "{expected:?} missing from {line:?}"
+        );
+    }
+    assert!(table.contains("(1 opens)"), "{table}");
+    let by_ip: nfsbridge::lease::listing::LeaseListing =
+        serde_json::from_slice(&cli(&["--json", "--ip", "127.0.0.2"], None).stdout).unwrap();
+    assert_eq!(by_ip.inodes.len(), 1);
+    let other_ip: nfsbridge::lease::listing::LeaseListing =
+        serde_json::from_slice(&cli(&["--json", "--ip", "127.0.0.3"], None).stdout).unwrap();
+    assert!(other_ip.inodes.is_empty());
+    let by_path: nfsbridge::lease::listing::LeaseListing =
+        serde_json::from_slice(&cli(&["--json", "--path", other.to_str().unwrap()], None).stdout)
+            .unwrap();
+    assert_eq!(by_path.inodes.len(), 1);
+    assert_eq!(by_path.inodes[0].ino, inode_of(&other).ino);
+    let refused = cli(&[], Some(65534));
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("only root"));
+
+    client
+        .break_ack(request.request_id, inode, request.unit, Caching::NONE)
+        .unwrap();
+    assert!(eventually(WAIT, || client
+        .list_leases()
+        .unwrap()
+        .inodes
+        .iter()
+        .all(
+            |row| row.pending_break.is_none() && row.kernel_lease.is_none()
+        )));
+}
+
+#[test]
+fn closing_every_open_closes_the_description_and_sigterm_stops_the_bridge() {
+    let mut bridge = Bridge::start(&[]);
+    let path = bridge.file("closed.txt", b"x");
+    let mut client = bridge.client();
+    let (description, inode, _) = client
+        .open_description(reference(&path).as_fd(), &bridge.share, 1, true, true)
+        .unwrap();
+    client
+        .open_description(reference(&path).as_fd(), &bridge.share, 2, true, true)
+        .unwrap();
+    assert_eq!(grant_rwh(&bridge, &mut client, inode, 1), Caching::RWH);
+    client.close(inode, 1).unwrap();
+    // The lease goes with the only holder; the description stays for open 2.
+    assert!(eventually(WAIT, || kernel::lease_state(
+        description.as_fd()
+    )
+    .unwrap()
+        == LeaseState::Unleased));
+    assert_eq!(client.list_leases().unwrap().inodes.len(), 1);
+    client.close(inode, 2).unwrap();
+    assert!(eventually(WAIT, || client
+        .list_leases()
+        .unwrap()
+        .inodes
+        .is_empty()));
+    drop(description);
+
+    let pid = rustix::process::Pid::from_raw(bridge.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = bridge.child.wait().unwrap();
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+    assert!(!bridge.socket.exists(), "the socket is removed");
+    let eof = client.take_break_requests().unwrap_err();
+    assert_eq!(eof.kind(), std::io::ErrorKind::UnexpectedEof);
+}
