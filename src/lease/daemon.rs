@@ -237,6 +237,15 @@ struct Daemon {
     shutdown: bool,
 }
 
+/// `read`, `write` or `none`, for log lines.
+fn lease_word(lease: Option<LeaseType>) -> &'static str {
+    match lease {
+        None => "none",
+        Some(LeaseType::Read) => "read",
+        Some(LeaseType::Write) => "write",
+    }
+}
+
 fn errno_of(error: &io::Error) -> i32 {
     error.raw_os_error().unwrap_or(libc::EIO)
 }
@@ -380,7 +389,7 @@ impl Daemon {
             }
             let token = self.next_token;
             self.next_token += 1;
-            info!(pid = peer.pid, uid = peer.uid, "smbd connected");
+            info!(pid = peer.pid, uid = peer.uid, "peer connected");
             self.connections
                 .insert(token, Connection::new(socket, peer));
         }
@@ -394,6 +403,10 @@ impl Daemon {
             let received = match transport::recv_message(connection.socket.as_fd()) {
                 Ok(Some(received)) => received,
                 Ok(None) => return Err(Gone::Eof),
+                // A peer that exits with messages unread resets the connection: it is gone.
+                Err(error) if error.kind() == io::ErrorKind::ConnectionReset => {
+                    return Err(Gone::Eof)
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(Gone::Failed(format!("receive: {error}"))),
@@ -718,7 +731,7 @@ impl Daemon {
         if grant.kernel_lease != before {
             info!(
                 path = %self.path_of(inode),
-                lease = ?grant.kernel_lease.map(|lease| lease.to_string()),
+                lease = lease_word(grant.kernel_lease),
                 pid = open.smbd_pid,
                 file_id = open.file_id,
                 "kernel lease taken"
@@ -807,7 +820,7 @@ impl Daemon {
         match fcntl::set_lease(entry.description().as_fd(), lease) {
             Ok(()) => info!(
                 path = %self.path_of(inode),
-                lease = ?lease.map(|lease| lease.to_string()),
+                lease = lease_word(lease),
                 "{verb}"
             ),
             // Releasing a lease the kernel already revoked (lease-break-time) finds nothing.
@@ -926,7 +939,7 @@ impl Daemon {
         info!(
             path = %self.path_of(inode),
             held = %held,
-            target = ?target.map(|lease| lease.to_string()),
+            target = lease_word(target),
             notify = start.notify.len(),
             "kernel lease break"
         );
@@ -999,7 +1012,7 @@ impl Daemon {
         };
         let pid = connection.peer.pid;
         match gone {
-            Gone::Eof => info!(pid, "smbd disconnected"),
+            Gone::Eof => info!(pid, "peer disconnected"),
             Gone::Failed(why) => warn!(pid, "connection closed: {why}"),
         }
         drop(connection);
