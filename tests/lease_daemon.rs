@@ -764,3 +764,40 @@ fn closing_every_open_closes_the_description_and_sigterm_stops_the_bridge() {
     let eof = client.take_break_requests().unwrap_err();
     assert_eq!(eof.kind(), std::io::ErrorKind::UnexpectedEof);
 }
+
+#[test]
+fn a_stalled_bridge_times_requests_out_and_its_late_replies_are_dropped() {
+    let bridge = Bridge::start(&[]);
+    let path = bridge.file("stalled.txt", b"x");
+    let mut client = bridge.client();
+    client.set_timeout(Duration::from_millis(300));
+    let (_, inode, _) = client
+        .open_description(reference(&path).as_fd(), &bridge.share, 1, true, true)
+        .unwrap();
+    let pid = rustix::process::Pid::from_raw(bridge.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    let asked = Instant::now();
+    let timed_out = client
+        .grant(
+            inode,
+            1,
+            GrantKind::Oplock,
+            Caching::RWH,
+            &bridge.share,
+            CLIENT,
+            SERVER,
+        )
+        .expect_err("a stopped bridge never answers");
+    assert_eq!(errno(&timed_out), libc::ETIMEDOUT);
+    let waited = asked.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "bounded wait: {waited:?}"
+    );
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    // The late `Granted` arrives first and must not be taken for the answer to the listing.
+    let listing = client.list_leases().expect("the bridge answers again");
+    assert_eq!(listing.inodes.len(), 1);
+    assert_eq!(listing.inodes[0].kernel_lease.as_deref(), Some("write"));
+    assert!(client.take_break_requests().unwrap().is_empty());
+}
