@@ -1,8 +1,8 @@
 //! What kernel leases do on this machine, with real files and real second processes.
 //!
-//! The lease holder is a small Python helper (Python's `fcntl` module has `F_SETLEASE`; this
-//! crate forbids `unsafe` and no safe Rust crate wraps it, see `src/lease/kernel.rs`). This
-//! test process is the "foreign" opener, receives the holder's descriptor over the crate's
+//! The lease holder is a separate Python process (Python's `fcntl` module has `F_SETLEASE`), so
+//! these facts are checked independently of the crate's own `lease::fcntl` wrappers, which
+//! `tests/lease_fcntl.rs` tests. This test process is the "foreign" opener, receives the holder's descriptor over the crate's
 //! SEQPACKET transport, and checks the holder's lease through `lease::kernel`'s fdinfo query
 //! against the holder's own `F_GETLEASE`. Every wait is bounded.
 use std::fs::{File, OpenOptions};

@@ -1,9 +1,8 @@
 //! What the kernel says about a lease on an open file description, read without `fcntl`.
 //!
 //! Taking, releasing and querying a lease is `fcntl(F_SETLEASE / F_GETLEASE)`, and break
-//! notification needs `fcntl(F_SETSIG)`. None of the safe syscall crates offers these
-//! (rustix 1.1.6, nix 0.32 and uapi 0.2.14 were checked), and this crate forbids `unsafe`, so
-//! those calls are not here; see `docs/lease-bridge.md` ("What is not in this layer").
+//! notification needs `fcntl(F_SETSIG)`: those are in [`super::fcntl`], one of the two
+//! modules of the crate allowed `unsafe`.
 //!
 //! What *is* readable safely is `/proc/<pid>/fdinfo/<fd>`: since Linux 4.x its `lock:` lines
 //! list every lock and lease whose owner is that open file description, and for a lease under
