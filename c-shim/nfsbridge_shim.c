@@ -9,10 +9,15 @@
 #include "includes.h"
 #include "smbd/smbd.h"
 #include "smbd/proto.h"
+#include "smbd/globals.h"
 #include "lib/util/debug.h"
 #include "passdb/lookup_sid.h"
 #include "libcli/security/security.h"
 #include "librpc/gen_ndr/idmap.h"
+#include "librpc/gen_ndr/ndr_open_files.h"
+#include "locking/share_mode_lock.h"
+#include "messages.h"
+#include "lib/tsocket/tsocket.h"
 
 #include "nfsbridge_shim.h"
 
@@ -53,6 +58,8 @@ static void nfsb_free_handle_state(void **data)
 	}
 }
 
+static void bridge_ensure(struct vfs_handle_struct *handle, void *state);
+
 static int nfsb_connect(struct vfs_handle_struct *handle, const char *service, const char *user)
 {
 	void *state = NULL;
@@ -73,6 +80,10 @@ static int nfsb_connect(struct vfs_handle_struct *handle, const char *service, c
 		errno = ENOMEM;
 		return -1;
 	});
+	if (rust_ops->leases_enabled(state)) {
+		/* Reach the lease bridge now, so the first open does not pay for it. */
+		bridge_ensure(handle, state);
+	}
 	return 0;
 }
 
@@ -170,9 +181,10 @@ static struct creator creator_of(struct vfs_handle_struct *handle,
 	return c;
 }
 
-static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_struct *dirfsp,
-		       const struct smb_filename *smb_fname, struct files_struct *fsp,
-		       const struct vfs_open_how *how)
+static int openat_with_root_retry(struct vfs_handle_struct *handle,
+				  const struct files_struct *dirfsp,
+				  const struct smb_filename *smb_fname, struct files_struct *fsp,
+				  const struct vfs_open_how *how)
 {
 	struct vfs_open_how root_how = *how;
 	struct creator creator;
@@ -308,9 +320,495 @@ static int nfsb_mkdirat(struct vfs_handle_struct *handle, struct files_struct *d
 	return ret;
 }
 
+/*
+ * The lease bridge (docs/lease-bridge.md). SMB opens of regular files do not open the file
+ * themselves: the bridge daemon holds one open file description per inode and hands each open
+ * a dup of it, so that SMB opens never break each other's kernel lease and only non-SMB
+ * openers (local processes, nfsd, Ganesha) do. What smbd grants is then backed by a kernel
+ * lease the daemon takes on that description; the daemon's break requests become
+ * MSG_SMB_BREAK_REQUEST messages smbd sends to itself, so smbd's own oplock and lease break
+ * code does the SMB side exactly as for a break between two SMB clients.
+ */
+
+/* The one event context and server connection of this smbd process (set at tree connect):
+ * the bridge socket is per process. */
+static struct smbd_server_connection *bridge_sconn;
+static struct tevent_fd *bridge_fde;
+static int bridge_watched_fd = -1;
+
+static bool leases_on(void *state)
+{
+	return state != NULL && rust_ops->leases_enabled(state);
+}
+
+static void bridge_socket_readable(struct tevent_context *ev, struct tevent_fd *fde,
+				   uint16_t flags, void *private_data)
+{
+	if (!rust_ops->bridge_readable()) {
+		/* The daemon is gone: stop watching before Rust closes the socket. */
+		TALLOC_FREE(bridge_fde);
+		bridge_watched_fd = -1;
+		rust_ops->bridge_disconnect();
+	}
+}
+
+/* Connects to the bridge if needed (Rust rate-limits attempts) and watches its socket. */
+static void bridge_ensure(struct vfs_handle_struct *handle, void *state)
+{
+	int fd;
+
+	if (bridge_sconn == NULL) {
+		bridge_sconn = handle->conn->sconn;
+	}
+	if (rust_ops->bridge_broken()) {
+		TALLOC_FREE(bridge_fde);
+		bridge_watched_fd = -1;
+		rust_ops->bridge_disconnect();
+	}
+	become_root(); /* the daemon admits root peers (SO_PEERCRED of connect()) */
+	fd = rust_ops->bridge_socket(state);
+	unbecome_root();
+	if (fd == bridge_watched_fd) {
+		return;
+	}
+	TALLOC_FREE(bridge_fde);
+	bridge_watched_fd = -1;
+	if (fd < 0) {
+		return;
+	}
+	bridge_fde = tevent_add_fd(bridge_sconn->ev_ctx, bridge_sconn, fd, TEVENT_FD_READ,
+				   bridge_socket_readable, NULL);
+	if (bridge_fde == NULL) {
+		DBG_ERR("nfsbridge: cannot watch the lease bridge socket\n");
+		rust_ops->bridge_disconnect();
+		return;
+	}
+	bridge_watched_fd = fd;
+}
+
+/* Whether this open goes through the bridge: a data open (not O_PATH) of something that is
+ * not a directory or a named stream (streams have no description of their own). Whether it is
+ * a regular file is checked on the reference descriptor. */
+static bool bridge_applies(void *state, const struct smb_filename *smb_fname,
+			   const struct files_struct *fsp, const struct vfs_open_how *how)
+{
+	return leases_on(state) && !fsp->fsp_flags.is_pathref &&
+	       !(how->flags & (O_PATH | O_DIRECTORY)) && !is_named_stream(smb_fname);
+}
+
+/* smbd reopens a path reference through /proc/self/fd/N (reopen_from_fsp). */
+static bool is_proc_reopen(const struct files_struct *dirfsp,
+			   const struct smb_filename *smb_fname, const struct files_struct *fsp)
+{
+	return dirfsp == fsp->conn->cwd_fsp &&
+	       strncmp(smb_fname->base_name, "/proc/self/fd/", 14) == 0 &&
+	       fsp_get_pathref_fd(fsp) != -1;
+}
+
+/* An O_PATH descriptor of the name (no open of the file itself, so no lease is broken). */
+static int open_path_reference(struct vfs_handle_struct *handle,
+			       const struct files_struct *dirfsp,
+			       const struct smb_filename *smb_fname, struct files_struct *fsp,
+			       const struct vfs_open_how *how)
+{
+	struct vfs_open_how path_how = {
+		.flags = O_PATH | O_CLOEXEC | (how->flags & O_NOFOLLOW),
+		.resolve = how->resolve,
+	};
+	return openat_with_root_retry(handle, dirfsp, smb_fname, fsp, &path_how);
+}
+
+static bool wants_write(const struct vfs_open_how *how)
+{
+	return (how->flags & O_ACCMODE) != O_RDONLY || (how->flags & O_TRUNC);
+}
+
+/* The user's own permission for the open, checked without opening (the bridge's description
+ * is opened by root). Refused, it is allowed only where an open would have been retried as
+ * root (kernel_refused). Returns 0 or an errno value. */
+static int check_open_permission(void *state, int reference, const struct vfs_open_how *how)
+{
+	int mode = R_OK;
+	int ret;
+
+	switch (how->flags & O_ACCMODE) {
+	case O_WRONLY:
+		mode = W_OK;
+		break;
+	case O_RDWR:
+		mode = R_OK | W_OK;
+		break;
+	}
+	if (how->flags & O_TRUNC) {
+		mode |= W_OK;
+	}
+	ret = faccessat(reference, "", mode, AT_EACCESS | AT_EMPTY_PATH);
+	if (ret == 0 || kernel_refused(state, ret, errno)) {
+		return 0;
+	}
+	return errno;
+}
+
+/* Hands `reference` to the bridge; the shared description's dup, or -1 and errno. Sets
+ * *unreachable when the bridge could not be asked (the caller opens without it). */
+static int bridge_open(struct vfs_handle_struct *handle, void *state, int reference,
+		       const struct vfs_open_how *how, bool *unreachable)
+{
+	int fd;
+
+	bridge_ensure(handle, state);
+	fd = rust_ops->bridge_open(state, reference, wants_write(how),
+				   (how->flags & O_NONBLOCK) != 0);
+	*unreachable = (fd == NFSB_BRIDGE_UNREACHABLE);
+	if (fd < 0) {
+		errno = *unreachable ? EIO : -fd;
+		return -1;
+	}
+	if (how->flags & O_TRUNC) {
+		/* Through the shared description: does not break our own kernel lease. */
+		if (ftruncate(fd, 0) != 0) {
+			int err = errno;
+			rust_ops->bridge_close(fd);
+			close(fd);
+			errno = err;
+			return -1;
+		}
+	}
+	return fd;
+}
+
+static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_struct *dirfsp,
+		       const struct smb_filename *smb_fname, struct files_struct *fsp,
+		       const struct vfs_open_how *how)
+{
+	void *state = handle_state(handle);
+	struct stat st;
+	bool own_reference = false, unreachable = false;
+	int reference, fd, err;
+
+	if (!bridge_applies(state, smb_fname, fsp, how)) {
+		return openat_with_root_retry(handle, dirfsp, smb_fname, fsp, how);
+	}
+	if (is_proc_reopen(dirfsp, smb_fname, fsp)) {
+		reference = fsp_get_pathref_fd(fsp);
+	} else {
+		reference = open_path_reference(handle, dirfsp, smb_fname, fsp, how);
+		own_reference = true;
+		if (reference == -1 && errno == ENOENT && (how->flags & O_CREAT)) {
+			/* A new file: create it (as smbd always does, O_EXCL), then share it. */
+			struct vfs_open_how create_how = *how;
+			create_how.flags = (how->flags | O_EXCL) & ~O_TRUNC;
+			reference = openat_with_root_retry(handle, dirfsp, smb_fname, fsp,
+							   &create_how);
+		} else if (reference != -1 && (how->flags & O_CREAT) && (how->flags & O_EXCL)) {
+			close(reference);
+			errno = EEXIST;
+			return -1;
+		}
+		if (reference == -1) {
+			return -1;
+		}
+	}
+	if (fstat(reference, &st) != 0 || !S_ISREG(st.st_mode)) {
+		if (own_reference) {
+			close(reference);
+		}
+		return openat_with_root_retry(handle, dirfsp, smb_fname, fsp, how);
+	}
+	err = check_open_permission(state, reference, how);
+	if (err != 0) {
+		if (own_reference) {
+			close(reference);
+		}
+		errno = err;
+		return -1;
+	}
+	fd = bridge_open(handle, state, reference, how, &unreachable);
+	err = errno;
+	if (own_reference) {
+		close(reference);
+	}
+	if (fd == -1 && unreachable) {
+		/* Serve the open without the bridge; create_file breaks any caching granted on
+		 * it (nothing backs it). */
+		struct vfs_open_how plain_how = *how;
+		plain_how.flags &= ~(O_CREAT | O_EXCL);
+		return openat_with_root_retry(handle, dirfsp, smb_fname, fsp, &plain_how);
+	}
+	errno = err;
+	return fd;
+}
+
+static int nfsb_close(struct vfs_handle_struct *handle, struct files_struct *fsp)
+{
+	int fd = fsp_get_pathref_fd(fsp);
+
+	if (fd != -1 && leases_on(handle_state(handle))) {
+		rust_ops->bridge_close(fd);
+	}
+	return SMB_VFS_NEXT_CLOSE(handle, fsp);
+}
+
+/* A break smbd is carrying out for the bridge; freed with its fsp. */
+struct bridge_break {
+	struct files_struct *fsp;
+	uint32_t break_to;
+	uint64_t token;
+	bool answered;
+	struct tevent_req *watch;
+	struct tevent_timer *timer;
+	uint32_t poll_ms;
+};
+
+static void bridge_break_watch(struct bridge_break *b);
+static void bridge_break_poll(struct bridge_break *b);
+
+/* The caching the fsp's client has now, and whether a break is still in flight. */
+static bool bridge_break_finished(struct bridge_break *b, uint32_t *state)
+{
+	struct files_struct *fsp = b->fsp;
+
+	*state = fsp_lease_type(fsp); /* leases: re-read from leases.tdb */
+	if (fsp->oplock_type == LEASE_OPLOCK) {
+		(void)fsp_lease_update(fsp);
+		*state = fsp->lease->lease.lease_state;
+		if (fsp->lease->lease.lease_flags & SMB2_LEASE_FLAG_BREAK_IN_PROGRESS) {
+			return false;
+		}
+	} else if (fsp->sent_oplock_break != NO_BREAK_SENT) {
+		return false;
+	}
+	return (*state & ~b->break_to) == 0;
+}
+
+static void bridge_break_check(struct bridge_break *b)
+{
+	uint32_t state;
+
+	if (!bridge_break_finished(b, &state)) {
+		return;
+	}
+	b->answered = true;
+	TALLOC_FREE(b->watch);
+	TALLOC_FREE(b->timer);
+	if (b->token != 0) {
+		rust_ops->break_answered(b->token, state);
+	}
+	TALLOC_FREE(b);
+}
+
+static void bridge_break_watch_done(struct tevent_req *req)
+{
+	struct bridge_break *b = tevent_req_callback_data(req, struct bridge_break);
+
+	(void)share_mode_watch_recv(req, NULL, NULL);
+	TALLOC_FREE(req);
+	b->watch = NULL;
+	bridge_break_watch(b); /* re-arm first: the check may free b */
+	bridge_break_check(b);
+}
+
+static void bridge_break_watch(struct bridge_break *b)
+{
+	b->watch = share_mode_watch_send(b, b->fsp->conn->sconn->ev_ctx, &b->fsp->file_id,
+					 (struct server_id){ 0 });
+	if (b->watch != NULL) {
+		tevent_req_set_callback(b->watch, bridge_break_watch_done, b);
+	}
+}
+
+/* Some state changes do not touch the share-mode record (a lease break from R to none needs
+ * no acknowledgement and only updates leases.tdb): check on a backing-off timer too. */
+static void bridge_break_timer(struct tevent_context *ev, struct tevent_timer *te,
+			       struct timeval now, void *private_data)
+{
+	struct bridge_break *b = talloc_get_type_abort(private_data, struct bridge_break);
+
+	b->timer = NULL;
+	bridge_break_poll(b); /* re-arm first: the check may free b */
+	bridge_break_check(b);
+}
+
+static void bridge_break_poll(struct bridge_break *b)
+{
+	b->timer = tevent_add_timer(b->fsp->conn->sconn->ev_ctx, b,
+				    timeval_current_ofs_msec(b->poll_ms), bridge_break_timer, b);
+	b->poll_ms = MIN(b->poll_ms * 2, 1000);
+}
+
+static int bridge_break_destructor(struct bridge_break *b)
+{
+	if (!b->answered && b->token != 0) {
+		/* The open closed before its client answered: Rust hands the break to another
+		 * open of the same lease, or lets the close end it. */
+		rust_ops->break_answered(b->token, NFSB_BREAK_ABANDONED);
+	}
+	return 0;
+}
+
+/* Asks this smbd to break the client caching of `fsp` down to `break_to` (SMB2 lease bits),
+ * through the same message another smbd would send. */
+static bool send_break_request(struct files_struct *fsp, uint32_t break_to)
+{
+	struct messaging_context *msg_ctx = fsp->conn->sconn->msg_ctx;
+	struct oplock_break_message msg = {
+		.id = fsp->file_id,
+		.share_file_id = fh_get_gen_id(fsp->fh),
+		.break_to = (uint8_t)break_to,
+	};
+	DATA_BLOB blob;
+	enum ndr_err_code ndr_err;
+	NTSTATUS status;
+
+	ndr_err = ndr_push_struct_blob(&blob, talloc_tos(), &msg,
+				       (ndr_push_flags_fn_t)ndr_push_oplock_break_message);
+	if (!NDR_ERR_CODE_IS_SUCCESS(ndr_err)) {
+		DBG_ERR("nfsbridge: cannot encode a break message: %s\n", ndr_errstr(ndr_err));
+		return false;
+	}
+	status = messaging_send(msg_ctx, messaging_server_id(msg_ctx), MSG_SMB_BREAK_REQUEST,
+				&blob);
+	TALLOC_FREE(blob.data);
+	if (!NT_STATUS_IS_OK(status)) {
+		DBG_ERR("nfsbridge: cannot send a break request for %s: %s\n", fsp_str_dbg(fsp),
+			nt_errstr(status));
+		return false;
+	}
+	return true;
+}
+
+/* The fsp whose descriptor is `fd` (and, for a lease, with that lease key). */
+static struct files_struct *bridge_find_fsp(int fd, const uint8_t *lease_key)
+{
+	struct files_struct *fsp;
+
+	if (bridge_sconn == NULL) {
+		return NULL;
+	}
+	fsp = file_find_fd(bridge_sconn, fd);
+	if (fsp == NULL) {
+		return NULL;
+	}
+	if (lease_key != NULL) {
+		if (fsp->oplock_type != LEASE_OPLOCK || fsp->lease == NULL ||
+		    memcmp(&fsp->lease->lease.lease_key, lease_key, 16) != 0) {
+			return NULL;
+		}
+	} else if (fsp->oplock_type == LEASE_OPLOCK) {
+		return NULL;
+	}
+	return fsp;
+}
+
+bool nfsb_request_break(int fd, const uint8_t *lease_key, uint32_t break_to, uint64_t token)
+{
+	struct files_struct *fsp = bridge_find_fsp(fd, lease_key);
+	struct bridge_break *b;
+
+	if (fsp == NULL) {
+		return false;
+	}
+	b = talloc_zero(fsp, struct bridge_break);
+	if (b == NULL) {
+		return false;
+	}
+	*b = (struct bridge_break){ .fsp = fsp, .break_to = break_to, .token = token, .poll_ms = 2 };
+	talloc_set_destructor(b, bridge_break_destructor);
+	if (!send_break_request(fsp, break_to)) {
+		b->answered = true; /* the caller learns from the return value */
+		TALLOC_FREE(b);
+		return false;
+	}
+	bridge_break_watch(b);
+	bridge_break_poll(b);
+	return true;
+}
+
+/* "ipv4:..." without the port, or "" */
+static const char *peer_address(TALLOC_CTX *mem_ctx, const struct tsocket_address *addr)
+{
+	char *text = (addr == NULL) ? NULL : tsocket_address_inet_addr_string(addr, mem_ctx);
+	return text == NULL ? "" : text;
+}
+
+/* smbd has granted caching on a regular file: have the bridge back it with a kernel lease,
+ * and break at once whatever the kernel lease cannot back. */
+static void bridge_back_grant(struct vfs_handle_struct *handle, void *state,
+			      struct files_struct *fsp)
+{
+	uint32_t granted, backed;
+	const uint8_t *lease_key = NULL;
+	struct smbd_server_connection *sconn = fsp->conn->sconn;
+	int fd = fsp_get_pathref_fd(fsp);
+
+	if (fsp->fsp_flags.is_directory || fsp_is_alternate_stream(fsp) || fd == -1 ||
+	    !VALID_STAT(fsp->fsp_name->st) || !S_ISREG(fsp->fsp_name->st.st_ex_mode)) {
+		return;
+	}
+	granted = fsp_lease_type(fsp);
+	if (granted == SMB2_LEASE_NONE) {
+		return;
+	}
+	if (fsp->oplock_type == LEASE_OPLOCK && fsp->lease != NULL) {
+		lease_key = (const uint8_t *)&fsp->lease->lease.lease_key;
+	}
+	bridge_ensure(handle, state);
+	become_root(); /* a stat open's description is opened from its O_PATH reference */
+	backed = rust_ops->bridge_grant(state, fd, lease_key, granted,
+					peer_address(talloc_tos(), sconn->remote_address),
+					peer_address(talloc_tos(), sconn->local_address));
+	unbecome_root();
+	if ((granted & ~backed) != 0) {
+		DBG_INFO("nfsbridge: %s: caching 0x%x granted, 0x%x backed by a kernel lease; "
+			 "breaking the rest\n", fsp_str_dbg(fsp), granted, backed);
+		(void)send_break_request(fsp, backed);
+	}
+}
+
+static NTSTATUS nfsb_create_file(struct vfs_handle_struct *handle, struct smb_request *req,
+				 struct files_struct *dirfsp, struct smb_filename *smb_fname,
+				 uint32_t access_mask, uint32_t share_access,
+				 uint32_t create_disposition, uint32_t create_options,
+				 uint32_t file_attributes, uint32_t oplock_request,
+				 const struct smb2_lease *lease, uint64_t allocation_size,
+				 uint32_t private_flags, struct security_descriptor *sd,
+				 struct ea_list *ea_list, files_struct **result, int *pinfo,
+				 const struct smb2_create_blobs *in_context_blobs,
+				 struct smb2_create_blobs *out_context_blobs)
+{
+	void *state = handle_state(handle);
+	NTSTATUS status = SMB_VFS_NEXT_CREATE_FILE(
+		handle, req, dirfsp, smb_fname, access_mask, share_access, create_disposition,
+		create_options, file_attributes, oplock_request, lease, allocation_size,
+		private_flags, sd, ea_list, result, pinfo, in_context_blobs, out_context_blobs);
+
+	if (NT_STATUS_IS_OK(status) && *result != NULL && leases_on(state)) {
+		bridge_back_grant(handle, state, *result);
+	}
+	return status;
+}
+
+static NTSTATUS nfsb_durable_reconnect(struct vfs_handle_struct *handle,
+				       struct smb_request *smb1req, struct smbXsrv_open *op,
+				       const DATA_BLOB old_cookie, TALLOC_CTX *mem_ctx,
+				       struct files_struct **fsp, DATA_BLOB *new_cookie)
+{
+	void *state = handle_state(handle);
+	NTSTATUS status = SMB_VFS_NEXT_DURABLE_RECONNECT(handle, smb1req, op, old_cookie,
+							 mem_ctx, fsp, new_cookie);
+
+	if (NT_STATUS_IS_OK(status) && *fsp != NULL && leases_on(state)) {
+		bridge_back_grant(handle, state, *fsp);
+	}
+	return status;
+}
+
 static struct vfs_fn_pointers nfsb_fns = {
 	.mkdirat_fn = nfsb_mkdirat,
 	.openat_fn = nfsb_openat,
+	.close_fn = nfsb_close,
+	.create_file_fn = nfsb_create_file,
+	.durable_reconnect_fn = nfsb_durable_reconnect,
 	.stat_fn = nfsb_stat,
 	.lstat_fn = nfsb_lstat,
 	.fstatat_fn = nfsb_fstatat,

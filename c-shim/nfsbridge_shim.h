@@ -75,7 +75,45 @@ struct nfsb_rust_ops {
 	 * smbd has already checked WRITE_DAC / WRITE_OWNER. Returns an NTSTATUS value. */
 	uint32_t (*fset_nt_acl)(nfsb_handle *handle, void *state, nfsb_fsp *fsp,
 				uint32_t security_info_sent, const uint8_t *sd, size_t sd_len);
+
+	/* The lease bridge (docs/lease-bridge.md). One connection to the bridge daemon per smbd
+	 * process; the calls below without `state` act on it. SMB2 lease bits: R 1, H 2, W 4
+	 * (oplocks as smbd maps them: batch RWH, exclusive RW, level II R). */
+
+	/* Whether this share's lease bridge is on (nfsbridge:leases). */
+	bool (*leases_enabled)(void *state);
+	/* The bridge socket, connecting first if needed (called as root; attempts are
+	 * rate-limited), or -1 when the bridge cannot be reached. */
+	int (*bridge_socket)(void *state);
+	/* A dup of the shared open file description of the regular file `reference` (any
+	 * descriptor of it, O_PATH included) refers to: >= 0, or -errno (the bridge's or the
+	 * kernel's refusal, EWOULDBLOCK when a non-SMB lease holder must be broken first), or
+	 * NFSB_BRIDGE_UNREACHABLE. */
+	int (*bridge_open)(void *state, int reference, bool want_write, bool nonblocking);
+	/* smbd granted `lease_state` on the open whose descriptor is `fd` (a bridge dup, or a
+	 * stat open's O_PATH descriptor); lease_key is the 16-byte SMB2 lease key or NULL for an
+	 * oplock. Returns the part a kernel lease backs (called as root). */
+	uint32_t (*bridge_grant)(void *state, int fd, const uint8_t *lease_key, uint32_t lease_state,
+				 const char *client_address, const char *server_address);
+	/* The descriptor `fd` of an open is about to be closed. */
+	void (*bridge_close)(int fd);
+	/* The bridge socket is readable: handle the daemon's requests (nfsb_request_break).
+	 * False when the daemon is gone; the shim then stops watching and calls
+	 * bridge_disconnect. */
+	bool (*bridge_readable)(void);
+	/* Whether a request found the connection broken (timeout, reset): the shim stops
+	 * watching the socket and calls bridge_disconnect, which closes it. */
+	bool (*bridge_broken)(void);
+	void (*bridge_disconnect)(void);
+	/* The break nfsb_request_break started with `token` ended: the client now caches
+	 * `lease_state` (or NFSB_BREAK_ABANDONED: its open closed first). */
+	void (*break_answered)(uint64_t token, uint32_t lease_state);
 };
+
+/* bridge_open's answer when the lease bridge cannot be asked (not running, not answering). */
+#define NFSB_BRIDGE_UNREACHABLE (-100000)
+/* break_answered's state when the open closed before its client answered. */
+#define NFSB_BREAK_ABANDONED UINT32_MAX
 
 /* Registers the "nfsbridge" VFS module with smbd. `ops` must live for the process.
  * Returns an NTSTATUS value (0 on success). */
@@ -138,6 +176,12 @@ uint32_t nfsb_ntstatus_from_errno(int err);
 
 /* Sets a share parameter for this connection (lp_do_parameter), e.g. "inherit acls". */
 bool nfsb_handle_set_parameter(nfsb_handle *handle, const char *name, const char *value);
+
+/* Breaks the client caching of the open whose descriptor is `fd` (with `lease_key`, or NULL
+ * for an oplock) down to `break_to`, through smbd's own break code (MSG_SMB_BREAK_REQUEST to
+ * this process). When the client has answered or smbd gave up on it, calls
+ * break_answered(token, ...) unless token is 0. False when there is no such open. */
+bool nfsb_request_break(int fd, const uint8_t *lease_key, uint32_t break_to, uint64_t token);
 
 /* Whether a message at `level` of nfsbridge's debug class would be logged. */
 bool nfsb_debug_enabled(int level);

@@ -18,6 +18,10 @@ const SAMBA_LIBS: &[&str] = &[
     "libsmbd-shim-private-samba.so.0",
     "libsamba-security-private-samba.so.0",
     "libtalloc.so.2",
+    "libndr-samba-private-samba.so.0",
+    "libsamba-sockets-private-samba.so.0",
+    "libtevent.so.0",
+    "libndr.so.6",
 ];
 
 fn main() {

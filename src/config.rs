@@ -15,6 +15,8 @@ pub enum OptionKind {
     /// An extended attribute name in a namespace an ACL may live in (`security.`, `system.`,
     /// `trusted.`, `user.`), kept as written.
     XattrName,
+    /// An absolute file system path, kept as written.
+    AbsolutePath,
 }
 
 /// One `nfsbridge:NAME = VALUE` option: its name as written after the colon, how it is
@@ -65,6 +67,24 @@ pub const OPTIONS: &[OptionSpec] = &[
                smbd enforces it, as with vfs_nfs4acl_xattr).",
     },
     OptionSpec {
+        name: "leases",
+        kind: OptionKind::Bool,
+        default: "yes",
+        help: "The lease bridge: every SMB oplock and lease on a regular file is backed by a \
+               kernel lease held by the nfsbridge lease bridge (nfsbridge lease-bridge), so that \
+               a local or NFS opener breaks the client's caching first. SMB opens of regular \
+               files share one open file description per file, handed out by the bridge. When \
+               the bridge cannot be reached, opens work as without the module and any caching \
+               smbd grants on them is broken to none at once. 'no' leaves oplocks and leases \
+               to smbd alone (not coherent with NFS or local access).",
+    },
+    OptionSpec {
+        name: "lease bridge socket",
+        kind: OptionKind::AbsolutePath,
+        default: DEFAULT_LEASE_BRIDGE_SOCKET,
+        help: "The unix socket of the lease bridge (nfsbridge lease-bridge --socket).",
+    },
+    OptionSpec {
     name: "fault injection",
     kind: OptionKind::Keyword(FaultInjection::KEYWORDS),
     default: "none",
@@ -74,6 +94,9 @@ pub const OPTIONS: &[OptionSpec] = &[
            only that tree connect fails. Never set this on a production share.",
     },
 ];
+
+/// Where `nfsbridge lease-bridge` listens unless told otherwise.
+pub const DEFAULT_LEASE_BRIDGE_SOCKET: &str = "/run/nfsbridge/lease-bridge.sock";
 
 /// The xattr encoding of the stored NFSv4 ACL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -141,6 +164,8 @@ pub struct ModuleConfig {
     /// The xattr name; the encoding's default unless set.
     pub acl_xattr: String,
     pub posix_mirror: bool,
+    pub leases: bool,
+    pub lease_bridge_socket: String,
     pub fault_injection: FaultInjection,
 }
 
@@ -151,6 +176,8 @@ impl Default for ModuleConfig {
             acl_encoding: AclEncoding::default(),
             acl_xattr: AclEncoding::default().default_xattr().to_string(),
             posix_mirror: true,
+            leases: true,
+            lease_bridge_socket: DEFAULT_LEASE_BRIDGE_SOCKET.to_string(),
             fault_injection: FaultInjection::default(),
         }
     }
@@ -179,6 +206,8 @@ impl ModuleConfig {
                 ("acl encoding", Value::Keyword(word)) => config.acl_encoding = AclEncoding::from_keyword(word),
                 ("acl xattr", Value::Text(name)) => xattr = Some(name),
                 ("posix mirror", Value::Bool(on)) => config.posix_mirror = on,
+                ("leases", Value::Bool(on)) => config.leases = on,
+                ("lease bridge socket", Value::Text(path)) => config.lease_bridge_socket = path,
                 ("fault injection", Value::Keyword(word)) => {
                     config.fault_injection = FaultInjection::from_keyword(word)
                 }
@@ -200,11 +229,14 @@ impl fmt::Display for ModuleConfig {
         let yes_no = |b: bool| if b { "yes" } else { "no" };
         write!(
             f,
-            "acls={} acl encoding={} acl xattr={} posix mirror={} fault injection={fault}",
+            "acls={} acl encoding={} acl xattr={} posix mirror={} leases={} lease bridge socket={} \
+             fault injection={fault}",
             yes_no(self.acls),
             self.acl_encoding.keyword(),
             self.acl_xattr,
-            yes_no(self.posix_mirror)
+            yes_no(self.posix_mirror),
+            yes_no(self.leases),
+            self.lease_bridge_socket
         )
     }
 }
@@ -252,6 +284,13 @@ pub fn parse_value(spec: &OptionSpec, raw: &str) -> Result<Value, ConfigError> {
             }
             Ok(Value::Text(name.to_string()))
         }
+        OptionKind::AbsolutePath => {
+            let path = raw.trim();
+            if !path.starts_with('/') || path.contains('\0') || path.len() > 4095 {
+                return Err(error("expected an absolute path".into()));
+            }
+            Ok(Value::Text(path.to_string()))
+        }
     }
 }
 
@@ -294,6 +333,19 @@ mod tests {
         }
         let err = config_from(&[("posix mirror", "perhaps")]).unwrap_err();
         assert!(err.to_string().contains("expected yes or no"));
+    }
+
+    #[test]
+    fn lease_options() {
+        let config = config_from(&[]).unwrap();
+        assert!(config.leases);
+        assert_eq!(config.lease_bridge_socket, DEFAULT_LEASE_BRIDGE_SOCKET);
+        let config = config_from(&[("leases", "no"), ("lease bridge socket", " /tmp/x/bridge.sock ")]).unwrap();
+        assert!(!config.leases);
+        assert_eq!(config.lease_bridge_socket, "/tmp/x/bridge.sock");
+        let err = config_from(&[("lease bridge socket", "run/bridge.sock")]).unwrap_err();
+        assert_eq!(err.option, "lease bridge socket");
+        assert!(err.to_string().contains("absolute path"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use nfsbridge::config::{FaultInjection, ModuleConfig, OPTIONS};
 mod acl;
 mod ffi;
 mod guard;
+mod lease;
 mod log;
 mod samba;
 
@@ -26,11 +27,22 @@ static RUST_OPS: ffi::nfsb_rust_ops = ffi::nfsb_rust_ops {
     smb_overrides_posix_mirror: Some(smb_overrides_posix_mirror),
     fget_nt_acl: Some(fget_nt_acl),
     fset_nt_acl: Some(fset_nt_acl),
+    leases_enabled: Some(leases_enabled),
+    bridge_socket: Some(bridge_socket),
+    bridge_open: Some(bridge_open),
+    bridge_grant: Some(bridge_grant),
+    bridge_close: Some(bridge_close),
+    bridge_readable: Some(bridge_readable),
+    bridge_broken: Some(bridge_broken),
+    bridge_disconnect: Some(bridge_disconnect),
+    break_answered: Some(break_answered),
 };
 
 /// What the module keeps for one tree connect, owned by the shim's handle data.
 struct Share {
     service: String,
+    /// The share's path (connectpath), as the lease bridge's share roots name it.
+    path: String,
     config: ModuleConfig,
 }
 
@@ -81,8 +93,14 @@ unsafe extern "C" fn connect(
             // (smbd computes it from the parent's inheritable ACEs and calls fset_nt_acl).
             set_parameter(handle, "inherit acls", "yes");
         }
+        if config.leases {
+            // Every SMB open of a file shares the bridge's one description, so OFD lock owners
+            // would merge; process-associated locks keep each smbd's locks apart as plain
+            // Samba's OFD locks do (docs/lease-bridge.md, byte-range locks).
+            set_parameter(handle, "smbd force process locks", "yes");
+        }
         tracing::info!("connect: share [{service}] path {path} user {user}; options: {config}");
-        let share = Box::new(Share { service, config });
+        let share = Box::new(Share { service, path, config });
         // SAFETY: state points to the shim's local variable; ownership of the box passes to
         // the shim, which hands it back exactly once through free_state.
         unsafe { *state = Box::into_raw(share).cast() };
@@ -170,6 +188,67 @@ unsafe extern "C" fn fset_nt_acl(
             }
         }
     })
+}
+
+unsafe extern "C" fn leases_enabled(state: *mut c_void) -> bool {
+    // SAFETY: the shim passes the state connect stored.
+    guard::call("leases_enabled", false, || unsafe { share(state) }.config.leases)
+}
+
+unsafe extern "C" fn bridge_socket(state: *mut c_void) -> c_int {
+    guard::call("bridge_socket", -1, || {
+        // SAFETY: the shim passes the state connect stored.
+        lease::socket(&unsafe { share(state) }.config.lease_bridge_socket)
+    })
+}
+
+unsafe extern "C" fn bridge_open(state: *mut c_void, reference: c_int, want_write: bool, nonblocking: bool) -> c_int {
+    guard::call("bridge_open", ffi::NFSB_BRIDGE_UNREACHABLE, || {
+        // SAFETY: the shim passes the state connect stored.
+        let share = unsafe { share(state) };
+        lease::open(&share.config.lease_bridge_socket, &share.path, reference, want_write, nonblocking)
+    })
+}
+
+unsafe extern "C" fn bridge_grant(
+    state: *mut c_void,
+    fd: c_int,
+    lease_key: *const u8,
+    lease_state: u32,
+    client_address: *const c_char,
+    server_address: *const c_char,
+) -> u32 {
+    guard::call("bridge_grant", 0, || {
+        // SAFETY: the shim passes the state connect stored, NUL-terminated addresses and a
+        // lease key that is NULL or 16 readable bytes, all valid during the call.
+        let (share, client, server, key) = unsafe {
+            let key = (!lease_key.is_null()).then(|| std::ptr::read(lease_key.cast::<[u8; 16]>()));
+            (share(state), c_text(client_address), c_text(server_address), key)
+        };
+        let granted = nfsbridge::lease::table::Caching::from_lease_state(lease_state);
+        lease::grant(&share.config.lease_bridge_socket, &share.path, fd, key, granted, &client, &server)
+            .to_lease_state()
+    })
+}
+
+unsafe extern "C" fn bridge_close(fd: c_int) {
+    guard::call("bridge_close", (), || lease::close(fd))
+}
+
+unsafe extern "C" fn bridge_readable() -> bool {
+    guard::call("bridge_readable", false, lease::readable)
+}
+
+unsafe extern "C" fn bridge_broken() -> bool {
+    guard::call("bridge_broken", true, lease::is_broken)
+}
+
+unsafe extern "C" fn bridge_disconnect() {
+    guard::call("bridge_disconnect", (), lease::disconnect)
+}
+
+unsafe extern "C" fn break_answered(token: u64, lease_state: u32) {
+    guard::call("break_answered", (), || lease::break_answered(token, lease_state))
 }
 
 /// The raw smb.conf value of `nfsbridge:<name>`, if set.

@@ -109,6 +109,18 @@ class LocalActor:
         return self._child("import sys; sys.stdout.buffer.write(open(sys.argv[1],'rb').read())",
                            str(self.path(name)))
 
+    def read_many(self, names: list[str]) -> list[bytes]:
+        """Reads every file, starting all their lease breaks at once: a non-blocking open of
+        each first (EWOULDBLOCK starts the break of a leased file), then a blocking read."""
+        if self.uid is not None:
+            raise NotImplementedError("read_many runs as the test process")
+        for name in names:
+            try:
+                os.close(os.open(self.path(name), os.O_RDONLY | os.O_NONBLOCK))
+            except BlockingIOError:
+                pass
+        return [self.path(name).read_bytes() for name in names]
+
     def write(self, name: str, data: bytes) -> None:
         if self.uid is None:
             self.path(name).write_bytes(data)

@@ -23,6 +23,7 @@ from .netns import NetNamespace
 SAMBA_MODULES_DIR = Path("/usr/lib/x86_64-linux-gnu/samba")
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODULE = REPO / "target" / "release" / "libvfs_nfsbridge.so"
+DEFAULT_CLI = REPO / "target" / "release" / "nfsbridge"
 
 
 @dataclass
@@ -82,10 +83,15 @@ class SambaInstance:
 
     def __init__(self, root: Path, shares: list[Share], port: int | None = None,
                  module: Path = DEFAULT_MODULE, log_level: str = "1 nfsbridge:10 vfs:3",
-                 global_options: dict[str, str] | None = None, netns: NetNamespace | None = None):
+                 global_options: dict[str, str] | None = None, netns: NetNamespace | None = None,
+                 lease_bridge: bool = True, bridge_args: list[str] | None = None):
         """With `netns`, smbd listens on 127.0.0.1:445 inside that namespace (the default
         port, which every Samba client tool can reach) and client helpers run there; without
-        it, on 127.0.0.1:`port` (a free port unless given) of the host."""
+        it, on 127.0.0.1:`port` (a free port unless given) of the host.
+
+        When a share loads nfsbridge and `lease_bridge` is true, the instance runs its own
+        lease bridge (`nfsbridge lease-bridge`, extra arguments `bridge_args`) on a socket
+        under `root`, serving exactly these shares, and points the module at it."""
         self.root = Path(root)
         self.shares = shares
         self.netns = netns
@@ -96,6 +102,11 @@ class SambaInstance:
         self.conf = self.root / "smb.conf"
         self.log_dir = self.root / "log"
         self.proc: subprocess.Popen | None = None
+        self.lease_bridge = lease_bridge and any(
+            "nfsbridge" in share.options.get("vfs objects", "") for share in shares)
+        self.bridge_args = bridge_args or []
+        self.bridge_socket = self.root / "lease-bridge" / "bridge.sock"
+        self.bridge: subprocess.Popen | None = None
 
     # -- configuration ---------------------------------------------------------------------
     def write_config(self) -> None:
@@ -125,6 +136,8 @@ class SambaInstance:
             "\tusershare max shares = 0",
             "\twinbind scan trusted domains = no",
         ]
+        if self.lease_bridge:
+            lines.append(f"\tnfsbridge:lease bridge socket = {self.bridge_socket}")
         lines += [f"\t{k} = {v}" for k, v in self.global_options.items()]
         for share in self.shares:
             lines += [f"[{share.name}]", f"\tpath = {share.path}", "\tread only = no"]
@@ -165,10 +178,66 @@ class SambaInstance:
                 return _can_connect(self.port)
         return _can_connect(self.port)
 
+    def start_bridge(self, timeout: float = 10.0) -> None:
+        """Starts this instance's lease bridge and waits for its socket."""
+        self.bridge_socket.parent.mkdir(parents=True, exist_ok=True)
+        self.bridge_socket.unlink(missing_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        shares = [arg for share in self.shares for arg in ("--share", str(share.path))]
+        out = open(self.log_dir / "lease-bridge.log", "ab")
+        self.bridge = subprocess.Popen(
+            [str(DEFAULT_CLI), "lease-bridge", "--socket", str(self.bridge_socket), *shares,
+             *self.bridge_args],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")})
+        # scripts/serve.sh stops it from another process: keep its pid.
+        (self.bridge_socket.parent / "bridge.pid").write_text(f"{self.bridge.pid}\n")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.bridge.poll() is not None:
+                raise RuntimeError(f"lease bridge exited with {self.bridge.returncode}\n{self.logs()}")
+            if self.bridge_socket.exists():
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"lease bridge did not create {self.bridge_socket} within {timeout}s")
+
+    def bridge_pid(self) -> int | None:
+        if self.bridge is not None:
+            return self.bridge.pid if self.bridge.poll() is None else None
+        try:
+            pid = int((self.bridge_socket.parent / "bridge.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return pid if b"lease-bridge" in cmdline and _alive(pid) else None
+
+    def stop_bridge(self, sig: int = signal.SIGTERM) -> None:
+        if self.bridge is None:
+            pid = self.bridge_pid()
+            if pid is not None:
+                os.kill(pid, sig)
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and _alive(pid):
+                    time.sleep(0.05)
+            return
+        if self.bridge.poll() is None:
+            self.bridge.send_signal(sig)
+            try:
+                self.bridge.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.bridge.kill()
+                self.bridge.wait()
+        self.bridge = None
+
     def start(self, daemon: bool = False, timeout: float = 20.0) -> None:
-        """Starts smbd and waits until it accepts connections."""
+        """Starts the lease bridge (if any) and smbd, and waits until smbd accepts connections."""
         self.write_config()
         self.prepare_modules()
+        if self.lease_bridge and self.bridge is None:
+            self.start_bridge()
         if daemon:
             subprocess.run(self._smbd_command(daemon=True), check=True)
         else:
@@ -208,6 +277,7 @@ class SambaInstance:
         pid = self.pid()
         if pid is None:
             self._stop_rpc_helpers()
+            self.stop_bridge()
             return
         try:
             pgid = os.getpgid(pid)
@@ -230,6 +300,7 @@ class SambaInstance:
             except subprocess.TimeoutExpired:
                 pass
         self._stop_rpc_helpers()
+        self.stop_bridge()
 
     def rpc_helpers(self) -> list[int]:
         """Pids of the samba-dcerpcd / rpcd_* processes started for this instance."""

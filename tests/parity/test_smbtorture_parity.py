@@ -36,6 +36,7 @@ EXCLUDED = {"smb2.dirlease.oplocks"}
 # oplock tests' sharing-violation checks come out differently even on plain Samba.
 SUITES = [("smb2.lease", "plain", "bridged"), ("smb2.oplock", "plain", "bridged"),
           ("smb2.durable-open", "plain", "bridged"), ("smb2.dirlease", "plain", "bridged"),
+          ("smb2.lock", "plain", "bridged"),
           ("smb2.acls", "nfs4acl", "bridged_acl"), ("smb2.sdread", "nfs4acl", "bridged_acl")]
 # Streams are on for both shares (Windows-facing shares have them, and several oplock/lease
 # tests open streams); nfsbridge sits on top of the same stack.
@@ -91,13 +92,14 @@ def list_tests(smbd, suite: str) -> list[str]:
     return tests
 
 
-def run_suite(smbd, share: str, user, suite: str, tests: list[str], workdir: Path) -> dict[str, str]:
+def run_suite(smbd, share: str, user, suite: str, tests: list[str], workdir: Path,
+              extra: tuple[str, ...] = ()) -> dict[str, str]:
     """Runs the suite's tests; returns {test: success|failure|error|skip|missing}."""
     load_list = workdir / f"{share}-{suite}.list"
     load_list.write_text("\n".join(tests) + "\n")
     log = workdir / f"{share}-{suite}.out"
     cmd = ["smbtorture", f"//127.0.0.1/{share}", *smbd.client_args(user), "--target=samba3",
-           "--format=subunit", "--fullname", f"--load-list={load_list}", suite]
+           "--format=subunit", "--fullname", f"--load-list={load_list}", *extra, suite]
     with open(log, "w") as out:
         smbd.run_client(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=SUITE_TIMEOUT)
     results = {t: "missing" for t in tests}
@@ -175,3 +177,29 @@ def test_suite_parity(smbd, test_user, suite, baseline, bridged_share, data_dir)
         f"{suite}: {len(regressions)} test(s) pass on the {baseline} share but not through nfsbridge: "
         + ", ".join(f"{t} ({bridged[t]}; {baseline} {plain[t]})" for t in regressions)
         + f"\nsmbtorture output: {workdir}/{bridged_share}-{suite}.out")
+
+
+# smb2.kernel-oplocks checks that local opens (torture:localdir) break SMB oplocks. Tests 5 and
+# 7 assert the no-level-II rule of `kernel oplocks = yes`, which nfsbridge does not impose
+# (level II oplocks and leases stay granted, backed by the bridge's kernel lease).
+KERNEL_OPLOCKS_MUST_PASS = {f"smb2.kernel-oplocks.kernel_oplocks{n}" for n in (1, 2, 3, 4, 6, 8)}
+
+
+@pytest.mark.parametrize("suite", ["smb2.kernel-oplocks"])
+def test_kernel_oplocks_suite_passes_on_the_nfsbridge_share(smbd, test_user, suite, data_dir):
+    tests = list_tests(smbd, suite)
+    assert KERNEL_OPLOCKS_MUST_PASS <= set(tests), tests
+    workdir = data_dir / suite / "torture"
+    workdir.mkdir(exist_ok=True)
+    localdir = data_dir / suite / "bridged"
+    extra = (f"--option=torture:localdir={localdir}",)
+    results = run_suite(smbd, "bridged", test_user, suite, tests, workdir, extra)
+    print(f"\n{suite} on the nfsbridge share: " + ", ".join(f"{t.rsplit('.', 1)[-1]} {r}" for t, r in sorted(results.items())))
+    failed = []
+    for test in sorted(KERNEL_OPLOCKS_MUST_PASS):
+        if results[test] != "success":
+            again = run_suite(smbd, "bridged", test_user, suite, [test], workdir, extra)[test]
+            print(f"{suite}: retry of {test}: {again}")
+            if again != "success":
+                failed.append(f"{test} ({results[test]}, then {again})")
+    assert not failed, f"{suite}: " + ", ".join(failed) + f"\nsmbtorture output: {workdir}/bridged-{suite}.out"

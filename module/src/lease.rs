@@ -1,0 +1,428 @@
+//! The module's half of the lease bridge: one connection per smbd process to the bridge
+//! daemon (`nfsbridge lease-bridge`), the opens of this process that share a bridge
+//! description, and the breaks smbd is carrying out for the daemon. The shim calls in from
+//! smbd's main loop (openat, create_file, close, the socket's readability); smbd is single
+//! threaded, the mutex only makes the state a safe static.
+//!
+//! Never held across a call into the shim that can call back (`nfsb_request_break` only starts
+//! a break; its answer comes later from the event loop), so the lock is never taken twice.
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nfsbridge::lease::client::{BreakRequest, BridgeClient};
+use nfsbridge::lease::protocol::WireUnit;
+use nfsbridge::lease::table::{Caching, GrantKind, InodeKey};
+
+use crate::ffi;
+
+/// How often a process tries to reach a bridge that is not answering.
+const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One SMB open of this process whose file has a bridge description.
+struct OpenRecord {
+    /// The open's id in the daemon's table (unique in this process).
+    open_id: u64,
+    inode: InodeKey,
+    /// Which connection to the daemon the open belongs to (a restarted daemon does not know
+    /// the opens of its predecessor).
+    generation: u64,
+    /// Set once smbd granted caching on it.
+    kind: Option<GrantKind>,
+    /// For an open without a data descriptor (a stat open holding a lease): the description
+    /// kept for the kernel lease.
+    side_description: Option<OwnedFd>,
+}
+
+impl OpenRecord {
+    fn lease_key(&self) -> Option<[u8; 16]> {
+        match self.kind {
+            Some(GrantKind::Lease(key)) => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// A break smbd is carrying out, by the token the shim hands back.
+enum PendingBreak {
+    /// Asked by the daemon: answered with a BreakAck.
+    Daemon { request: BreakRequest, generation: u64 },
+    /// The daemon went away while the client cached: once the client has flushed and given up
+    /// its caching, the kernel lease left on the description is released here.
+    Orphaned { lease_fd: RawFd },
+}
+
+struct Bridge {
+    client: Option<BridgeClient>,
+    socket_path: Option<PathBuf>,
+    /// The connection failed (timeout, broken pipe): the shim must stop watching the socket
+    /// before it is closed.
+    broken: bool,
+    generation: u64,
+    last_attempt: Option<Instant>,
+    opens: BTreeMap<RawFd, OpenRecord>,
+    next_open_id: u64,
+    breaks: BTreeMap<u64, PendingBreak>,
+    next_token: u64,
+}
+
+static BRIDGE: Mutex<Bridge> = Mutex::new(Bridge {
+    client: None,
+    socket_path: None,
+    broken: false,
+    generation: 0,
+    last_attempt: None,
+    opens: BTreeMap::new(),
+    next_open_id: 1,
+    breaks: BTreeMap::new(),
+    next_token: 1,
+});
+
+fn bridge() -> MutexGuard<'static, Bridge> {
+    // A panic while holding it was caught at the FFI boundary; the state is still consistent
+    // enough to go on (every entry is independent).
+    BRIDGE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Errors that mean the daemon cannot be asked, as opposed to its answer being a refusal.
+fn is_transport_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::TimedOut
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::NotConnected
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// A break the shim must start once the lock is released.
+struct BreakOrder {
+    fd: RawFd,
+    lease_key: Option<[u8; 16]>,
+    break_to: Caching,
+    token: u64,
+}
+
+impl Bridge {
+    /// The connected socket for `path`, connecting if needed.
+    fn socket(&mut self, path: &Path) -> RawFd {
+        if self.broken {
+            return -1;
+        }
+        if let Some(client) = &self.client {
+            if self.socket_path.as_deref() == Some(path) {
+                return client.as_raw_fd();
+            }
+            tracing::error!(
+                "this smbd already uses the lease bridge at {}; a share that names {} is served \
+                 without kernel-backed caching (all shares must name the same socket)",
+                self.socket_path.as_deref().unwrap_or(Path::new("?")).display(),
+                path.display()
+            );
+            return -1;
+        }
+        if self.last_attempt.is_some_and(|at| at.elapsed() < RECONNECT_INTERVAL) {
+            return -1;
+        }
+        self.last_attempt = Some(Instant::now());
+        match BridgeClient::connect(path) {
+            Ok(client) => {
+                self.generation += 1;
+                tracing::info!("connected to the lease bridge at {}", path.display());
+                let fd = client.as_raw_fd();
+                self.client = Some(client);
+                self.socket_path = Some(path.to_path_buf());
+                fd
+            }
+            Err(err) => {
+                tracing::error!(
+                    "cannot reach the lease bridge at {}: {err}; SMB caching on this share is \
+                     broken to none until it is back (start it with 'nfsbridge lease-bridge')",
+                    path.display()
+                );
+                -1
+            }
+        }
+    }
+
+    fn mark_broken(&mut self, during: &str, err: &io::Error) {
+        if !self.broken {
+            tracing::error!("lease bridge connection lost during {during}: {err}");
+        }
+        self.broken = true;
+    }
+
+    fn new_token(&mut self) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        token
+    }
+
+    /// An open of this process belonging to `unit` on `inode`, for the shim to break.
+    fn open_of_unit(&self, inode: InodeKey, unit: WireUnit) -> Option<(RawFd, &OpenRecord)> {
+        self.opens
+            .iter()
+            .filter(|(_, record)| record.inode == inode && record.generation == self.generation)
+            .find(|(_, record)| match unit {
+                WireUnit::Oplock { file_id } => {
+                    record.open_id == file_id && record.kind == Some(GrantKind::Oplock)
+                }
+                WireUnit::Lease(key) => record.kind == Some(GrantKind::Lease(key)),
+            })
+            .map(|(fd, record)| (*fd, record))
+    }
+
+    /// Routes a daemon break request to an open of its unit; answers at once when this process
+    /// has none left (its opens closed meanwhile: the closes end the unit's part).
+    fn order_break(&mut self, request: BreakRequest) -> Option<BreakOrder> {
+        let found = self
+            .open_of_unit(request.inode, request.unit)
+            .map(|(fd, record)| (fd, record.lease_key()));
+        let Some((fd, lease_key)) = found else {
+            self.ack(&request, Caching::NONE);
+            return None;
+        };
+        let token = self.new_token();
+        let order = BreakOrder { fd, lease_key, break_to: request.break_to, token };
+        self.breaks
+            .insert(token, PendingBreak::Daemon { request, generation: self.generation });
+        Some(order)
+    }
+
+    fn ack(&mut self, request: &BreakRequest, caching: Caching) {
+        let Some(client) = self.client.as_mut() else { return };
+        if let Err(err) = client.break_ack(request.request_id, request.inode, request.unit, caching) {
+            self.mark_broken("a break acknowledgement", &err);
+        }
+    }
+}
+
+/// Starts the breaks in the shim (without the lock held).
+fn start_breaks(orders: Vec<BreakOrder>) {
+    for order in orders {
+        let key_ptr = order.lease_key.as_ref().map_or(std::ptr::null(), |key| key.as_ptr());
+        // SAFETY: called on smbd's main loop; key_ptr is NULL or 16 readable bytes that live
+        // until the call returns (the shim copies nothing it keeps).
+        let started = unsafe { ffi::nfsb_request_break(order.fd, key_ptr, order.break_to.to_lease_state(), order.token) };
+        if !started {
+            // The open is gone or the message could not be sent: nothing caches through it.
+            break_answered(order.token, ffi::NFSB_BREAK_ABANDONED);
+        }
+    }
+}
+
+pub fn socket(path: &str) -> RawFd {
+    bridge().socket(Path::new(path))
+}
+
+pub fn is_broken() -> bool {
+    bridge().broken
+}
+
+pub fn open(path: &str, share_path: &str, reference: RawFd, want_write: bool, nonblocking: bool) -> i32 {
+    let mut bridge = bridge();
+    if bridge.socket(Path::new(path)) < 0 {
+        return ffi::NFSB_BRIDGE_UNREACHABLE;
+    }
+    let open_id = bridge.next_open_id;
+    bridge.next_open_id += 1;
+    let client = bridge.client.as_mut().expect("socket() connected");
+    // SAFETY: the shim passes a descriptor it keeps open for the duration of this call.
+    let reference = unsafe { BorrowedFd::borrow_raw(reference) };
+    match client.open_description(reference, share_path, open_id, want_write, nonblocking) {
+        Ok((fd, inode, _writable)) => {
+            let fd = fd.into_raw_fd();
+            let generation = bridge.generation;
+            bridge.opens.insert(
+                fd,
+                OpenRecord { open_id, inode, generation, kind: None, side_description: None },
+            );
+            fd
+        }
+        Err(err) if is_transport_error(&err) => {
+            bridge.mark_broken("an open", &err);
+            ffi::NFSB_BRIDGE_UNREACHABLE
+        }
+        Err(err) => -err.raw_os_error().unwrap_or(libc::EIO),
+    }
+}
+
+pub fn grant(
+    path: &str,
+    share_path: &str,
+    fd: RawFd,
+    lease_key: Option<[u8; 16]>,
+    granted: Caching,
+    client_address: &str,
+    server_address: &str,
+) -> Caching {
+    let mut bridge = bridge();
+    if bridge.socket(Path::new(path)) < 0 {
+        return Caching::NONE;
+    }
+    if !bridge.opens.contains_key(&fd) {
+        // No bridge description yet: a stat open (its descriptor is O_PATH), or an open made
+        // while the bridge was unreachable. Open one beside it for the kernel lease; with a
+        // plain descriptor still open the kernel refuses the lease and nothing is backed.
+        let open_id = bridge.next_open_id;
+        bridge.next_open_id += 1;
+        let client = bridge.client.as_mut().expect("socket() connected");
+        // SAFETY: fd is the fsp's descriptor, open for the duration of this call.
+        let reference = unsafe { BorrowedFd::borrow_raw(fd) };
+        match client.open_description(reference, share_path, open_id, false, true) {
+            Ok((side, inode, _)) => {
+                let generation = bridge.generation;
+                bridge.opens.insert(
+                    fd,
+                    OpenRecord { open_id, inode, generation, kind: None, side_description: Some(side) },
+                );
+            }
+            Err(err) => {
+                if is_transport_error(&err) {
+                    bridge.mark_broken("a grant", &err);
+                } else {
+                    tracing::info!("no bridge description for a granted open: {err}");
+                }
+                return Caching::NONE;
+            }
+        }
+    }
+    let generation = bridge.generation;
+    let record = bridge.opens.get(&fd).expect("inserted above");
+    if record.generation != generation {
+        return Caching::NONE;
+    }
+    let (inode, open_id) = (record.inode, record.open_id);
+    let kind = lease_key.map_or(GrantKind::Oplock, GrantKind::Lease);
+    let client = bridge.client.as_mut().expect("socket() connected");
+    match client.grant(inode, open_id, kind, granted, share_path, client_address, server_address) {
+        Ok(backed) => {
+            bridge.opens.get_mut(&fd).expect("present").kind = Some(kind);
+            backed
+        }
+        Err(err) => {
+            if is_transport_error(&err) {
+                bridge.mark_broken("a grant", &err);
+            } else {
+                tracing::warn!("the lease bridge refused a grant: {err}");
+            }
+            Caching::NONE
+        }
+    }
+}
+
+pub fn close(fd: RawFd) {
+    let mut bridge = bridge();
+    let Some(record) = bridge.opens.remove(&fd) else { return };
+    if record.generation != bridge.generation || bridge.broken {
+        return;
+    }
+    if let Some(client) = bridge.client.as_mut() {
+        if let Err(err) = client.close(record.inode, record.open_id) {
+            bridge.mark_broken("a close", &err);
+        }
+    }
+}
+
+/// The socket is readable. False when the daemon is gone.
+pub fn readable() -> bool {
+    let orders = {
+        let mut bridge = bridge();
+        let Some(client) = bridge.client.as_mut() else { return false };
+        let requests = match client.take_break_requests() {
+            Ok(requests) => requests,
+            Err(err) => {
+                bridge.mark_broken("reading break requests", &err);
+                return false;
+            }
+        };
+        requests
+            .into_iter()
+            .filter_map(|request| bridge.order_break(request))
+            .collect::<Vec<_>>()
+    };
+    start_breaks(orders);
+    true
+}
+
+/// Drops the connection (the shim has stopped watching it). Every caching this process's
+/// clients still hold is broken to none, and the kernel leases left behind on the shared
+/// descriptions are released once each client has answered.
+pub fn disconnect() {
+    let orders = {
+        let mut bridge = bridge();
+        if bridge.client.take().is_none() {
+            return;
+        }
+        bridge.broken = false;
+        bridge.socket_path = None;
+        tracing::warn!("lease bridge gone: breaking the caching of this process's clients to none");
+        let cached: Vec<(RawFd, Option<[u8; 16]>, RawFd)> = bridge
+            .opens
+            .iter()
+            .filter(|(_, record)| record.kind.is_some())
+            .map(|(fd, record)| {
+                let lease_fd = record.side_description.as_ref().map_or(*fd, |side| side.as_raw_fd());
+                (*fd, record.lease_key(), lease_fd)
+            })
+            .collect();
+        let mut orders = Vec::new();
+        for (fd, lease_key, lease_fd) in cached {
+            let token = bridge.new_token();
+            bridge.breaks.insert(token, PendingBreak::Orphaned { lease_fd });
+            orders.push(BreakOrder { fd, lease_key, break_to: Caching::NONE, token });
+        }
+        // Breaks the daemon asked for can no longer be acknowledged to it.
+        bridge.breaks.retain(|_, pending| matches!(pending, PendingBreak::Orphaned { .. }));
+        orders
+    };
+    start_breaks(orders);
+}
+
+pub fn break_answered(token: u64, lease_state: u32) {
+    let orders = {
+        let mut bridge = bridge();
+        let Some(pending) = bridge.breaks.remove(&token) else { return };
+        match pending {
+            PendingBreak::Daemon { request, generation } => {
+                if generation != bridge.generation {
+                    return;
+                }
+                if lease_state == ffi::NFSB_BREAK_ABANDONED {
+                    // Its open closed: another open of the same lease carries the break on.
+                    bridge.order_break(request).into_iter().collect::<Vec<_>>()
+                } else {
+                    bridge.ack(&request, Caching::from_lease_state(lease_state));
+                    Vec::new()
+                }
+            }
+            PendingBreak::Orphaned { lease_fd } => {
+                if lease_state != ffi::NFSB_BREAK_ABANDONED {
+                    release_orphaned_lease(lease_fd);
+                }
+                Vec::new()
+            }
+        }
+    };
+    start_breaks(orders);
+}
+
+/// Releases the kernel lease a vanished daemon left on a description (any descriptor of the
+/// description may; root may for any file).
+fn release_orphaned_lease(fd: RawFd) {
+    // SAFETY: the shim's become_root/unbecome_root pair, on smbd's main loop.
+    unsafe { ffi::nfsb_become_root() };
+    // SAFETY: fd is a descriptor of an open this process still has (its record is present
+    // until the close hook runs, and the close ends the break first).
+    let result = nfsbridge::lease::fcntl::set_lease(unsafe { BorrowedFd::borrow_raw(fd) }, None);
+    // SAFETY: pairs the become_root above.
+    unsafe { ffi::nfsb_unbecome_root() };
+    if let Err(err) = result {
+        tracing::warn!("cannot release the kernel lease left by the lease bridge: {err}");
+    }
+}

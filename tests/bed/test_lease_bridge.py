@@ -1,0 +1,207 @@
+"""The lease bridge (issue 5): SMB caching on an nfsbridge share is backed by a kernel lease, so a
+local or NFS opener breaks the client's caching first and sees what the client wrote.
+
+The SMB client here (smbprotocol) does not cache by itself; each test plays a caching client:
+it holds back a write while it holds write caching and sends it when the break arrives, before
+acknowledging, as Windows flushes its cache. A stale read is then a read that returns before
+the break was answered, or without the flushed bytes.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from harness.smb_lease_client import (LeaseBreak, OplockBreak, STATUS_SUCCESS, lease_state,
+                                      lease_text)
+
+pytestmark = [pytest.mark.bed_share("nfsbridge")]
+
+BATCH = 0x09
+EXCLUSIVE = 0x08
+LEVEL_II = 0x01
+
+FLUSHED = b"written by the SMB client while it cached, flushed on the break\n"
+
+
+def _local_file(bed, name: str, data: bytes) -> None:
+    """A file made locally (by root) that the SMB test user may read and write."""
+    bed.local.write(name, data)
+    os.chmod(bed.local.path(name), 0o666)
+
+
+def _cached_write_then_break(bed, reader, name: str) -> None:
+    """The common shape: an RWH lease with a write held back; `reader(name)` runs in a thread
+    and must not return before the client flushed and acknowledged, and must see the bytes."""
+    _local_file(bed, name, b"old contents\n")
+    with bed.smb() as smb:
+        f = smb.open(name, lease="RWH")
+        assert lease_text(f.lease_state) == "RWH"
+        with ThreadPoolExecutor(1) as pool:
+            read = pool.submit(reader, name)
+            brk = smb.wait_break(timeout=10)
+            assert isinstance(brk, LeaseBreak) and brk.lease_key == f.lease_key
+            assert lease_text(brk.current) == "RWH" and brk.ack_required
+            assert not brk.new & lease_state("W")
+            time.sleep(0.2)
+            assert not read.done(), "the reader got in before the client flushed"
+            f.write(FLUSHED)       # the cached write reaches the server first ...
+            assert smb.ack_lease_break(brk) == STATUS_SUCCESS   # ... then the ack
+            data = read.result(timeout=10)
+        assert data.startswith(FLUSHED)
+        f.close()
+
+
+def test_local_reader_sees_what_an_rwh_client_cached(bed):
+    _cached_write_then_break(bed, bed.local.read, "rwh-local.txt")
+
+
+def test_nfs_reader_sees_what_an_rwh_client_cached(bed):
+    _cached_write_then_break(bed, bed.nfs.read, "rwh-nfs.txt")
+
+
+def test_local_writer_invalidates_the_clients_read_cache(bed):
+    _local_file(bed, "rh.txt", b"before\n")
+    with bed.smb() as smb:
+        f = smb.open("rh.txt", lease="RH", write=False)
+        assert lease_text(f.lease_state) == "RH"
+        assert f.read() == b"before\n"
+        with ThreadPoolExecutor(1) as pool:
+            write = pool.submit(bed.local.write, "rh.txt", b"after\n")
+            brk = smb.wait_break(timeout=10)
+            assert isinstance(brk, LeaseBreak)
+            # A writer: nothing of the read cache may stay.
+            assert brk.new == 0, lease_text(brk.new)
+            if brk.ack_required:
+                assert smb.ack_lease_break(brk) == STATUS_SUCCESS
+            write.result(timeout=10)
+        assert f.read() == b"after\n"
+        f.close()
+
+
+@pytest.mark.parametrize("level", [BATCH, EXCLUSIVE])
+def test_local_reader_breaks_a_batch_or_exclusive_oplock(bed, level):
+    name = f"oplock-{level}.txt"
+    _local_file(bed, name, b"old\n")
+    with bed.smb() as smb:
+        f = smb.open(name, lease=None, oplock=level)
+        assert f.oplock_level == level
+        with ThreadPoolExecutor(1) as pool:
+            read = pool.submit(bed.local.read, name)
+            brk = smb.wait_break(timeout=10)
+            assert isinstance(brk, OplockBreak) and brk.file_id == f.handle.file_id
+            time.sleep(0.2)
+            assert not read.done()
+            f.write(FLUSHED)
+            assert smb.ack_oplock_break(brk) == STATUS_SUCCESS
+            assert read.result(timeout=10).startswith(FLUSHED)
+        f.close()
+
+
+def test_smb_opens_of_one_file_do_not_break_each_other_through_the_kernel(bed):
+    """Two SMB clients: the second open is decided by smbd (a lease break to RH, acknowledged),
+    not by a kernel lease break; smbd's log shows no kernel-forced break."""
+    with bed.smb() as first, bed.smb() as second:
+        a = first.open("shared.txt", lease="RWH")
+        with ThreadPoolExecutor(1) as pool:
+            opening = pool.submit(second.open, "shared.txt", lease="RWH")
+            brk = first.wait_break(timeout=10)
+            assert lease_text(brk.new) == "RH"
+            assert first.ack_lease_break(brk) == STATUS_SUCCESS
+            b = opening.result(timeout=10)
+        assert lease_text(b.lease_state) == "RH"
+        a.write(b"via a")
+        assert b.read(0, 5) == b"via a"
+        a.close()
+        b.close()
+
+
+def test_client_that_disconnects_mid_break_lets_the_local_reader_in(bed):
+    _local_file(bed, "gone.txt", b"contents\n")
+    smb = bed.smb()
+    f = smb.open("gone.txt", lease="RWH")
+    assert lease_text(f.lease_state) == "RWH"
+    with ThreadPoolExecutor(1) as pool:
+        read = pool.submit(bed.local.read, "gone.txt")
+        smb.wait_break(timeout=10)
+        started = time.monotonic()
+        smb.connection.disconnect(False)       # no ack, no close: the TCP connection drops
+        assert read.result(timeout=20) == b"contents\n"
+        assert time.monotonic() - started < 10
+
+
+def _smbd_child_serving(bed) -> int:
+    """The smbd process serving our one client connection (a child of the parent smbd)."""
+    parent = bed.smbd.pid()
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read().split()
+            except OSError:
+                continue
+            if int(stat[3]) == parent and stat[1].startswith("(smbd"):
+                children.append(int(entry))
+    assert children, "no smbd child process"
+    return max(children)
+
+
+def test_smbd_killed_mid_break_lets_the_local_reader_in(bed):
+    _local_file(bed, "killed.txt", b"contents\n")
+    smb = bed.smb()
+    f = smb.open("killed.txt", lease="RWH")
+    assert lease_text(f.lease_state) == "RWH"
+    with ThreadPoolExecutor(1) as pool:
+        read = pool.submit(bed.local.read, "killed.txt")
+        smb.wait_break(timeout=10)
+        started = time.monotonic()
+        os.kill(_smbd_child_serving(bed), signal.SIGKILL)
+        assert read.result(timeout=20) == b"contents\n"
+        assert time.monotonic() - started < 10
+
+
+def test_client_that_never_acknowledges_loses_its_lease_after_smbds_timeout(bed):
+    """smbd gives a silent client 35 s (OPLOCK_BREAK_TIMEOUT); then the bridge releases the
+    kernel lease and the reader gets in, before the kernel's own 45 s lease-break-time."""
+    _local_file(bed, "silent.txt", b"contents\n")
+    with bed.smb() as smb:
+        f = smb.open("silent.txt", lease="RWH")
+        with ThreadPoolExecutor(1) as pool:
+            started = time.monotonic()
+            read = pool.submit(bed.local.read, "silent.txt")
+            smb.wait_break(timeout=10)
+            assert read.result(timeout=60) == b"contents\n"
+            waited = time.monotonic() - started
+        assert 30 < waited < 44, waited
+        f.close()
+
+
+def test_a_thousand_leased_files_broken_at_once(bed):
+    names = [f"many/f{i:04d}" for i in range(1000)]
+    bed.local.mkdir("many")
+    os.chmod(bed.local.path("many"), 0o777)
+    for name in names:
+        _local_file(bed, name, b"old")
+    with bed.smb() as smb:
+        opens = {name: smb.open(name.replace("/", "\\"), lease="RWH") for name in names}
+        assert all(lease_text(o.lease_state) == "RWH" for o in opens.values())
+        by_key = {o.lease_key: (name, o) for name, o in opens.items()}
+        with ThreadPoolExecutor(1) as pool:
+            # One local process opens every file; each open waits for its break.
+            reads = pool.submit(bed.local.read_many, names)
+            acked = 0
+            deadline = time.monotonic() + 120
+            while acked < len(names) and time.monotonic() < deadline:
+                brk = smb.wait_break(timeout=30)
+                name, o = by_key[brk.lease_key]
+                o.write(b"new")
+                assert smb.ack_lease_break(brk) == STATUS_SUCCESS
+                acked += 1
+            contents = reads.result(timeout=60)
+        assert acked == len(names)
+        assert contents == [b"new"] * len(names)
+        for o in opens.values():
+            o.close()
