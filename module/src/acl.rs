@@ -179,13 +179,18 @@ pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, s
         // Only the stored SACL survives; do not map DACL ACEs that are about to be replaced.
         current.acl.aces.retain(|ace| matches!(ace.ace_type, Nfs4AceType::Audit | Nfs4AceType::Alarm));
     }
-    let mut sd = to_sd(&current, &idmap)?;
-    if security_info_sent & SECINFO_OWNER != 0 && new.owner.is_some() {
-        sd.owner = new.owner.clone();
-    }
-    if security_info_sent & SECINFO_GROUP != 0 && new.group.is_some() {
-        sd.group = new.group.clone();
-    }
+    // What the set keeps of the current ACL, as a descriptor. When nothing is kept (the DACL
+    // is replaced and there is no stored SACL) there is nothing to map, and no idmap lookup
+    // for the file's owner and group SIDs (each a passdb lookup as root in Samba).
+    let mut sd = if replaces_dacl && current.acl.aces.is_empty() {
+        SecurityDescriptor::new()
+    } else {
+        to_sd(&current, &idmap)?
+    };
+    // Owner and group: what the client sent, else the file's own ids (resolve_owner), never a
+    // round trip of the file's ids through their SIDs.
+    sd.owner = if security_info_sent & SECINFO_OWNER != 0 { new.owner.clone() } else { None };
+    sd.group = if security_info_sent & SECINFO_GROUP != 0 { new.group.clone() } else { None };
     if security_info_sent & SECINFO_DACL != 0 {
         sd.dacl = new.dacl.clone();
         sd.control = (sd.control & !DACL_BITS) | (new.control & DACL_BITS) | control::DACL_PRESENT;
