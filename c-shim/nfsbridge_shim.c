@@ -459,30 +459,51 @@ uint32_t nfsb_sd_result_set(nfsb_sd_result *result, const uint8_t *sd, size_t le
 	return NT_STATUS_V(status);
 }
 
-void nfsb_uid_to_sid(uint32_t uid, char buf[NFSB_SID_STR_LEN])
+/* struct nfsb_sid is struct dom_sid field for field; copied member by member all the same,
+ * so that neither layout is assumed. */
+_Static_assert(NFSB_SID_MAX_SUB_AUTHS == ARRAY_SIZE(((struct dom_sid *)NULL)->sub_auths),
+	       "struct nfsb_sid and struct dom_sid disagree on the number of sub-authorities");
+
+static void sid_to_nfsb(const struct dom_sid *in, struct nfsb_sid *out)
+{
+	*out = (struct nfsb_sid){ .sid_rev_num = in->sid_rev_num, .num_auths = in->num_auths };
+	memcpy(out->id_auth, in->id_auth, sizeof(out->id_auth));
+	memcpy(out->sub_auths, in->sub_auths, sizeof(out->sub_auths));
+}
+
+static bool sid_from_nfsb(const struct nfsb_sid *in, struct dom_sid *out)
+{
+	if (in->num_auths < 0 || in->num_auths > NFSB_SID_MAX_SUB_AUTHS) {
+		return false;
+	}
+	*out = (struct dom_sid){ .sid_rev_num = in->sid_rev_num, .num_auths = in->num_auths };
+	memcpy(out->id_auth, in->id_auth, sizeof(out->id_auth));
+	memcpy(out->sub_auths, in->sub_auths, sizeof(out->sub_auths));
+	return true;
+}
+
+void nfsb_uid_to_sid(uint32_t uid, struct nfsb_sid *out)
 {
 	struct dom_sid sid;
-	struct dom_sid_buf text;
 
 	uid_to_sid(&sid, (uid_t)uid);
-	snprintf(buf, NFSB_SID_STR_LEN, "%s", dom_sid_str_buf(&sid, &text));
+	sid_to_nfsb(&sid, out);
 }
 
-void nfsb_gid_to_sid(uint32_t gid, char buf[NFSB_SID_STR_LEN])
+void nfsb_gid_to_sid(uint32_t gid, struct nfsb_sid *out)
 {
 	struct dom_sid sid;
-	struct dom_sid_buf text;
 
 	gid_to_sid(&sid, (gid_t)gid);
-	snprintf(buf, NFSB_SID_STR_LEN, "%s", dom_sid_str_buf(&sid, &text));
+	sid_to_nfsb(&sid, out);
 }
 
-int nfsb_sid_to_unixid(const char *text, uint32_t *id)
+int nfsb_sid_to_unixid(const struct nfsb_sid *in, uint32_t *id)
 {
 	struct dom_sid sid;
 	struct unixid unix_id = { .type = ID_TYPE_NOT_SPECIFIED };
 
-	if (!dom_sid_parse(text, &sid)) {
+	if (!sid_from_nfsb(in, &sid)) {
 		return NFSB_ID_TYPE_NOT_SPECIFIED;
 	}
 	if (!sids_to_unixids(&sid, 1, &unix_id)) {
