@@ -5,7 +5,9 @@
 //! when its POSIX side was changed outside SMB (chmod, setfacl, NFS SETATTR) is the coherence
 //! rule of [`nfsbridge::acl::bridge`], shared with the `nfsbridge acl` CLI; this file only adds
 //! smbd's I/O, Samba's identity mapping and the SMB presentation of POSIX-derived rights.
-use nfsbridge::acl::bridge::{AccessChange, Bridge, BridgeError, FileAclState, FileMeta, Origin, Ownership, WritePlan};
+use nfsbridge::acl::bridge::{
+    already_written, AccessChange, Bridge, BridgeError, FileAclState, FileMeta, Origin, Ownership, WritePlan,
+};
 use nfsbridge::acl::idmap::IdMap;
 use nfsbridge::acl::mapping::{nfs4_to_sd, sd_to_nfs4, FileContext, MappingOptions, Nfs4Acls, NullDacl};
 use nfsbridge::acl::nfs4::{Nfs4AceType, Nfs4Acl, Nfs4Encoding};
@@ -52,13 +54,13 @@ fn encoding(config: &ModuleConfig) -> Nfs4Encoding {
     }
 }
 
-/// The file's ACL as it stands now (per the bridge's coherence rule), and the POSIX state it
-/// was read with (to restore it if a write fails half-way).
+/// The file's ACL as it stands now (per the bridge's coherence rule), and what it was derived
+/// from: the stored xattr and the POSIX state (a set compares its plan with them, and
+/// restores the POSIX state if a write fails half-way).
 struct CurrentAcl {
     info: FileInfo,
     acl: Nfs4Acl,
-    access: Option<PosixAcl>,
-    default: Option<PosixAcl>,
+    disk: FileAclState,
 }
 
 fn read_posix(file: &File, name: &str) -> Result<Option<PosixAcl>, AclFailure> {
@@ -97,14 +99,14 @@ fn current_acl(file: &File, config: &ModuleConfig, whole: bool) -> Result<Curren
         f.message = format!("{} ({}): {}", config.acl_xattr, config.acl_encoding.keyword(), f.message);
         f
     };
-    let acl = match (&stored, config.posix_mirror) {
+    let disk = FileAclState { meta: meta(info), stored, access, default };
+    let acl = match (&disk.stored, config.posix_mirror) {
         // Without the mirror the stored ACL is the whole truth (as with vfs_nfs4acl_xattr).
         (Some(bytes), false) => bridge.decode_stored(bytes).map_err(with_xattr)?,
         (Some(bytes), true) if !whole => bridge.decode_stored(bytes).map_err(with_xattr)?,
         (None, _) if !whole => Nfs4Acl::default(),
         _ => {
-            let state = FileAclState { meta: meta(info), stored, access: access.clone(), default: default.clone() };
-            let effective = bridge.effective_nfs4(&state).map_err(with_xattr)?;
+            let effective = bridge.effective_nfs4(&disk).map_err(with_xattr)?;
             let mut acl = effective.acl;
             match effective.origin {
                 Origin::Stored => {}
@@ -123,7 +125,7 @@ fn current_acl(file: &File, config: &ModuleConfig, whole: bool) -> Result<Curren
             acl
         }
     };
-    Ok(CurrentAcl { info, acl, access, default })
+    Ok(CurrentAcl { info, acl, disk })
 }
 
 fn meta(info: FileInfo) -> FileMeta {
@@ -221,20 +223,30 @@ pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, s
     for narrowed in &plan.narrowed {
         tracing::debug!("{}: POSIX mirror narrower than the Windows ACL: {:?}", file.name(), narrowed);
     }
-    if owner.uid != info.uid || owner.gid != info.gid {
+    let chown = owner.uid != info.uid || owner.gid != info.gid;
+    if chown {
         change_owner(file, info, &owner)?;
+    }
+    // What the file already holds is not written again (a client re-applying the ACL it
+    // read, smbd applying the same inherited ACL); with a chown the POSIX side always is.
+    let done = already_written(&plan, &current.disk);
+    let write_posix = config.posix_mirror && (chown || !done.posix);
+    if !write_posix && done.xattr {
+        return Ok(());
     }
     // security.* and POSIX ACL xattrs need privilege; smbd has checked WRITE_DAC.
     let _root = AsRoot::enter();
-    if config.posix_mirror {
+    if write_posix {
         write_mirror(file, &plan, &current)?;
     }
-    if let Err(err) = file.set_xattr(&config.acl_xattr, &plan.xattr, false) {
-        // Put the kernel back where it was, so it never enforces an ACL SMB does not show.
-        if config.posix_mirror {
-            restore_posix(file, &current);
+    if !done.xattr {
+        if let Err(err) = file.set_xattr(&config.acl_xattr, &plan.xattr, false) {
+            // Put the kernel back where it was, so it never enforces an ACL SMB does not show.
+            if write_posix {
+                restore_posix(file, &current);
+            }
+            return Err(io_failure(&format!("writing {}", config.acl_xattr), err));
         }
-        return Err(io_failure(&format!("writing {}", config.acl_xattr), err));
     }
     Ok(())
 }
@@ -301,7 +313,7 @@ fn write_mirror(file: &File, plan: &WritePlan, before: &CurrentAcl) -> Result<()
         io_failure(&what, err)
     };
     if before.info.is_dir {
-        let written = match (&plan.default, &before.default) {
+        let written = match (&plan.default, &before.disk.default) {
             (Some(default), _) => file.set_xattr(POSIX_DEFAULT, &default.to_xattr(), false),
             (None, Some(_)) => file.remove_xattr(POSIX_DEFAULT, false),
             (None, None) => Ok(()),
@@ -322,12 +334,12 @@ fn write_mirror(file: &File, plan: &WritePlan, before: &CurrentAcl) -> Result<()
 /// Best effort: puts back the POSIX ACLs and mode read before a failed write. Called as root.
 fn restore_posix(file: &File, before: &CurrentAcl) {
     let mut errors = Vec::new();
-    let access = before.access.clone().unwrap_or_else(|| PosixAcl::from_mode(before.info.mode));
+    let access = before.disk.access.clone().unwrap_or_else(|| PosixAcl::from_mode(before.info.mode));
     if let Err(e) = file.set_xattr(POSIX_ACCESS, &access.to_xattr(), false) {
         errors.push(format!("{POSIX_ACCESS}: {e}"));
     }
     if before.info.is_dir {
-        let restored = match &before.default {
+        let restored = match &before.disk.default {
             Some(default) => file.set_xattr(POSIX_DEFAULT, &default.to_xattr(), false),
             None => file.remove_xattr(POSIX_DEFAULT, false),
         };

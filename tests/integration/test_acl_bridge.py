@@ -6,10 +6,12 @@ mapped uids. Nothing is mocked.
 """
 from __future__ import annotations
 
+import ctypes
 import grp
 import os
 import pwd
 import re
+import struct
 import subprocess
 import uuid
 
@@ -189,6 +191,48 @@ def test_smb_sees_a_chmod_done_outside_and_keeps_named_entries(smbd, ids):
     bob_masks = [m for sid in shown_sids(smbd, "nfsb-bob") for m in masks.get(sid, [])]
     assert any(m & FILE_READ_DATA for m in bob_masks), f"bob's ACE lost after chmod:\n{shown}"
     assert not any(m & FILE_WRITE_DATA for m in bob_masks), f"bob keeps write beyond the chmod mask:\n{shown}"
+
+
+def attribute_changes(path, action) -> int:
+    """How many IN_ATTRIB inotify events (xattr, mode, owner or ctime changes) `path` gets while
+    `action` runs. The kernel reports every setxattr and chmod, even one that stores the same
+    value again (ext4 then leaves even the ctime alone)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    try:
+        assert libc.inotify_add_watch(fd, os.fsencode(path), 0x4) >= 0, os.strerror(ctypes.get_errno())  # IN_ATTRIB
+        action()
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return 0
+        # struct inotify_event: wd, mask, cookie, len, then len bytes of name (none for a file).
+        count, offset = 0, 0
+        while offset < len(data):
+            _wd, mask, _cookie, length = struct.unpack_from("iIII", data, offset)
+            count += bool(mask & 0x4)
+            offset += 16 + length
+        return count
+    finally:
+        os.close(fd)
+
+
+def test_setting_the_acl_a_file_has_writes_nothing_but_a_chmod_outside_is_undone(smbd, ids):
+    create_file(smbd, "reapplied.txt")
+    aces = [(user_sid(ids["uid"]["nfsb-alice"]), "ALLOWED", FULL), (user_sid(ids["uid"]["nfsb-bob"]), "ALLOWED", READ),
+            ("S-1-1-0", "ALLOWED", READ)]
+    path = share_path(smbd) / "reapplied.txt"
+    assert attribute_changes(path, lambda: set_acl(smbd, "reapplied.txt", aces, ids).check_returncode()) > 0
+    stored, facl, mode = os.getxattr(path, ACL_XATTR), getfacl(path), path.stat().st_mode
+    # The same ACL again (a client re-applying what it read): nothing is written.
+    assert attribute_changes(path, lambda: set_acl(smbd, "reapplied.txt", aces, ids).check_returncode()) == 0
+    assert os.getxattr(path, ACL_XATTR) == stored and getfacl(path) == facl
+    # After a chmod outside SMB the same ACL is not "already there": the mirror is written back.
+    os.chmod(path, 0o600)
+    assert attribute_changes(path, lambda: set_acl(smbd, "reapplied.txt", aces, ids).check_returncode()) > 0
+    assert path.stat().st_mode == mode
+    assert os.getxattr(path, ACL_XATTR) == stored and getfacl(path) == facl
 
 
 def test_smb_sees_a_setfacl_done_outside(smbd, ids):
