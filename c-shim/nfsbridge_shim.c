@@ -14,6 +14,9 @@
 #include "libcli/security/security.h"
 #include "librpc/gen_ndr/idmap.h"
 
+#include <linux/capability.h>
+#include <sys/syscall.h>
+
 #include "nfsbridge_shim.h"
 
 _Static_assert(SMB_VFS_INTERFACE_VERSION == NFSB_VFS_INTERFACE_VERSION,
@@ -434,14 +437,64 @@ int nfsb_next_fchown(nfsb_handle *h, nfsb_fsp *fsp, uint32_t uid, uint32_t gid, 
 							  (gid_t)gid));
 }
 
-void nfsb_become_root(void)
+/*
+ * The ACL bridge's writes (security.* xattrs; the POSIX ACLs and mode of a file the user may
+ * not own) need root's capabilities, not root's uid. become_root() switches uid, gid and
+ * groups there and back, copies the security token, and makes smbd chdir into the share
+ * again on the next request. Like Samba's set_effective_capability(), which raises
+ * CAP_DAC_OVERRIDE this way, the thread's permitted capabilities are made effective instead:
+ * exactly the set become_root() would make effective (the kernel sets effective = permitted
+ * when the euid becomes 0), without changing the ids. The previous effective set is restored
+ * after; become_root() is the fallback when the kernel refuses capget/capset.
+ */
+static struct {
+	bool active;
+	bool by_capabilities;
+	struct __user_cap_data_struct saved[_LINUX_CAPABILITY_U32S_3];
+} privilege;
+
+void nfsb_privilege_raise(void)
 {
-	become_root();
+	struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct caps[_LINUX_CAPABILITY_U32S_3];
+	size_t i;
+
+	if (privilege.active) {
+		DBG_ERR("nfsbridge: nested privilege raise\n");
+		abort();
+	}
+	privilege.active = true;
+	privilege.by_capabilities = false;
+	if (syscall(SYS_capget, &header, caps) == 0) {
+		memcpy(privilege.saved, caps, sizeof(caps));
+		for (i = 0; i < ARRAY_SIZE(caps); i++) {
+			caps[i].effective = caps[i].permitted;
+		}
+		privilege.by_capabilities = (syscall(SYS_capset, &header, caps) == 0);
+	}
+	if (!privilege.by_capabilities) {
+		become_root();
+	}
 }
 
-void nfsb_unbecome_root(void)
+void nfsb_privilege_drop(void)
 {
-	unbecome_root();
+	struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
+
+	if (!privilege.active) {
+		DBG_ERR("nfsbridge: privilege drop without a raise\n");
+		abort();
+	}
+	if (!privilege.by_capabilities) {
+		unbecome_root();
+	} else if (syscall(SYS_capset, &header, privilege.saved) != 0) {
+		/* Going on with root's capabilities as the user would be far worse (smbd's own
+		 * set_sec_ctx panics when it cannot switch ids). */
+		DBG_ERR("nfsbridge: cannot drop the capabilities raised for an ACL write: %s\n",
+			strerror(errno));
+		abort();
+	}
+	privilege.active = false;
 }
 
 uint32_t nfsb_handle_current_uid(const nfsb_handle *h)

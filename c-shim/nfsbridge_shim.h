@@ -123,10 +123,12 @@ int nfsb_next_fchmod(nfsb_handle *handle, nfsb_fsp *fsp, uint32_t mode, bool as_
 int nfsb_next_fchown(nfsb_handle *handle, nfsb_fsp *fsp, uint32_t uid, uint32_t gid,
 		     bool as_root);
 
-/* smbd's become_root()/unbecome_root(): calls made in between (with as_root false) run as
- * root. Always paired. */
-void nfsb_become_root(void);
-void nfsb_unbecome_root(void);
+/* Root's privileges for the calls made in between (with as_root false): the thread's
+ * permitted capabilities are made effective, the user's ids stay (as Samba's own
+ * set_effective_capability() does); smbd's become_root() if the kernel refuses that. Always
+ * paired, never nested. */
+void nfsb_privilege_raise(void);
+void nfsb_privilege_drop(void);
 
 /* The uid smbd is acting as for this connection's current request. */
 uint32_t nfsb_handle_current_uid(const nfsb_handle *handle);

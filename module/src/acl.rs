@@ -15,7 +15,7 @@ use nfsbridge::acl::posix::{widen_for_smb, PosixAcl};
 use nfsbridge::acl::sd::{binary, control, SecurityDescriptor};
 use nfsbridge::config::{AclEncoding, ModuleConfig};
 
-use crate::samba::{status, AsRoot, Errno, File, FileInfo, SambaIdMap};
+use crate::samba::{status, Errno, File, FileInfo, Privileged, SambaIdMap};
 
 const POSIX_ACCESS: &str = "system.posix_acl_access";
 const POSIX_DEFAULT: &str = "system.posix_acl_default";
@@ -235,7 +235,7 @@ pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, s
         return Ok(());
     }
     // security.* and POSIX ACL xattrs need privilege; smbd has checked WRITE_DAC.
-    let _root = AsRoot::enter();
+    let _privileged = Privileged::enter();
     if write_posix {
         write_mirror(file, &plan, &current)?;
     }
@@ -306,7 +306,7 @@ fn resolve_owner(sd: &mut SecurityDescriptor, idmap: &dyn IdMap, info: FileInfo,
 /// Writes the planned POSIX mirror: default ACL (directories), access ACL, then the mode
 /// (setting the access ACL already set the rwx bits; chmod keeps setuid/setgid/sticky exact).
 /// The NFSv4 xattr is written after this, by the caller.
-/// Called as root ([`AsRoot`]).
+/// Called with root's privileges ([`Privileged`]).
 fn write_mirror(file: &File, plan: &WritePlan, before: &CurrentAcl) -> Result<(), AclFailure> {
     let undo = |what: String, err: Errno| {
         restore_posix(file, before);
@@ -331,7 +331,8 @@ fn write_mirror(file: &File, plan: &WritePlan, before: &CurrentAcl) -> Result<()
     Ok(())
 }
 
-/// Best effort: puts back the POSIX ACLs and mode read before a failed write. Called as root.
+/// Best effort: puts back the POSIX ACLs and mode read before a failed write. Called with
+/// root's privileges ([`Privileged`]).
 fn restore_posix(file: &File, before: &CurrentAcl) {
     let mut errors = Vec::new();
     let access = before.disk.access.clone().unwrap_or_else(|| PosixAcl::from_mode(before.info.mode));

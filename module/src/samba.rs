@@ -150,25 +150,28 @@ impl File {
     }
 }
 
-/// Root for the lifetime of the value (smbd's become_root / unbecome_root), so that a batch
-/// of privileged calls pays for one switch. Dropped even when a panic unwinds.
+/// Root's privileges for the lifetime of the value, so that a batch of privileged calls pays
+/// for one switch: the thread's permitted capabilities made effective with the user's ids
+/// kept (smbd's become_root / unbecome_root where the kernel refuses that; see the shim).
+/// Dropped even when a panic unwinds.
 ///
 /// # Invariants
 /// Created and dropped on smbd's main thread within one VFS call; never nested.
-pub struct AsRoot(());
+pub struct Privileged(());
 
-impl AsRoot {
+impl Privileged {
     pub fn enter() -> Self {
-        // SAFETY: become_root only switches smbd's security context; Drop restores it.
-        unsafe { ffi::nfsb_become_root() };
-        AsRoot(())
+        // SAFETY: only raises this thread's effective capabilities (or switches smbd's
+        // security context); Drop restores them.
+        unsafe { ffi::nfsb_privilege_raise() };
+        Privileged(())
     }
 }
 
-impl Drop for AsRoot {
+impl Drop for Privileged {
     fn drop(&mut self) {
-        // SAFETY: paired with the become_root in enter().
-        unsafe { ffi::nfsb_unbecome_root() };
+        // SAFETY: paired with the raise in enter() (type invariant).
+        unsafe { ffi::nfsb_privilege_drop() };
     }
 }
 

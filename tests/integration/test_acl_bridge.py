@@ -328,6 +328,68 @@ def test_unmappable_sid_is_refused_with_none_mapped(smbd, ids):
     assert (path.stat().st_uid, path.stat().st_gid) == owner_before
 
 
+def sid_bytes(text: str) -> bytes:
+    """The binary form (MS-DTYP 2.4.2.2) of an S-1-<authority>-<sub>... SID."""
+    _s, rev, authority, *subs = text.split("-")
+    return bytes([int(rev), len(subs)]) + int(authority).to_bytes(6, "big") + b"".join(
+        int(sub).to_bytes(4, "little") for sub in subs)
+
+
+def dacl_sd(aces: list[tuple[str, int]]) -> bytes:
+    """A self-relative SD carrying only a DACL of access-allowed ACEs (sid, mask)."""
+    body = b"".join(struct.pack("<BBHI", 0, 0, 8 + len(sid_bytes(sid)), mask) + sid_bytes(sid) for sid, mask in aces)
+    dacl = struct.pack("<BBHHH", 2, 0, 8 + len(body), len(aces), 0) + body
+    return struct.pack("<BBHIIII", 1, 0, 0x8004, 0, 0, 0, 20) + dacl  # DACL_PRESENT | SELF_RELATIVE
+
+
+def test_a_set_by_a_user_granted_write_dac_writes_the_mirror_and_keeps_setgid(smbd, ids):
+    """carol neither owns the file nor is in its group: the mirror is written with root's
+    privileges (CAP_FOWNER for the POSIX ACL, CAP_FSETID so that the kernel keeps the setgid
+    bit, CAP_SYS_ADMIN for security.*)."""
+    from smbprotocol.connection import Connection
+    from smbprotocol.file_info import InfoType
+    from smbprotocol.open import (CreateDisposition, CreateOptions, FilePipePrinterAccessMask, ImpersonationLevel,
+                                  Open, ShareAccess, SMB2SetInfoRequest)
+    from smbprotocol.session import Session
+    from smbprotocol.tree import TreeConnect
+
+    create_file(smbd, "granted.txt")
+    path = share_path(smbd) / "granted.txt"
+    os.chmod(path, 0o2644)
+    alice_sid, carol_sid = user_sid(ids["uid"]["nfsb-alice"]), user_sid(ids["uid"]["nfsb-carol"])
+    read_control, write_dac = 0x20000, 0x40000
+    assert set_acl(smbd, "granted.txt", [(alice_sid, "ALLOWED", FULL),
+                                         (carol_sid, "ALLOWED", READ | write_dac)], ids).returncode == 0
+    assert path.stat().st_mode & 0o7000 == 0o2000
+
+    carol = USERS["nfsb-carol"]
+    conn = Connection(uuid.uuid4(), "127.0.0.1", smbd.port, require_signing=True)
+    with smbd.netns.entered():
+        conn.connect(timeout=10)
+    try:
+        session = Session(conn, carol.name, carol.password, require_encryption=False)
+        session.connect()
+        tree = TreeConnect(session, r"\\127.0.0.1\acls")
+        tree.connect()
+        handle = Open(tree, "granted.txt")
+        handle.create(ImpersonationLevel.Impersonation, read_control | write_dac, 0,
+                      ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE, CreateDisposition.FILE_OPEN,
+                      CreateOptions.FILE_NON_DIRECTORY_FILE)
+        request = SMB2SetInfoRequest()
+        request["info_type"] = InfoType.SMB2_0_INFO_SECURITY
+        request["additional_information"] = 0x4  # DACL_SECURITY_INFORMATION
+        request["file_id"] = handle.file_id
+        request["buffer"] = dacl_sd([(alice_sid, FULL), (carol_sid, READ | write_dac),
+                                     (group_sid(ids["gid"]), READ | WRITE)])
+        conn.receive(conn.send(request, sid=session.session_id, tid=tree.tree_connect_id))  # raises on failure
+        handle.close()
+    finally:
+        conn.disconnect()
+    facl = getfacl(path)
+    assert f"user:{ids['uid']['nfsb-carol']}:r--" in facl and "group::rw-" in facl, facl
+    assert path.stat().st_mode & 0o7000 == 0o2000
+
+
 def test_files_created_over_smb_inherit_as_windows_expects(smbd, ids, tmp_path):
     d = share_path(smbd) / "inheriting"
     d.mkdir()
