@@ -19,6 +19,9 @@
 #include "messages.h"
 #include "lib/tsocket/tsocket.h"
 
+#include <linux/capability.h>
+#include <sys/syscall.h>
+
 #include "nfsbridge_shim.h"
 
 _Static_assert(SMB_VFS_INTERFACE_VERSION == NFSB_VFS_INTERFACE_VERSION,
@@ -942,6 +945,66 @@ void nfsb_unbecome_root(void)
 	unbecome_root();
 }
 
+/*
+ * The ACL bridge's writes (security.* xattrs; the POSIX ACLs and mode of a file the user may
+ * not own) need root's capabilities, not root's uid. become_root() switches uid, gid and
+ * groups there and back, copies the security token, and makes smbd chdir into the share
+ * again on the next request. Like Samba's set_effective_capability(), which raises
+ * CAP_DAC_OVERRIDE this way, the thread's permitted capabilities are made effective instead:
+ * exactly the set become_root() would make effective (the kernel sets effective = permitted
+ * when the euid becomes 0), without changing the ids. The previous effective set is restored
+ * after; become_root() is the fallback when the kernel refuses capget/capset.
+ */
+static struct {
+	bool active;
+	bool by_capabilities;
+	struct __user_cap_data_struct saved[_LINUX_CAPABILITY_U32S_3];
+} privilege;
+
+void nfsb_privilege_raise(void)
+{
+	struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct caps[_LINUX_CAPABILITY_U32S_3];
+	size_t i;
+
+	if (privilege.active) {
+		DBG_ERR("nfsbridge: nested privilege raise\n");
+		abort();
+	}
+	privilege.active = true;
+	privilege.by_capabilities = false;
+	if (syscall(SYS_capget, &header, caps) == 0) {
+		memcpy(privilege.saved, caps, sizeof(caps));
+		for (i = 0; i < ARRAY_SIZE(caps); i++) {
+			caps[i].effective = caps[i].permitted;
+		}
+		privilege.by_capabilities = (syscall(SYS_capset, &header, caps) == 0);
+	}
+	if (!privilege.by_capabilities) {
+		become_root();
+	}
+}
+
+void nfsb_privilege_drop(void)
+{
+	struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
+
+	if (!privilege.active) {
+		DBG_ERR("nfsbridge: privilege drop without a raise\n");
+		abort();
+	}
+	if (!privilege.by_capabilities) {
+		unbecome_root();
+	} else if (syscall(SYS_capset, &header, privilege.saved) != 0) {
+		/* Going on with root's capabilities as the user would be far worse (smbd's own
+		 * set_sec_ctx panics when it cannot switch ids). */
+		DBG_ERR("nfsbridge: cannot drop the capabilities raised for an ACL write: %s\n",
+			strerror(errno));
+		abort();
+	}
+	privilege.active = false;
+}
+
 uint32_t nfsb_handle_current_uid(const nfsb_handle *h)
 {
 	return get_current_uid(to_vfs(h)->conn);
@@ -957,30 +1020,51 @@ uint32_t nfsb_sd_result_set(nfsb_sd_result *result, const uint8_t *sd, size_t le
 	return NT_STATUS_V(status);
 }
 
-void nfsb_uid_to_sid(uint32_t uid, char buf[NFSB_SID_STR_LEN])
+/* struct nfsb_sid is struct dom_sid field for field; copied member by member all the same,
+ * so that neither layout is assumed. */
+_Static_assert(NFSB_SID_MAX_SUB_AUTHS == ARRAY_SIZE(((struct dom_sid *)NULL)->sub_auths),
+	       "struct nfsb_sid and struct dom_sid disagree on the number of sub-authorities");
+
+static void sid_to_nfsb(const struct dom_sid *in, struct nfsb_sid *out)
+{
+	*out = (struct nfsb_sid){ .sid_rev_num = in->sid_rev_num, .num_auths = in->num_auths };
+	memcpy(out->id_auth, in->id_auth, sizeof(out->id_auth));
+	memcpy(out->sub_auths, in->sub_auths, sizeof(out->sub_auths));
+}
+
+static bool sid_from_nfsb(const struct nfsb_sid *in, struct dom_sid *out)
+{
+	if (in->num_auths < 0 || in->num_auths > NFSB_SID_MAX_SUB_AUTHS) {
+		return false;
+	}
+	*out = (struct dom_sid){ .sid_rev_num = in->sid_rev_num, .num_auths = in->num_auths };
+	memcpy(out->id_auth, in->id_auth, sizeof(out->id_auth));
+	memcpy(out->sub_auths, in->sub_auths, sizeof(out->sub_auths));
+	return true;
+}
+
+void nfsb_uid_to_sid(uint32_t uid, struct nfsb_sid *out)
 {
 	struct dom_sid sid;
-	struct dom_sid_buf text;
 
 	uid_to_sid(&sid, (uid_t)uid);
-	snprintf(buf, NFSB_SID_STR_LEN, "%s", dom_sid_str_buf(&sid, &text));
+	sid_to_nfsb(&sid, out);
 }
 
-void nfsb_gid_to_sid(uint32_t gid, char buf[NFSB_SID_STR_LEN])
+void nfsb_gid_to_sid(uint32_t gid, struct nfsb_sid *out)
 {
 	struct dom_sid sid;
-	struct dom_sid_buf text;
 
 	gid_to_sid(&sid, (gid_t)gid);
-	snprintf(buf, NFSB_SID_STR_LEN, "%s", dom_sid_str_buf(&sid, &text));
+	sid_to_nfsb(&sid, out);
 }
 
-int nfsb_sid_to_unixid(const char *text, uint32_t *id)
+int nfsb_sid_to_unixid(const struct nfsb_sid *in, uint32_t *id)
 {
 	struct dom_sid sid;
 	struct unixid unix_id = { .type = ID_TYPE_NOT_SPECIFIED };
 
-	if (!dom_sid_parse(text, &sid)) {
+	if (!sid_from_nfsb(in, &sid)) {
 		return NFSB_ID_TYPE_NOT_SPECIFIED;
 	}
 	if (!sids_to_unixids(&sid, 1, &unix_id)) {

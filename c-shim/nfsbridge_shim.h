@@ -40,8 +40,16 @@ struct nfsb_file_info {
 #define NFSB_ID_TYPE_GID 2
 #define NFSB_ID_TYPE_BOTH 3
 
-/* A SID as text, "S-1-..." (DOM_SID_STR_BUFLEN is 190 in Samba). */
-#define NFSB_SID_STR_LEN 192
+/* A SID in binary form, field for field Samba's struct dom_sid (MS-DTYP 2.4.2): revision 1,
+ * num_auths sub-authorities (at most NFSB_SID_MAX_SUB_AUTHS), the 48-bit identifier authority
+ * big-endian. Plain data, so that no SID is printed and parsed again on either side. */
+#define NFSB_SID_MAX_SUB_AUTHS 15
+struct nfsb_sid {
+	uint8_t sid_rev_num;
+	int8_t num_auths;
+	uint8_t id_auth[6];
+	uint32_t sub_auths[NFSB_SID_MAX_SUB_AUTHS];
+};
 
 /* Samba debug levels, as the DBG_* macros use them. */
 #define NFSB_DBGLVL_ERR 0
@@ -158,18 +166,25 @@ int nfsb_next_fchown(nfsb_handle *handle, nfsb_fsp *fsp, uint32_t uid, uint32_t 
 void nfsb_become_root(void);
 void nfsb_unbecome_root(void);
 
+/* Root's privileges for the calls made in between (with as_root false): the thread's
+ * permitted capabilities are made effective, the user's ids stay (as Samba's own
+ * set_effective_capability() does); smbd's become_root() if the kernel refuses that. Always
+ * paired, never nested. */
+void nfsb_privilege_raise(void);
+void nfsb_privilege_drop(void);
+
 /* The uid smbd is acting as for this connection's current request. */
 uint32_t nfsb_handle_current_uid(const nfsb_handle *handle);
 
 /* Hands fget_nt_acl's answer (self-relative bytes) to smbd. Returns an NTSTATUS value. */
 uint32_t nfsb_sd_result_set(nfsb_sd_result *result, const uint8_t *sd, size_t len);
 
-/* Samba's own identity mapping (passdb / idmap / winbind), as text SIDs. The *_to_sid calls
- * always succeed (Samba falls back to S-1-22-1-uid / S-1-22-2-gid). */
-void nfsb_uid_to_sid(uint32_t uid, char buf[NFSB_SID_STR_LEN]);
-void nfsb_gid_to_sid(uint32_t gid, char buf[NFSB_SID_STR_LEN]);
+/* Samba's own identity mapping (passdb / idmap / winbind). The *_to_sid calls always succeed
+ * in Samba (it falls back to S-1-22-1-uid / S-1-22-2-gid). */
+void nfsb_uid_to_sid(uint32_t uid, struct nfsb_sid *sid);
+void nfsb_gid_to_sid(uint32_t gid, struct nfsb_sid *sid);
 /* Returns an NFSB_ID_TYPE_*; *id is set unless NOT_SPECIFIED (unmappable or malformed). */
-int nfsb_sid_to_unixid(const char *sid, uint32_t *id);
+int nfsb_sid_to_unixid(const struct nfsb_sid *sid, uint32_t *id);
 
 /* The NTSTATUS smbd uses for a Unix errno value. */
 uint32_t nfsb_ntstatus_from_errno(int err);

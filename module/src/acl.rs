@@ -5,7 +5,9 @@
 //! when its POSIX side was changed outside SMB (chmod, setfacl, NFS SETATTR) is the coherence
 //! rule of [`nfsbridge::acl::bridge`], shared with the `nfsbridge acl` CLI; this file only adds
 //! smbd's I/O, Samba's identity mapping and the SMB presentation of POSIX-derived rights.
-use nfsbridge::acl::bridge::{AccessChange, Bridge, BridgeError, FileAclState, FileMeta, Origin, Ownership, WritePlan};
+use nfsbridge::acl::bridge::{
+    already_written, AccessChange, Bridge, BridgeError, FileAclState, FileMeta, Origin, Ownership, WritePlan,
+};
 use nfsbridge::acl::idmap::IdMap;
 use nfsbridge::acl::mapping::{nfs4_to_sd, sd_to_nfs4, FileContext, MappingOptions, Nfs4Acls, NullDacl};
 use nfsbridge::acl::nfs4::{Nfs4AceType, Nfs4Acl, Nfs4Encoding};
@@ -13,7 +15,7 @@ use nfsbridge::acl::posix::{widen_for_smb, PosixAcl};
 use nfsbridge::acl::sd::{binary, control, SecurityDescriptor};
 use nfsbridge::config::{AclEncoding, ModuleConfig};
 
-use crate::samba::{status, AsRoot, Errno, File, FileInfo, SambaIdMap};
+use crate::samba::{status, Errno, File, FileInfo, Privileged, SambaIdMap};
 
 const POSIX_ACCESS: &str = "system.posix_acl_access";
 const POSIX_DEFAULT: &str = "system.posix_acl_default";
@@ -52,13 +54,13 @@ fn encoding(config: &ModuleConfig) -> Nfs4Encoding {
     }
 }
 
-/// The file's ACL as it stands now (per the bridge's coherence rule), and the POSIX state it
-/// was read with (to restore it if a write fails half-way).
+/// The file's ACL as it stands now (per the bridge's coherence rule), and what it was derived
+/// from: the stored xattr and the POSIX state (a set compares its plan with them, and
+/// restores the POSIX state if a write fails half-way).
 struct CurrentAcl {
     info: FileInfo,
     acl: Nfs4Acl,
-    access: Option<PosixAcl>,
-    default: Option<PosixAcl>,
+    disk: FileAclState,
 }
 
 fn read_posix(file: &File, name: &str) -> Result<Option<PosixAcl>, AclFailure> {
@@ -97,14 +99,14 @@ fn current_acl(file: &File, config: &ModuleConfig, whole: bool) -> Result<Curren
         f.message = format!("{} ({}): {}", config.acl_xattr, config.acl_encoding.keyword(), f.message);
         f
     };
-    let acl = match (&stored, config.posix_mirror) {
+    let disk = FileAclState { meta: meta(info), stored, access, default };
+    let acl = match (&disk.stored, config.posix_mirror) {
         // Without the mirror the stored ACL is the whole truth (as with vfs_nfs4acl_xattr).
         (Some(bytes), false) => bridge.decode_stored(bytes).map_err(with_xattr)?,
         (Some(bytes), true) if !whole => bridge.decode_stored(bytes).map_err(with_xattr)?,
         (None, _) if !whole => Nfs4Acl::default(),
         _ => {
-            let state = FileAclState { meta: meta(info), stored, access: access.clone(), default: default.clone() };
-            let effective = bridge.effective_nfs4(&state).map_err(with_xattr)?;
+            let effective = bridge.effective_nfs4(&disk).map_err(with_xattr)?;
             let mut acl = effective.acl;
             match effective.origin {
                 Origin::Stored => {}
@@ -123,7 +125,7 @@ fn current_acl(file: &File, config: &ModuleConfig, whole: bool) -> Result<Curren
             acl
         }
     };
-    Ok(CurrentAcl { info, acl, access, default })
+    Ok(CurrentAcl { info, acl, disk })
 }
 
 fn meta(info: FileInfo) -> FileMeta {
@@ -179,13 +181,18 @@ pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, s
         // Only the stored SACL survives; do not map DACL ACEs that are about to be replaced.
         current.acl.aces.retain(|ace| matches!(ace.ace_type, Nfs4AceType::Audit | Nfs4AceType::Alarm));
     }
-    let mut sd = to_sd(&current, &idmap)?;
-    if security_info_sent & SECINFO_OWNER != 0 && new.owner.is_some() {
-        sd.owner = new.owner.clone();
-    }
-    if security_info_sent & SECINFO_GROUP != 0 && new.group.is_some() {
-        sd.group = new.group.clone();
-    }
+    // What the set keeps of the current ACL, as a descriptor. When nothing is kept (the DACL
+    // is replaced and there is no stored SACL) there is nothing to map, and no idmap lookup
+    // for the file's owner and group SIDs (each a passdb lookup as root in Samba).
+    let mut sd = if replaces_dacl && current.acl.aces.is_empty() {
+        SecurityDescriptor::new()
+    } else {
+        to_sd(&current, &idmap)?
+    };
+    // Owner and group: what the client sent, else the file's own ids (resolve_owner), never a
+    // round trip of the file's ids through their SIDs.
+    sd.owner = if security_info_sent & SECINFO_OWNER != 0 { new.owner.clone() } else { None };
+    sd.group = if security_info_sent & SECINFO_GROUP != 0 { new.group.clone() } else { None };
     if security_info_sent & SECINFO_DACL != 0 {
         sd.dacl = new.dacl.clone();
         sd.control = (sd.control & !DACL_BITS) | (new.control & DACL_BITS) | control::DACL_PRESENT;
@@ -216,20 +223,30 @@ pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, s
     for narrowed in &plan.narrowed {
         tracing::debug!("{}: POSIX mirror narrower than the Windows ACL: {:?}", file.name(), narrowed);
     }
-    if owner.uid != info.uid || owner.gid != info.gid {
+    let chown = owner.uid != info.uid || owner.gid != info.gid;
+    if chown {
         change_owner(file, info, &owner)?;
     }
+    // What the file already holds is not written again (a client re-applying the ACL it
+    // read, smbd applying the same inherited ACL); with a chown the POSIX side always is.
+    let done = already_written(&plan, &current.disk);
+    let write_posix = config.posix_mirror && (chown || !done.posix);
+    if !write_posix && done.xattr {
+        return Ok(());
+    }
     // security.* and POSIX ACL xattrs need privilege; smbd has checked WRITE_DAC.
-    let _root = AsRoot::enter();
-    if config.posix_mirror {
+    let _privileged = Privileged::enter();
+    if write_posix {
         write_mirror(file, &plan, &current)?;
     }
-    if let Err(err) = file.set_xattr(&config.acl_xattr, &plan.xattr, false) {
-        // Put the kernel back where it was, so it never enforces an ACL SMB does not show.
-        if config.posix_mirror {
-            restore_posix(file, &current);
+    if !done.xattr {
+        if let Err(err) = file.set_xattr(&config.acl_xattr, &plan.xattr, false) {
+            // Put the kernel back where it was, so it never enforces an ACL SMB does not show.
+            if write_posix {
+                restore_posix(file, &current);
+            }
+            return Err(io_failure(&format!("writing {}", config.acl_xattr), err));
         }
-        return Err(io_failure(&format!("writing {}", config.acl_xattr), err));
     }
     Ok(())
 }
@@ -289,14 +306,14 @@ fn resolve_owner(sd: &mut SecurityDescriptor, idmap: &dyn IdMap, info: FileInfo,
 /// Writes the planned POSIX mirror: default ACL (directories), access ACL, then the mode
 /// (setting the access ACL already set the rwx bits; chmod keeps setuid/setgid/sticky exact).
 /// The NFSv4 xattr is written after this, by the caller.
-/// Called as root ([`AsRoot`]).
+/// Called with root's privileges ([`Privileged`]).
 fn write_mirror(file: &File, plan: &WritePlan, before: &CurrentAcl) -> Result<(), AclFailure> {
     let undo = |what: String, err: Errno| {
         restore_posix(file, before);
         io_failure(&what, err)
     };
     if before.info.is_dir {
-        let written = match (&plan.default, &before.default) {
+        let written = match (&plan.default, &before.disk.default) {
             (Some(default), _) => file.set_xattr(POSIX_DEFAULT, &default.to_xattr(), false),
             (None, Some(_)) => file.remove_xattr(POSIX_DEFAULT, false),
             (None, None) => Ok(()),
@@ -314,15 +331,16 @@ fn write_mirror(file: &File, plan: &WritePlan, before: &CurrentAcl) -> Result<()
     Ok(())
 }
 
-/// Best effort: puts back the POSIX ACLs and mode read before a failed write. Called as root.
+/// Best effort: puts back the POSIX ACLs and mode read before a failed write. Called with
+/// root's privileges ([`Privileged`]).
 fn restore_posix(file: &File, before: &CurrentAcl) {
     let mut errors = Vec::new();
-    let access = before.access.clone().unwrap_or_else(|| PosixAcl::from_mode(before.info.mode));
+    let access = before.disk.access.clone().unwrap_or_else(|| PosixAcl::from_mode(before.info.mode));
     if let Err(e) = file.set_xattr(POSIX_ACCESS, &access.to_xattr(), false) {
         errors.push(format!("{POSIX_ACCESS}: {e}"));
     }
     if before.info.is_dir {
-        let restored = match &before.default {
+        let restored = match &before.disk.default {
             Some(default) => file.set_xattr(POSIX_DEFAULT, &default.to_xattr(), false),
             None => file.remove_xattr(POSIX_DEFAULT, false),
         };

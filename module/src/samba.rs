@@ -150,25 +150,28 @@ impl File {
     }
 }
 
-/// Root for the lifetime of the value (smbd's become_root / unbecome_root), so that a batch
-/// of privileged calls pays for one switch. Dropped even when a panic unwinds.
+/// Root's privileges for the lifetime of the value, so that a batch of privileged calls pays
+/// for one switch: the thread's permitted capabilities made effective with the user's ids
+/// kept (smbd's become_root / unbecome_root where the kernel refuses that; see the shim).
+/// Dropped even when a panic unwinds.
 ///
 /// # Invariants
 /// Created and dropped on smbd's main thread within one VFS call; never nested.
-pub struct AsRoot(());
+pub struct Privileged(());
 
-impl AsRoot {
+impl Privileged {
     pub fn enter() -> Self {
-        // SAFETY: become_root only switches smbd's security context; Drop restores it.
-        unsafe { ffi::nfsb_become_root() };
-        AsRoot(())
+        // SAFETY: only raises this thread's effective capabilities (or switches smbd's
+        // security context); Drop restores them.
+        unsafe { ffi::nfsb_privilege_raise() };
+        Privileged(())
     }
 }
 
-impl Drop for AsRoot {
+impl Drop for Privileged {
     fn drop(&mut self) {
-        // SAFETY: paired with the become_root in enter().
-        unsafe { ffi::nfsb_unbecome_root() };
+        // SAFETY: paired with the raise in enter() (type invariant).
+        unsafe { ffi::nfsb_privilege_drop() };
     }
 }
 
@@ -185,10 +188,10 @@ pub struct SambaIdMap {
 
 impl SambaIdMap {
     fn lookup_sid(sid: &Sid) -> Result<UnixId, IdMapError> {
-        let text = c_name(&sid.to_string());
+        let raw = to_raw_sid(sid);
         let mut id = 0u32;
-        // SAFETY: text is NUL-terminated; id is a valid out pointer.
-        let kind = unsafe { ffi::nfsb_sid_to_unixid(text.as_ptr(), &mut id) };
+        // SAFETY: raw is a valid nfsb_sid for the call; id is a valid out pointer.
+        let kind = unsafe { ffi::nfsb_sid_to_unixid(&raw, &mut id) };
         match kind as u32 {
             ffi::NFSB_ID_TYPE_UID => Ok(UnixId::Uid(id)),
             ffi::NFSB_ID_TYPE_GID => Ok(UnixId::Gid(id)),
@@ -198,17 +201,17 @@ impl SambaIdMap {
     }
 
     fn lookup_uid(uid: u32) -> Result<Sid, IdMapError> {
-        let mut buf = [0 as c_char; ffi::NFSB_SID_STR_LEN as usize];
-        // SAFETY: buf has the length the shim writes into (NUL-terminated).
-        unsafe { ffi::nfsb_uid_to_sid(uid, buf.as_mut_ptr()) };
-        parse_sid_buf(&buf).ok_or(IdMapError::UidNotMapped(uid))
+        let mut raw = empty_raw_sid();
+        // SAFETY: raw is a valid out pointer for the call.
+        unsafe { ffi::nfsb_uid_to_sid(uid, &mut raw) };
+        from_raw_sid(&raw).ok_or(IdMapError::UidNotMapped(uid))
     }
 
     fn lookup_gid(gid: u32) -> Result<Sid, IdMapError> {
-        let mut buf = [0 as c_char; ffi::NFSB_SID_STR_LEN as usize];
-        // SAFETY: as in uid_to_sid.
-        unsafe { ffi::nfsb_gid_to_sid(gid, buf.as_mut_ptr()) };
-        parse_sid_buf(&buf).ok_or(IdMapError::GidNotMapped(gid))
+        let mut raw = empty_raw_sid();
+        // SAFETY: as in lookup_uid.
+        unsafe { ffi::nfsb_gid_to_sid(gid, &mut raw) };
+        from_raw_sid(&raw).ok_or(IdMapError::GidNotMapped(gid))
     }
 }
 
@@ -226,10 +229,32 @@ impl IdMap for SambaIdMap {
     }
 }
 
-fn parse_sid_buf(buf: &[c_char]) -> Option<Sid> {
-    // SAFETY: the shim always NUL-terminates within the buffer (snprintf).
-    let text = unsafe { CStr::from_ptr(buf.as_ptr()) };
-    text.to_str().ok()?.parse().ok()
+const MAX_SUB_AUTHS: usize = ffi::NFSB_SID_MAX_SUB_AUTHS as usize;
+
+fn empty_raw_sid() -> ffi::nfsb_sid {
+    ffi::nfsb_sid { sid_rev_num: 0, num_auths: 0, id_auth: [0; 6], sub_auths: [0; MAX_SUB_AUTHS] }
+}
+
+fn to_raw_sid(sid: &Sid) -> ffi::nfsb_sid {
+    let mut raw = empty_raw_sid();
+    let subs = sid.sub_authorities();
+    raw.sid_rev_num = Sid::REVISION;
+    // A Sid has at most 15 sub-authorities and a 48-bit authority (its invariants).
+    raw.num_auths = subs.len() as i8;
+    raw.id_auth.copy_from_slice(&sid.authority().to_be_bytes()[2..]);
+    raw.sub_auths[..subs.len()].copy_from_slice(subs);
+    raw
+}
+
+/// `None` for what is not a revision-1 SID (Samba's zeroed SID when a lookup failed).
+fn from_raw_sid(raw: &ffi::nfsb_sid) -> Option<Sid> {
+    let count = usize::try_from(raw.num_auths).ok().filter(|&n| n <= MAX_SUB_AUTHS)?;
+    if raw.sid_rev_num != Sid::REVISION {
+        return None;
+    }
+    let mut authority = [0u8; 8];
+    authority[2..].copy_from_slice(&raw.id_auth);
+    Sid::new(u64::from_be_bytes(authority), &raw.sub_auths[..count]).ok()
 }
 
 /// Hands fget_nt_acl's security descriptor to smbd.

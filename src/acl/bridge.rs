@@ -325,6 +325,40 @@ impl Bridge {
     }
 }
 
+/// Which parts of a [`WritePlan`] a file already holds, so that writing them again would
+/// change nothing the kernel, nfsd or an SMB client can see (only the ctime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlreadyWritten {
+    /// The NFSv4 ACL xattr holds exactly the plan's bytes.
+    pub xattr: bool,
+    /// The POSIX access ACL, the default ACL (directories) and the whole mode, setuid, setgid
+    /// and sticky included, are the plan's; there is no owner or group change.
+    pub posix: bool,
+}
+
+/// Compares `plan` with what `state` read from disk. `state.meta` must be the file the plan
+/// was made for; a plan with a chown never counts as written on the POSIX side (its `user::`
+/// entry is for another owner). An invalid POSIX ACL on disk does not match anything.
+pub fn already_written(plan: &WritePlan, state: &FileAclState) -> AlreadyWritten {
+    let xattr = state.stored.as_deref() == Some(plan.xattr.as_slice());
+    let posix = plan.chown.is_none()
+        && state.meta.mode & 0o7777 == plan.mode & 0o7777
+        && normalise(state).is_ok_and(|on_disk| {
+            let canonical = |acl: &PosixAcl| {
+                let mut acl = acl.clone();
+                acl.sort_canonical();
+                acl
+            };
+            let planned_default = plan
+                .default
+                .as_ref()
+                .filter(|acl| state.meta.is_dir && !acl.entries.is_empty())
+                .map(canonical);
+            on_disk.access == canonical(&plan.access) && on_disk.default == planned_default
+        });
+    AlreadyWritten { xattr, posix }
+}
+
 /// `nfs`, `nfs40`, `xdr`, `ndr`.
 pub fn encoding_name(encoding: Nfs4Encoding) -> &'static str {
     match encoding {

@@ -236,23 +236,24 @@ impl Acl {
             return Err(SdInvalid::new(location, format!("ACL revision {} (expected 2, 3 or 4)", self.revision)));
         }
         for (index, ace) in self.aces.iter().enumerate() {
-            let here = format!("{location}.aces[{index}]");
+            // Formatted only for an error: validate runs on every encode.
+            let here = || format!("{location}.aces[{index}]");
             if let AceType::Other { type_code, body } = &ace.ace_type {
                 if *type_code <= AceType::SYSTEM_ALARM {
-                    return Err(SdInvalid::new(here, format!("type {type_code} is a known type but is stored as `other`")));
+                    return Err(SdInvalid::new(here(), format!("type {type_code} is a known type but is stored as `other`")));
                 }
                 if (4 + body.len()) % 4 != 0 {
-                    return Err(SdInvalid::new(here, format!("ACE size {} is not a multiple of 4", 4 + body.len())));
+                    return Err(SdInvalid::new(here(), format!("ACE size {} is not a multiple of 4", 4 + body.len())));
                 }
                 if ace.mask != Ace::mask_of_other_body(body) {
-                    return Err(SdInvalid::new(here, format!("mask {:#x} disagrees with the body's first 4 bytes", ace.mask)));
+                    return Err(SdInvalid::new(here(), format!("mask {:#x} disagrees with the body's first 4 bytes", ace.mask)));
                 }
                 if ace.sid != Sid::null() {
-                    return Err(SdInvalid::new(here, format!("sid {} must be S-1-0-0 for an ACE of unknown type", ace.sid)));
+                    return Err(SdInvalid::new(here(), format!("sid {} must be S-1-0-0 for an ACE of unknown type", ace.sid)));
                 }
             }
             if ace.wire_len() > usize::from(u16::MAX) {
-                return Err(SdInvalid::new(here, format!("ACE is {} bytes, more than 65535", ace.wire_len())));
+                return Err(SdInvalid::new(here(), format!("ACE is {} bytes, more than 65535", ace.wire_len())));
             }
         }
         if self.wire_len() > Self::MAX_WIRE_LEN {

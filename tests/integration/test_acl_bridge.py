@@ -6,10 +6,12 @@ mapped uids. Nothing is mocked.
 """
 from __future__ import annotations
 
+import ctypes
 import grp
 import os
 import pwd
 import re
+import struct
 import subprocess
 import uuid
 
@@ -191,6 +193,48 @@ def test_smb_sees_a_chmod_done_outside_and_keeps_named_entries(smbd, ids):
     assert not any(m & FILE_WRITE_DATA for m in bob_masks), f"bob keeps write beyond the chmod mask:\n{shown}"
 
 
+def attribute_changes(path, action) -> int:
+    """How many IN_ATTRIB inotify events (xattr, mode, owner or ctime changes) `path` gets while
+    `action` runs. The kernel reports every setxattr and chmod, even one that stores the same
+    value again (ext4 then leaves even the ctime alone)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    try:
+        assert libc.inotify_add_watch(fd, os.fsencode(path), 0x4) >= 0, os.strerror(ctypes.get_errno())  # IN_ATTRIB
+        action()
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return 0
+        # struct inotify_event: wd, mask, cookie, len, then len bytes of name (none for a file).
+        count, offset = 0, 0
+        while offset < len(data):
+            _wd, mask, _cookie, length = struct.unpack_from("iIII", data, offset)
+            count += bool(mask & 0x4)
+            offset += 16 + length
+        return count
+    finally:
+        os.close(fd)
+
+
+def test_setting_the_acl_a_file_has_writes_nothing_but_a_chmod_outside_is_undone(smbd, ids):
+    create_file(smbd, "reapplied.txt")
+    aces = [(user_sid(ids["uid"]["nfsb-alice"]), "ALLOWED", FULL), (user_sid(ids["uid"]["nfsb-bob"]), "ALLOWED", READ),
+            ("S-1-1-0", "ALLOWED", READ)]
+    path = share_path(smbd) / "reapplied.txt"
+    assert attribute_changes(path, lambda: set_acl(smbd, "reapplied.txt", aces, ids).check_returncode()) > 0
+    stored, facl, mode = os.getxattr(path, ACL_XATTR), getfacl(path), path.stat().st_mode
+    # The same ACL again (a client re-applying what it read): nothing is written.
+    assert attribute_changes(path, lambda: set_acl(smbd, "reapplied.txt", aces, ids).check_returncode()) == 0
+    assert os.getxattr(path, ACL_XATTR) == stored and getfacl(path) == facl
+    # After a chmod outside SMB the same ACL is not "already there": the mirror is written back.
+    os.chmod(path, 0o600)
+    assert attribute_changes(path, lambda: set_acl(smbd, "reapplied.txt", aces, ids).check_returncode()) > 0
+    assert path.stat().st_mode == mode
+    assert os.getxattr(path, ACL_XATTR) == stored and getfacl(path) == facl
+
+
 def test_smb_sees_a_setfacl_done_outside(smbd, ids):
     create_file(smbd, "setfacled.txt")
     carol = ids["uid"]["nfsb-carol"]
@@ -282,6 +326,68 @@ def test_unmappable_sid_is_refused_with_none_mapped(smbd, ids):
                            f"ACL:S-1-5-21-1-2-3-4242:ALLOWED/0x0/0x{READ:08x}")
     assert "NT_STATUS_NONE_MAPPED" in result.stdout + result.stderr, result.stdout + result.stderr
     assert (path.stat().st_uid, path.stat().st_gid) == owner_before
+
+
+def sid_bytes(text: str) -> bytes:
+    """The binary form (MS-DTYP 2.4.2.2) of an S-1-<authority>-<sub>... SID."""
+    _s, rev, authority, *subs = text.split("-")
+    return bytes([int(rev), len(subs)]) + int(authority).to_bytes(6, "big") + b"".join(
+        int(sub).to_bytes(4, "little") for sub in subs)
+
+
+def dacl_sd(aces: list[tuple[str, int]]) -> bytes:
+    """A self-relative SD carrying only a DACL of access-allowed ACEs (sid, mask)."""
+    body = b"".join(struct.pack("<BBHI", 0, 0, 8 + len(sid_bytes(sid)), mask) + sid_bytes(sid) for sid, mask in aces)
+    dacl = struct.pack("<BBHHH", 2, 0, 8 + len(body), len(aces), 0) + body
+    return struct.pack("<BBHIIII", 1, 0, 0x8004, 0, 0, 0, 20) + dacl  # DACL_PRESENT | SELF_RELATIVE
+
+
+def test_a_set_by_a_user_granted_write_dac_writes_the_mirror_and_keeps_setgid(smbd, ids):
+    """carol neither owns the file nor is in its group: the mirror is written with root's
+    privileges (CAP_FOWNER for the POSIX ACL, CAP_FSETID so that the kernel keeps the setgid
+    bit, CAP_SYS_ADMIN for security.*)."""
+    from smbprotocol.connection import Connection
+    from smbprotocol.file_info import InfoType
+    from smbprotocol.open import (CreateDisposition, CreateOptions, FilePipePrinterAccessMask, ImpersonationLevel,
+                                  Open, ShareAccess, SMB2SetInfoRequest)
+    from smbprotocol.session import Session
+    from smbprotocol.tree import TreeConnect
+
+    create_file(smbd, "granted.txt")
+    path = share_path(smbd) / "granted.txt"
+    os.chmod(path, 0o2644)
+    alice_sid, carol_sid = user_sid(ids["uid"]["nfsb-alice"]), user_sid(ids["uid"]["nfsb-carol"])
+    read_control, write_dac = 0x20000, 0x40000
+    assert set_acl(smbd, "granted.txt", [(alice_sid, "ALLOWED", FULL),
+                                         (carol_sid, "ALLOWED", READ | write_dac)], ids).returncode == 0
+    assert path.stat().st_mode & 0o7000 == 0o2000
+
+    carol = USERS["nfsb-carol"]
+    conn = Connection(uuid.uuid4(), "127.0.0.1", smbd.port, require_signing=True)
+    with smbd.netns.entered():
+        conn.connect(timeout=10)
+    try:
+        session = Session(conn, carol.name, carol.password, require_encryption=False)
+        session.connect()
+        tree = TreeConnect(session, r"\\127.0.0.1\acls")
+        tree.connect()
+        handle = Open(tree, "granted.txt")
+        handle.create(ImpersonationLevel.Impersonation, read_control | write_dac, 0,
+                      ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE, CreateDisposition.FILE_OPEN,
+                      CreateOptions.FILE_NON_DIRECTORY_FILE)
+        request = SMB2SetInfoRequest()
+        request["info_type"] = InfoType.SMB2_0_INFO_SECURITY
+        request["additional_information"] = 0x4  # DACL_SECURITY_INFORMATION
+        request["file_id"] = handle.file_id
+        request["buffer"] = dacl_sd([(alice_sid, FULL), (carol_sid, READ | write_dac),
+                                     (group_sid(ids["gid"]), READ | WRITE)])
+        conn.receive(conn.send(request, sid=session.session_id, tid=tree.tree_connect_id))  # raises on failure
+        handle.close()
+    finally:
+        conn.disconnect()
+    facl = getfacl(path)
+    assert f"user:{ids['uid']['nfsb-carol']}:r--" in facl and "group::rw-" in facl, facl
+    assert path.stat().st_mode & 0o7000 == 0o2000
 
 
 def test_files_created_over_smb_inherit_as_windows_expects(smbd, ids, tmp_path):

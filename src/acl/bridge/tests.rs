@@ -429,6 +429,66 @@ fn plan_write_refuses_what_the_encoding_cannot_hold() {
 }
 
 #[test]
+fn a_written_plan_is_already_written_and_any_change_is_not() {
+    for (meta, spec) in [
+        (file(0o640), WINDOWS_LIKE),
+        (dir(0o2750), "A:fd:OWNER@:rwaDdxtTnNcCoy,A:fdi:1001:rxtncy,A::EVERYONE@:rtncy"),
+        (file(0o600), "A::OWNER@:rwaxtncy"),
+    ] {
+        let plan = BRIDGE.plan_write(&meta, &acl(spec), Ownership::default()).unwrap();
+        let state = written(&meta, &plan);
+        assert_eq!(already_written(&plan, &state), AlreadyWritten { xattr: true, posix: true }, "{spec}");
+
+        // The stored ACL differs (another ACL with the same mirror, or none at all).
+        let mut other = state.clone();
+        other.stored = Some(BRIDGE.plan_write(&meta, &acl("A::OWNER@:r"), Ownership::default()).unwrap().xattr);
+        assert_eq!(already_written(&plan, &other), AlreadyWritten { xattr: false, posix: true }, "{spec}");
+        other.stored = None;
+        assert!(!already_written(&plan, &other).xattr);
+
+        // A chmod, a setuid bit, a setfacl outside SMB: the POSIX side must be written again.
+        let chmod = chmodded(&state, (state.meta.mode & 0o777) ^ 0o004);
+        assert_eq!(already_written(&plan, &chmod), AlreadyWritten { xattr: true, posix: false }, "{spec}");
+        let mut setuid = state.clone();
+        setuid.meta.mode |= 0o4000;
+        assert!(!already_written(&plan, &setuid).posix, "{spec}");
+        let mut setfacl = state.clone();
+        let mut access = plan.access.clone();
+        access.entries.push(PosixEntry::new(Tag::User(4242), Perms::from_bits(4).unwrap()));
+        if access.mask().is_none() {
+            access.entries.push(PosixEntry::new(Tag::Mask, Perms::from_bits(7).unwrap()));
+        }
+        setfacl.access = Some(access);
+        assert!(!already_written(&plan, &setfacl).posix, "{spec}");
+        if meta.is_dir {
+            let mut no_default = state.clone();
+            no_default.default = None;
+            assert!(!already_written(&plan, &no_default).posix, "{spec}");
+        }
+    }
+}
+
+#[test]
+fn a_plan_with_a_chown_is_never_already_written_on_the_posix_side() {
+    let meta = file(0o640);
+    let plan = BRIDGE
+        .plan_write(&meta, &acl(WINDOWS_LIKE), Ownership { uid: Some(1001), gid: None })
+        .unwrap();
+    let mut state = written(&meta, &plan);
+    state.meta.uid = meta.uid;
+    assert_eq!(already_written(&plan, &state), AlreadyWritten { xattr: true, posix: false });
+}
+
+#[test]
+fn an_invalid_posix_acl_on_disk_is_never_already_written() {
+    let meta = file(0o640);
+    let plan = BRIDGE.plan_write(&meta, &acl(WINDOWS_LIKE), Ownership::default()).unwrap();
+    let mut state = written(&meta, &plan);
+    state.access = Some(posix(&[(Tag::UserObj, 7), (Tag::User(1001), 6), (Tag::Other, 0)]));
+    assert!(!already_written(&plan, &state).posix);
+}
+
+#[test]
 fn difference_texts_name_both_sides() {
     let d = Difference::Mode {
         on_disk: 0o700,
@@ -465,9 +525,13 @@ proptest! {
         prop_assert_eq!(&effective.acl, &acl);
         prop_assert_eq!(effective.origin, Origin::Stored);
         prop_assert!(BRIDGE.check(&state).unwrap().is_coherent());
+        // Writing the same plan again would change nothing: a write may skip it.
+        prop_assert_eq!(already_written(&plan, &state), AlreadyWritten { xattr: true, posix: true });
 
         let after = chmodded(&state, chmod);
         let effective = BRIDGE.effective_nfs4(&after).unwrap();
+        // Only a coherent POSIX side counts as written; a chmod outside SMB never does.
+        prop_assert_eq!(already_written(&plan, &after).posix, chmod == plan.mode & 0o777);
         if chmod == plan.mode & 0o777 {
             prop_assert_eq!(effective.origin, Origin::Stored);
         } else {
