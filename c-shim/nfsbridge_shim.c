@@ -401,9 +401,12 @@ static void bridge_ensure(struct vfs_handle_struct *handle, void *state)
 		bridge_watched_fd = -1;
 		rust_ops->bridge_disconnect();
 	}
-	become_root(); /* the daemon admits root peers (SO_PEERCRED of connect()) */
-	fd = rust_ops->bridge_socket(state);
-	unbecome_root();
+	fd = rust_ops->bridge_socket(state, false);
+	if (fd < 0) {
+		become_root(); /* the daemon admits root peers (SO_PEERCRED of connect()) */
+		fd = rust_ops->bridge_socket(state, true);
+		unbecome_root();
+	}
 	if (fd == bridge_watched_fd) {
 		return;
 	}
@@ -485,16 +488,40 @@ static int check_open_permission(void *state, int reference, const struct vfs_op
 	return errno;
 }
 
+/* What the SMB create in progress asks to cache (set by nfsb_create_file around the next
+ * module's create, taken by the first bridged open it makes). */
+static struct {
+	bool pending;
+	uint32_t requested;
+	bool is_lease;
+	struct smb2_lease_key key;
+} create_request;
+
+static const char *peer_address(TALLOC_CTX *mem_ctx, const struct tsocket_address *addr);
+
 /* Hands `reference` to the bridge; the shared description's dup, or -1 and errno. Sets
  * *unreachable when the bridge could not be asked (the caller opens without it). */
 static int bridge_open(struct vfs_handle_struct *handle, void *state, int reference,
 		       const struct vfs_open_how *how, bool *unreachable)
 {
+	struct nfsb_create_request request = { .requested = 0 };
 	int fd;
 
+	if (create_request.pending) {
+		struct smbd_server_connection *sconn = handle->conn->sconn;
+
+		create_request.pending = false;
+		request = (struct nfsb_create_request){
+			.requested = create_request.requested,
+			.lease_key = create_request.is_lease ?
+					     (const uint8_t *)&create_request.key : NULL,
+			.client_address = peer_address(talloc_tos(), sconn->remote_address),
+			.server_address = peer_address(talloc_tos(), sconn->local_address),
+		};
+	}
 	bridge_ensure(handle, state);
 	fd = rust_ops->bridge_open(state, reference, wants_write(how),
-				   (how->flags & O_NONBLOCK) != 0);
+				   (how->flags & O_NONBLOCK) != 0, &request);
 	bridge_schedule_queued();
 	*unreachable = (fd == NFSB_BRIDGE_UNREACHABLE);
 	if (fd < 0) {
@@ -520,7 +547,7 @@ static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_stru
 {
 	void *state = handle_state(handle);
 	struct stat st;
-	bool own_reference = false, unreachable = false;
+	bool own_reference = false, unreachable = false, created = false;
 	int reference, fd, err;
 
 	if (!bridge_applies(state, smb_fname, fsp, how)) {
@@ -537,6 +564,7 @@ static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_stru
 			create_how.flags = (how->flags | O_EXCL) & ~O_TRUNC;
 			reference = openat_with_root_retry(handle, dirfsp, smb_fname, fsp,
 							   &create_how);
+			created = (reference != -1);
 		} else if (reference != -1 && (how->flags & O_CREAT) && (how->flags & O_EXCL)) {
 			close(reference);
 			errno = EEXIST;
@@ -552,7 +580,8 @@ static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_stru
 		}
 		return openat_with_root_retry(handle, dirfsp, smb_fname, fsp, how);
 	}
-	err = check_open_permission(state, reference, how);
+	/* The creator of a new file gets the access it asked for, whatever its mode says. */
+	err = created ? 0 : check_open_permission(state, reference, how);
 	if (err != 0) {
 		if (own_reference) {
 			close(reference);
@@ -827,19 +856,19 @@ static void bridge_back_grant(struct vfs_handle_struct *handle, void *state,
 	    !VALID_STAT(fsp->fsp_name->st) || !S_ISREG(fsp->fsp_name->st.st_ex_mode)) {
 		return;
 	}
-	granted = fsp_lease_type(fsp);
-	if (granted == SMB2_LEASE_NONE) {
-		return;
-	}
 	if (fsp->oplock_type == LEASE_OPLOCK && fsp->lease != NULL) {
+		/* Just granted: the fsp's copy is current (fsp_lease_type would re-read
+		 * leases.tdb). */
+		granted = fsp->lease->lease.lease_state;
 		lease_key = (const uint8_t *)&fsp->lease->lease.lease_key;
+	} else {
+		granted = fsp_lease_type(fsp); /* oplocks: no database access */
 	}
+	/* Nothing granted still goes to Rust: a grant made with the open is taken back. */
 	bridge_ensure(handle, state);
-	become_root(); /* a stat open's description is opened from its O_PATH reference */
 	backed = rust_ops->bridge_grant(state, fd, lease_key, granted,
 					peer_address(talloc_tos(), sconn->remote_address),
 					peer_address(talloc_tos(), sconn->local_address));
-	unbecome_root();
 	bridge_schedule_queued();
 	if ((granted & ~backed) != 0) {
 		DBG_INFO("nfsbridge: %s: caching 0x%x granted, 0x%x backed by a kernel lease\n",
@@ -864,10 +893,27 @@ static NTSTATUS nfsb_create_file(struct vfs_handle_struct *handle, struct smb_re
 				 struct smb2_create_blobs *out_context_blobs)
 {
 	void *state = handle_state(handle);
-	NTSTATUS status = SMB_VFS_NEXT_CREATE_FILE(
+	uint32_t oplock = oplock_request & ~SAMBA_PRIVATE_OPLOCK_MASK;
+	NTSTATUS status;
+
+	if (leases_on(state)) {
+		create_request.pending = false;
+		if (oplock == LEASE_OPLOCK && lease != NULL) {
+			create_request.requested = lease->lease_state &
+				(SMB2_LEASE_READ | SMB2_LEASE_HANDLE | SMB2_LEASE_WRITE);
+			create_request.is_lease = true;
+			create_request.key = lease->lease_key;
+		} else {
+			create_request.requested = map_oplock_to_lease_type(oplock);
+			create_request.is_lease = false;
+		}
+		create_request.pending = (create_request.requested != 0);
+	}
+	status = SMB_VFS_NEXT_CREATE_FILE(
 		handle, req, dirfsp, smb_fname, access_mask, share_access, create_disposition,
 		create_options, file_attributes, oplock_request, lease, allocation_size,
 		private_flags, sd, ea_list, result, pinfo, in_context_blobs, out_context_blobs);
+	create_request.pending = false;
 
 	if (NT_STATUS_IS_OK(status) && *result != NULL && leases_on(state)) {
 		bridge_back_grant(handle, state, *result);

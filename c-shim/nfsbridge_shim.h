@@ -90,17 +90,18 @@ struct nfsb_rust_ops {
 
 	/* Whether this share's lease bridge is on (nfsbridge:leases). */
 	bool (*leases_enabled)(void *state);
-	/* The bridge socket, connecting first if needed (called as root; attempts are
-	 * rate-limited), or -1 when the bridge cannot be reached. */
-	int (*bridge_socket)(void *state);
+	/* The bridge socket, or -1 when not connected. With `connect`, connects first if needed
+	 * (called as root; attempts are rate-limited). */
+	int (*bridge_socket)(void *state, bool connect);
 	/* A dup of the shared open file description of the regular file `reference` (any
 	 * descriptor of it, O_PATH included) refers to: >= 0, or -errno (the bridge's or the
 	 * kernel's refusal, EWOULDBLOCK when a non-SMB lease holder must be broken first), or
-	 * NFSB_BRIDGE_UNREACHABLE. */
-	int (*bridge_open)(void *state, int reference, bool want_write, bool nonblocking);
+	 * NFSB_BRIDGE_UNREACHABLE. `request` (NULL or requested 0: none) is granted with it. */
+	int (*bridge_open)(void *state, int reference, bool want_write, bool nonblocking,
+			   const struct nfsb_create_request *request);
 	/* smbd granted `lease_state` on the open whose descriptor is `fd` (a bridge dup, or a
 	 * stat open's O_PATH descriptor); lease_key is the 16-byte SMB2 lease key or NULL for an
-	 * oplock. Returns the part a kernel lease backs (called as root). */
+	 * oplock. Returns the part a kernel lease backs. */
 	uint32_t (*bridge_grant)(void *state, int fd, const uint8_t *lease_key, uint32_t lease_state,
 				 const char *client_address, const char *server_address);
 	/* The descriptor `fd` of an open is about to be closed. */
@@ -119,6 +120,17 @@ struct nfsb_rust_ops {
 	/* The break nfsb_request_break started with `token` ended: the client now caches
 	 * `lease_state` (or NFSB_BREAK_ABANDONED: its open closed first). */
 	void (*break_answered)(uint64_t token, uint32_t lease_state);
+};
+
+/* What the SMB create being processed asks to cache, handed to bridge_open so that the bridge
+ * grants it with the open (one round trip instead of two); bridge_grant then only lowers it. */
+struct nfsb_create_request {
+	/* SMB2 lease bits asked for; 0: no caching asked (the other fields are unset). */
+	uint32_t requested;
+	/* The 16-byte lease key, or NULL for an oplock. */
+	const uint8_t *lease_key;
+	const char *client_address;
+	const char *server_address;
 };
 
 /* bridge_open's answer when the lease bridge cannot be asked (not running, not answering). */

@@ -292,7 +292,7 @@ fn a_client_that_never_acknowledges_loses_the_lease_at_the_break_timeout() {
 }
 
 /// An "smbd" that opens a file through the bridge, is granted a batch oplock, then sleeps
-/// without reading its socket (the wire format of `src/lease/protocol.rs`, version 2).
+/// without reading its socket (the wire format of `src/lease/protocol.rs`, version 3).
 const PYTHON_SMBD: &str = r#"
 import os, socket, struct, sys, time
 signal_alarm = __import__("signal").alarm(60)
@@ -300,7 +300,7 @@ sock_path, share, path = sys.argv[1:4]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 s.connect(sock_path)
 def header(tag, request_id):
-    return b"NB" + bytes([2, tag]) + struct.pack("<Q", request_id)
+    return b"NB" + bytes([3, tag]) + struct.pack("<Q", request_id)
 def string(text):
     data = text.encode()
     return struct.pack("<H", len(data)) + data
@@ -513,7 +513,7 @@ fn peers_and_requests_outside_the_policy_are_refused() {
 
     // A malformed packet closes that connection only.
     let raw = transport::connect_seqpacket(&bridge.socket).unwrap();
-    transport::send_message(raw.as_fd(), b"NB\x02\xee garbage", &[]).unwrap();
+    transport::send_message(raw.as_fd(), b"NB\x03\xee garbage", &[]).unwrap();
     assert!(transport::recv_message(raw.as_fd()).unwrap().is_none());
     assert!(bridge.log_text().contains("malformed message"));
     assert_eq!(grant_rwh(&bridge, &mut client, inode, 1), Caching::RWH);

@@ -5,7 +5,7 @@ use std::os::fd::AsFd;
 
 use nfsbridge::lease::kernel::LeaseType;
 use nfsbridge::lease::protocol::{
-    decode, DecodeError, Message, PeerPolicy, PeerRefused, WireUnit, MAX_STRING_LEN,
+    decode, DecodeError, Message, PeerPolicy, PeerRefused, Provisional, WireUnit, MAX_STRING_LEN,
 };
 use nfsbridge::lease::table::{BreakUnit, Caching, GrantKind, InodeKey, OpenId};
 use nfsbridge::lease::transport::{self, PeerCredentials};
@@ -50,26 +50,44 @@ fn message() -> impl Strategy<Value = Message> {
             text(),
             any::<u64>(),
             any::<bool>(),
-            any::<bool>()
+            any::<bool>(),
+            proptest::option::of((kind.clone(), caching(), text(), text()))
         )
             .prop_map(
-                |(request_id, share_path, file_id, want_write, nonblocking)| {
+                |(request_id, share_path, file_id, want_write, nonblocking, provisional)| {
                     Message::OpenDescription {
                         request_id,
                         share_path,
                         file_id,
                         want_write,
                         nonblocking,
+                        provisional: provisional.map(
+                            |(kind, requested, client_address, server_address)| Provisional {
+                                kind,
+                                requested,
+                                client_address,
+                                server_address,
+                            },
+                        ),
                     }
                 }
             ),
-        (any::<u64>(), inode(), any::<bool>()).prop_map(|(request_id, inode, writable)| {
-            Message::DescriptionOpened {
+        (any::<u64>(), inode(), any::<bool>(), caching()).prop_map(
+            |(request_id, inode, writable, caching)| Message::DescriptionOpened {
                 request_id,
                 inode,
                 writable,
+                caching,
             }
-        }),
+        ),
+        (any::<u64>(), inode(), any::<u64>(), caching()).prop_map(
+            |(request_id, inode, file_id, caching)| Message::AdjustGrant {
+                request_id,
+                inode,
+                file_id,
+                caching,
+            }
+        ),
         (
             any::<u64>(),
             inode(),
@@ -190,36 +208,41 @@ fn malformed_headers_and_fields_are_named() {
         "version 1 had no file id in OpenDescription"
     );
     assert_eq!(
-        decode(b"NB\x02\xee\0\0\0\0\0\0\0\0"),
+        decode(b"NB\x02\x08\0\0\0\0\0\0\0\0"),
+        Err(DecodeError::UnsupportedVersion(2)),
+        "version 2 had no provisional grant"
+    );
+    assert_eq!(
+        decode(b"NB\x03\xee\0\0\0\0\0\0\0\0"),
         Err(DecodeError::UnknownTag(0xee))
     );
     assert_eq!(
-        decode(b"NB\x02\x08\x05\0\0\0\0\0\0\0"),
+        decode(b"NB\x03\x08\x05\0\0\0\0\0\0\0"),
         Ok(Message::Done { request_id: 5 })
     );
     // Granted with an unknown caching bit (0x8) and with a lease type of 3.
     assert_eq!(
-        decode(b"NB\x02\x04\0\0\0\0\0\0\0\0\x08\x00"),
+        decode(b"NB\x03\x04\0\0\0\0\0\0\0\0\x08\x00"),
         Err(DecodeError::InvalidValue {
             field: "caching",
             value: 8
         })
     );
     assert_eq!(
-        decode(b"NB\x02\x04\0\0\0\0\0\0\0\0\x07\x03"),
+        decode(b"NB\x03\x04\0\0\0\0\0\0\0\0\x07\x03"),
         Err(DecodeError::InvalidValue {
             field: "kernel lease",
             value: 3
         })
     );
     // OpenDescription whose string claims more than PATH_MAX, and one that is not UTF-8.
-    let mut long = b"NB\x02\x01\0\0\0\0\0\0\0\0".to_vec();
+    let mut long = b"NB\x03\x01\0\0\0\0\0\0\0\0".to_vec();
     long.extend_from_slice(&((MAX_STRING_LEN + 1) as u16).to_le_bytes());
     assert_eq!(
         decode(&long),
         Err(DecodeError::StringTooLong(MAX_STRING_LEN + 1))
     );
-    let mut latin1 = b"NB\x02\x01\0\0\0\0\0\0\0\0\x01\x00\xe9\x07\0\0\0\0\0\0\0\x00".to_vec();
+    let mut latin1 = b"NB\x03\x01\0\0\0\0\0\0\0\0\x01\x00\xe9\x07\0\0\0\0\0\0\0\x00".to_vec();
     assert_eq!(decode(&latin1), Err(DecodeError::NotUtf8));
     latin1[14] = b'/';
     assert_eq!(
@@ -229,7 +252,8 @@ fn malformed_headers_and_fields_are_named() {
             share_path: "/".into(),
             file_id: 7,
             want_write: false,
-            nonblocking: false
+            nonblocking: false,
+            provisional: None,
         })
     );
 }
@@ -292,6 +316,7 @@ fn a_request_with_a_descriptor_crosses_a_seqpacket_pair() {
         file_id: 0x0123_4567_89ab_cdef,
         want_write: true,
         nonblocking: true,
+        provisional: None,
     };
     transport::send_message(smbd_side.as_fd(), &request.encode(), &[file.as_fd()]).unwrap();
 

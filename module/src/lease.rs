@@ -14,7 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nfsbridge::lease::client::{BreakRequest, BridgeClient};
-use nfsbridge::lease::protocol::WireUnit;
+use nfsbridge::lease::protocol::{Provisional, WireUnit};
 use nfsbridge::lease::table::{Caching, GrantKind, InodeKey};
 
 use crate::ffi;
@@ -32,6 +32,9 @@ struct OpenRecord {
     generation: u64,
     /// Set once smbd granted caching on it.
     kind: Option<GrantKind>,
+    /// What the bridge granted with the open (the create's request, as far as the kernel
+    /// lease backs it), until the create post-hook settles it.
+    provisional: Option<(GrantKind, Caching)>,
     /// For an open without a data descriptor (a stat open holding a lease): the description
     /// kept for the kernel lease.
     side_description: Option<OwnedFd>,
@@ -210,14 +213,24 @@ fn start_breaks(orders: Vec<BreakOrder>) {
         // until the call returns (the shim copies nothing it keeps).
         let started = unsafe { ffi::nfsb_request_break(order.fd, key_ptr, order.break_to.to_lease_state(), order.token) };
         if !started {
-            // The open is gone or the message could not be sent: nothing caches through it.
-            break_answered(order.token, ffi::NFSB_BREAK_ABANDONED);
+            break_not_started(order.token);
         }
     }
 }
 
 pub fn socket(path: &str) -> RawFd {
     bridge().socket(Path::new(path))
+}
+
+/// The socket if this process is connected to the bridge at `path` (no attempt to connect).
+pub fn connected_socket(path: &str) -> RawFd {
+    let bridge = bridge();
+    match &bridge.client {
+        Some(client) if !bridge.broken && bridge.socket_path.as_deref() == Some(Path::new(path)) => {
+            client.as_raw_fd()
+        }
+        _ => -1,
+    }
 }
 
 /// Break requests that arrived during a request and wait to be taken (see `readable`).
@@ -229,7 +242,14 @@ pub fn is_broken() -> bool {
     bridge().broken
 }
 
-pub fn open(path: &str, share_path: &str, reference: RawFd, want_write: bool, nonblocking: bool) -> i32 {
+pub fn open(
+    path: &str,
+    share_path: &str,
+    reference: RawFd,
+    want_write: bool,
+    nonblocking: bool,
+    provisional: Option<Provisional>,
+) -> i32 {
     let mut bridge = bridge();
     if bridge.socket(Path::new(path)) < 0 {
         return ffi::NFSB_BRIDGE_UNREACHABLE;
@@ -239,13 +259,23 @@ pub fn open(path: &str, share_path: &str, reference: RawFd, want_write: bool, no
     let client = bridge.client.as_mut().expect("socket() connected");
     // SAFETY: the shim passes a descriptor it keeps open for the duration of this call.
     let reference = unsafe { BorrowedFd::borrow_raw(reference) };
-    match client.open_description(reference, share_path, open_id, want_write, nonblocking) {
-        Ok((fd, inode, _writable)) => {
-            let fd = fd.into_raw_fd();
+    let provisional_kind = provisional.as_ref().map(|p| p.kind);
+    match client.open_description_granting(reference, share_path, open_id, want_write, nonblocking, provisional) {
+        Ok(opened) => {
+            let fd = opened.description.into_raw_fd();
             let generation = bridge.generation;
+            let provisional = provisional_kind.map(|kind| (kind, opened.caching));
             bridge.opens.insert(
                 fd,
-                OpenRecord { open_id, inode, generation, kind: None, side_description: None },
+                OpenRecord {
+                    open_id,
+                    inode: opened.inode,
+                    generation,
+                    // The bridge counts it as a holder of that kind from now on.
+                    kind: provisional_kind,
+                    provisional,
+                    side_description: None,
+                },
             );
             fd
         }
@@ -267,6 +297,22 @@ pub fn grant(
     server_address: &str,
 ) -> Caching {
     let mut bridge = bridge();
+    if granted.is_none() {
+        // Nothing to back; only a grant the bridge made with the open is taken back.
+        let generation = bridge.generation;
+        let settled = bridge.opens.get_mut(&fd).and_then(|record| {
+            let provisional = record.provisional.take();
+            record.kind = None;
+            provisional.filter(|(_, backed)| !backed.is_none() && record.generation == generation)
+                .map(|_| (record.inode, record.open_id))
+        });
+        if let (Some((inode, open_id)), Some(client)) = (settled, bridge.client.as_mut()) {
+            if let Err(err) = client.adjust_grant(inode, open_id, Caching::NONE) {
+                bridge.mark_broken("a grant adjustment", &err);
+            }
+        }
+        return Caching::NONE;
+    }
     if bridge.socket(Path::new(path)) < 0 {
         return Caching::NONE;
     }
@@ -284,7 +330,14 @@ pub fn grant(
                 let generation = bridge.generation;
                 bridge.opens.insert(
                     fd,
-                    OpenRecord { open_id, inode, generation, kind: None, side_description: Some(side) },
+                    OpenRecord {
+                        open_id,
+                        inode,
+                        generation,
+                        kind: None,
+                        provisional: None,
+                        side_description: Some(side),
+                    },
                 );
             }
             Err(err) => {
@@ -304,6 +357,22 @@ pub fn grant(
     }
     let (inode, open_id) = (record.inode, record.open_id);
     let kind = lease_key.map_or(GrantKind::Oplock, GrantKind::Lease);
+    let provisional = bridge.opens.get_mut(&fd).expect("present").provisional.take();
+    if let Some((provisional_kind, backed)) = provisional {
+        if provisional_kind == kind && granted.within(backed) {
+            // Granted with the open: only tell the bridge if smbd granted less (no reply).
+            if granted != backed {
+                let client = bridge.client.as_mut().expect("socket() connected");
+                if let Err(err) = client.adjust_grant(inode, open_id, granted) {
+                    bridge.mark_broken("a grant adjustment", &err);
+                    return Caching::NONE;
+                }
+            }
+            return granted;
+        }
+        // smbd granted more than the open was granted (an existing lease of the same key),
+        // or another kind: ask the bridge properly.
+    }
     let client = bridge.client.as_mut().expect("socket() connected");
     match client.grant(inode, open_id, kind, granted, share_path, client_address, server_address) {
         Ok(backed) => {
@@ -387,6 +456,22 @@ pub fn disconnect() {
         orders
     };
     start_breaks(orders);
+}
+
+/// The shim found no open to break for `token` (it closed, or the break message could not be
+/// sent: the shim logged why). Answered at once, never re-routed (that could loop).
+fn break_not_started(token: u64) {
+    let mut bridge = bridge();
+    match bridge.breaks.remove(&token) {
+        Some(PendingBreak::Daemon { request, generation }) if generation == bridge.generation => {
+            bridge.ack(&request, Caching::NONE);
+        }
+        Some(PendingBreak::Orphaned { lease_fd }) => {
+            drop(bridge);
+            release_orphaned_lease(lease_fd);
+        }
+        _ => {}
+    }
 }
 
 pub fn break_answered(token: u64, lease_state: u32) {

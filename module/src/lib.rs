@@ -7,6 +7,8 @@
 use std::ffi::{c_char, c_int, c_void};
 
 use nfsbridge::config::{FaultInjection, ModuleConfig, OPTIONS};
+use nfsbridge::lease::protocol::Provisional;
+use nfsbridge::lease::table::{Caching, GrantKind};
 
 mod acl;
 mod ffi;
@@ -196,18 +198,46 @@ unsafe extern "C" fn leases_enabled(state: *mut c_void) -> bool {
     guard::call("leases_enabled", false, || unsafe { share(state) }.config.leases)
 }
 
-unsafe extern "C" fn bridge_socket(state: *mut c_void) -> c_int {
+unsafe extern "C" fn bridge_socket(state: *mut c_void, connect: bool) -> c_int {
     guard::call("bridge_socket", -1, || {
         // SAFETY: the shim passes the state connect stored.
-        lease::socket(&unsafe { share(state) }.config.lease_bridge_socket)
+        let path = &unsafe { share(state) }.config.lease_bridge_socket;
+        if connect {
+            lease::socket(path)
+        } else {
+            lease::connected_socket(path)
+        }
     })
 }
 
-unsafe extern "C" fn bridge_open(state: *mut c_void, reference: c_int, want_write: bool, nonblocking: bool) -> c_int {
+unsafe extern "C" fn bridge_open(
+    state: *mut c_void,
+    reference: c_int,
+    want_write: bool,
+    nonblocking: bool,
+    request: *const ffi::nfsb_create_request,
+) -> c_int {
     guard::call("bridge_open", ffi::NFSB_BRIDGE_UNREACHABLE, || {
-        // SAFETY: the shim passes the state connect stored.
-        let share = unsafe { share(state) };
-        lease::open(&share.config.lease_bridge_socket, &share.path, reference, want_write, nonblocking)
+        // SAFETY: the shim passes the state connect stored, and a create request that is NULL
+        // or valid for the call (a lease key NULL or 16 readable bytes, NUL-terminated
+        // addresses when `requested` is not 0).
+        let (share, provisional) = unsafe {
+            let provisional = request.as_ref().filter(|r| r.requested != 0).map(|r| {
+                let kind = if r.lease_key.is_null() {
+                    GrantKind::Oplock
+                } else {
+                    GrantKind::Lease(std::ptr::read(r.lease_key.cast::<[u8; 16]>()))
+                };
+                Provisional {
+                    kind,
+                    requested: Caching::from_lease_state(r.requested),
+                    client_address: c_text(r.client_address),
+                    server_address: c_text(r.server_address),
+                }
+            });
+            (share(state), provisional)
+        };
+        lease::open(&share.config.lease_bridge_socket, &share.path, reference, want_write, nonblocking, provisional)
     })
 }
 
@@ -226,7 +256,7 @@ unsafe extern "C" fn bridge_grant(
             let key = (!lease_key.is_null()).then(|| std::ptr::read(lease_key.cast::<[u8; 16]>()));
             (share(state), c_text(client_address), c_text(server_address), key)
         };
-        let granted = nfsbridge::lease::table::Caching::from_lease_state(lease_state);
+        let granted = Caching::from_lease_state(lease_state);
         lease::grant(&share.config.lease_bridge_socket, &share.path, fd, key, granted, &client, &server)
             .to_lease_state()
     })

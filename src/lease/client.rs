@@ -18,7 +18,7 @@ use rustix::event::{PollFd, PollFlags};
 
 use super::kernel::LeaseType;
 use super::listing::LeaseListing;
-use super::protocol::{self, Message, WireUnit};
+use super::protocol::{self, Message, Provisional, WireUnit};
 use super::table::{Caching, GrantKind, InodeKey};
 use super::transport;
 
@@ -34,6 +34,16 @@ pub struct BreakRequest {
     pub unit: WireUnit,
     pub current: Caching,
     pub break_to: Caching,
+}
+
+/// What [`BridgeClient::open_description_granting`] answers.
+#[derive(Debug)]
+pub struct OpenedDescription {
+    pub description: OwnedFd,
+    pub inode: InodeKey,
+    pub writable: bool,
+    /// What the provisional grant got (none without one).
+    pub caching: Caching,
 }
 
 pub struct BridgeClient {
@@ -91,6 +101,22 @@ impl BridgeClient {
         want_write: bool,
         nonblocking: bool,
     ) -> io::Result<(OwnedFd, InodeKey, bool)> {
+        self.open_description_granting(reference, share_path, file_id, want_write, nonblocking, None)
+            .map(|opened| (opened.description, opened.inode, opened.writable))
+    }
+
+    /// [`BridgeClient::open_description`] that also grants `provisional` (what the SMB
+    /// create asked for) on the new open in the same round trip; `caching` in the answer is
+    /// what the kernel lease backs. Lower it afterwards with [`BridgeClient::adjust_grant`].
+    pub fn open_description_granting(
+        &mut self,
+        reference: BorrowedFd<'_>,
+        share_path: &str,
+        file_id: u64,
+        want_write: bool,
+        nonblocking: bool,
+        provisional: Option<Provisional>,
+    ) -> io::Result<OpenedDescription> {
         let request_id = self.new_request_id();
         let request = Message::OpenDescription {
             request_id,
@@ -98,16 +124,41 @@ impl BridgeClient {
             file_id,
             want_write,
             nonblocking,
+            provisional,
         };
         match self.request(&request, &[reference])? {
             (
                 Message::DescriptionOpened {
-                    inode, writable, ..
+                    inode,
+                    writable,
+                    caching,
+                    ..
                 },
                 mut fds,
-            ) if fds.len() == 1 => Ok((fds.remove(0), inode, writable)),
+            ) if fds.len() == 1 => Ok(OpenedDescription {
+                description: fds.remove(0),
+                inode,
+                writable,
+                caching,
+            }),
             (other, _) => Err(unexpected(&other)),
         }
+    }
+
+    /// Open `file_id` caches only `caching` now (no more than it was granted). Sends and
+    /// returns (no reply).
+    pub fn adjust_grant(&mut self, inode: InodeKey, file_id: u64, caching: Caching) -> io::Result<()> {
+        let request_id = self.new_request_id();
+        self.send(
+            &Message::AdjustGrant {
+                request_id,
+                inode,
+                file_id,
+                caching,
+            },
+            &[],
+            self.deadline(),
+        )
     }
 
     /// Asks the bridge to back `requested` caching on open `file_id` with a kernel lease;
@@ -172,8 +223,7 @@ impl BridgeClient {
         }
     }
 
-    /// Tells the bridge open `file_id` is closed. Sends and returns; the bridge's `Done` is
-    /// discarded when it arrives.
+    /// Tells the bridge open `file_id` is closed. Sends and returns (the bridge sends no reply).
     pub fn close(&mut self, inode: InodeKey, file_id: u64) -> io::Result<()> {
         let request_id = self.new_request_id();
         self.send(

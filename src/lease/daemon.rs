@@ -455,24 +455,60 @@ impl Daemon {
                 file_id,
                 want_write,
                 nonblocking: _,
+                provisional,
             } => {
                 let reference = fds.pop().expect("descriptor count checked");
                 let open = OpenId {
                     smbd_pid: peer.pid,
                     file_id,
                 };
-                match self.open_description(open, reference.as_fd(), &share_path, want_write) {
-                    Ok((dup, inode, writable)) => self.reply(
-                        token,
-                        Message::DescriptionOpened {
-                            request_id,
-                            inode,
-                            writable,
-                        },
-                        Some(dup),
-                    ),
-                    Err(errno) => self.fail(token, request_id, errno),
+                let (dup, inode, writable) =
+                    match self.open_description(open, reference.as_fd(), &share_path, want_write) {
+                        Ok(opened) => opened,
+                        Err(errno) => return self.fail(token, request_id, errno),
+                    };
+                // The grant the create asked for, at once (the same rules as `Grant`); a
+                // refused kernel lease only means no caching.
+                let caching = match provisional {
+                    None => Caching::NONE,
+                    Some(provisional) => {
+                        let holder = Holder {
+                            open,
+                            share_path,
+                            client_address: provisional.client_address,
+                            server_address: provisional.server_address,
+                            kind: provisional.kind,
+                            caching: provisional.requested,
+                        };
+                        self.grant(inode, holder).map_or(Caching::NONE, |(caching, _)| caching)
+                    }
+                };
+                self.reply(
+                    token,
+                    Message::DescriptionOpened {
+                        request_id,
+                        inode,
+                        writable,
+                        caching,
+                    },
+                    Some(dup),
+                )
+            }
+            Message::AdjustGrant {
+                request_id,
+                inode,
+                file_id,
+                caching,
+            } => {
+                // No reply (smbd does not wait for one).
+                let open = OpenId {
+                    smbd_pid: peer.pid,
+                    file_id,
+                };
+                if let Err(errno) = self.adjust_grant(inode, open, caching) {
+                    debug!(pid = peer.pid, request_id, errno, "grant adjustment refused");
                 }
+                Ok(())
             }
             Message::Grant {
                 request_id,
@@ -521,10 +557,12 @@ impl Daemon {
                     smbd_pid: peer.pid,
                     file_id,
                 };
-                match self.close_open(inode, open) {
-                    Ok(()) => self.reply(token, Message::Done { request_id }, None),
-                    Err(errno) => self.fail(token, request_id, errno),
+                // No reply: smbd does not wait for it, and reading one would wake it once
+                // more per close.
+                if let Err(errno) = self.close_open(inode, open) {
+                    debug!(pid = peer.pid, request_id, errno, "close of an unknown open");
                 }
+                Ok(())
             }
             Message::BreakAck {
                 request_id,
@@ -713,8 +751,8 @@ impl Daemon {
         let grant = self
             .table
             .grant(inode, holder, |description, lease| {
-                let taken = fcntl::set_signal(description.as_fd(), signals::lease_break_signal())
-                    .and_then(|()| fcntl::set_lease(description.as_fd(), Some(lease)));
+                // F_SETSIG / F_SETOWN were set when the description was opened.
+                let taken = fcntl::set_lease(description.as_fd(), Some(lease));
                 match taken {
                     Ok(()) => true,
                     Err(error) => {
@@ -728,8 +766,9 @@ impl Daemon {
         if let Some(action) = grant.kernel_action {
             self.apply(inode, action);
         }
+        // Per-open events are debug: a busy share takes and releases leases all the time.
         if grant.kernel_lease != before {
-            info!(
+            debug!(
                 path = %self.path_of(inode),
                 lease = lease_word(grant.kernel_lease),
                 pid = open.smbd_pid,
@@ -738,7 +777,7 @@ impl Daemon {
             );
         }
         if grant.caching != requested {
-            info!(
+            debug!(
                 path = %self.path_of(inode),
                 requested = listing::caching_letters(requested),
                 granted = listing::caching_letters(grant.caching),
@@ -747,6 +786,21 @@ impl Daemon {
             );
         }
         Ok((grant.caching, grant.kernel_lease))
+    }
+
+    /// Lowers what an open caches to `caching` (never raises it: the caller asked for less
+    /// than its provisional grant, or the grant stands).
+    fn adjust_grant(&mut self, inode: InodeKey, open: OpenId, caching: Caching) -> Result<(), i32> {
+        let holder = self
+            .table
+            .entry(inode)
+            .and_then(|entry| entry.holders().find(|holder| holder.open == open).cloned())
+            .ok_or(libc::ENOENT)?;
+        let lowered = Holder {
+            caching: holder.caching.intersect(caching),
+            ..holder
+        };
+        self.grant(inode, lowered).map(|_| ())
     }
 
     fn close_open(&mut self, inode: InodeKey, open: OpenId) -> Result<(), i32> {
@@ -818,7 +872,7 @@ impl Daemon {
             KernelAction::Release => (None, "kernel lease released"),
         };
         match fcntl::set_lease(entry.description().as_fd(), lease) {
-            Ok(()) => info!(
+            Ok(()) => debug!(
                 path = %self.path_of(inode),
                 lease = lease_word(lease),
                 "{verb}"

@@ -3,12 +3,13 @@
 //! One message per SOCK_SEQPACKET packet ([`super::transport`]). Layout, little-endian:
 //! magic `"NB"`, version (1 byte), tag (1 byte), request id (u64), then the tag's fields.
 //! Strings are a u16 length and UTF-8 bytes, at most [`MAX_STRING_LEN`]; a packet with bytes
-//! left over is refused. Every request gets exactly one reply with its request id (`Done`,
-//! `Failed` or the request's own answer); `BreakNotify` is the daemon's request, `BreakAck`
-//! answers it.
+//! left over is refused. Every request but `Close` gets exactly one reply with its request id
+//! (`Done`, `Failed` or the request's own answer); `Close` gets none (smbd never waits for
+//! it). `BreakNotify` is the daemon's request, `BreakAck` answers it.
 //!
 //! Versions: 1 (the first layer) had no file id in `OpenDescription` and no `ListLeases`;
-//! 2 adds both. A peer speaking another version is refused at its first message.
+//! 2 adds both; 3 adds the provisional grant of `OpenDescription` (answered in
+//! `DescriptionOpened`), `AdjustGrant`, and sends no reply to `Close`. A peer speaking another version is refused at its first message.
 //!
 //! The sending smbd's pid is never in a message: the daemon takes it from SO_PEERCRED, so an
 //! smbd can only act on its own opens and break units.
@@ -17,7 +18,7 @@ use super::table::{BreakUnit, Caching, GrantKind, InodeKey, LeaseKey};
 use super::transport::PeerCredentials;
 
 pub const MAGIC: [u8; 2] = *b"NB";
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// PATH_MAX: share paths and addresses are never longer.
 pub const MAX_STRING_LEN: usize = 4096;
 
@@ -49,6 +50,15 @@ impl WireUnit {
     }
 }
 
+/// A grant asked for with the open (see `Message::OpenDescription`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provisional {
+    pub kind: GrantKind,
+    pub requested: Caching,
+    pub client_address: String,
+    pub server_address: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// smbd → daemon, carrying one O_PATH descriptor of the file smbd resolved: give me a dup
@@ -61,12 +71,26 @@ pub enum Message {
         file_id: u64,
         want_write: bool,
         nonblocking: bool,
+        /// The caching the client asked for in this SMB create, granted at once on the new
+        /// open (kernel lease taken first), so that the create needs no `Grant` round trip;
+        /// smbd then lowers it with `AdjustGrant` to what it really granted.
+        provisional: Option<Provisional>,
     },
-    /// daemon → smbd, carrying the dup.
+    /// daemon → smbd, carrying the dup; `caching` is what the provisional grant got (none
+    /// without one).
     DescriptionOpened {
         request_id: u64,
         inode: InodeKey,
         writable: bool,
+        caching: Caching,
+    },
+    /// smbd → daemon: open `file_id` now caches `caching`, no more than it was granted (what
+    /// smbd granted after a provisional grant). No reply.
+    AdjustGrant {
+        request_id: u64,
+        inode: InodeKey,
+        file_id: u64,
+        caching: Caching,
     },
     /// smbd → daemon: smbd granted (or is about to grant) `requested` on open `file_id`.
     Grant {
@@ -129,6 +153,7 @@ mod tag {
     pub const FAILED: u8 = 9;
     pub const LIST_LEASES: u8 = 10;
     pub const LEASE_LIST: u8 = 11;
+    pub const ADJUST_GRANT: u8 = 12;
 }
 
 /// Why bytes are not a message.
@@ -157,6 +182,7 @@ impl Message {
         match self {
             Message::OpenDescription { request_id, .. }
             | Message::DescriptionOpened { request_id, .. }
+            | Message::AdjustGrant { request_id, .. }
             | Message::Grant { request_id, .. }
             | Message::Granted { request_id, .. }
             | Message::Close { request_id, .. }
@@ -194,17 +220,42 @@ impl Message {
                 file_id,
                 want_write,
                 nonblocking,
+                provisional,
                 ..
             } => {
                 out.string(share_path);
                 out.u64(*file_id);
-                out.u8(u8::from(*want_write) | u8::from(*nonblocking) << 1);
+                out.u8(
+                    u8::from(*want_write)
+                        | u8::from(*nonblocking) << 1
+                        | u8::from(provisional.is_some()) << 2,
+                );
+                if let Some(provisional) = provisional {
+                    out.kind(provisional.kind);
+                    out.caching(provisional.requested);
+                    out.string(&provisional.client_address);
+                    out.string(&provisional.server_address);
+                }
             }
             Message::DescriptionOpened {
-                inode, writable, ..
+                inode,
+                writable,
+                caching,
+                ..
             } => {
                 out.inode(*inode);
                 out.u8(u8::from(*writable));
+                out.caching(*caching);
+            }
+            Message::AdjustGrant {
+                inode,
+                file_id,
+                caching,
+                ..
+            } => {
+                out.inode(*inode);
+                out.u64(*file_id);
+                out.caching(*caching);
             }
             Message::Grant {
                 inode,
@@ -218,13 +269,7 @@ impl Message {
             } => {
                 out.inode(*inode);
                 out.u64(*file_id);
-                match kind {
-                    GrantKind::Lease(key) => {
-                        out.u8(0);
-                        out.0.extend_from_slice(key);
-                    }
-                    GrantKind::Oplock => out.u8(1),
-                }
+                out.kind(*kind);
                 out.caching(*requested);
                 out.string(share_path);
                 out.string(client_address);
@@ -278,6 +323,7 @@ impl Message {
         match self {
             Message::OpenDescription { .. } => tag::OPEN_DESCRIPTION,
             Message::DescriptionOpened { .. } => tag::DESCRIPTION_OPENED,
+            Message::AdjustGrant { .. } => tag::ADJUST_GRANT,
             Message::Grant { .. } => tag::GRANT,
             Message::Granted { .. } => tag::GRANTED,
             Message::Close { .. } => tag::CLOSE,
@@ -309,38 +355,47 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             let share_path = input.string()?;
             let file_id = input.u64()?;
             let flags = input.u8()?;
-            if flags & !0b11 != 0 {
+            if flags & !0b111 != 0 {
                 return Err(DecodeError::InvalidValue {
                     field: "open flags",
                     value: flags.into(),
                 });
             }
+            let provisional = if flags & 4 != 0 {
+                Some(Provisional {
+                    kind: input.kind()?,
+                    requested: input.caching()?,
+                    client_address: input.string()?,
+                    server_address: input.string()?,
+                })
+            } else {
+                None
+            };
             Message::OpenDescription {
                 request_id,
                 share_path,
                 file_id,
                 want_write: flags & 1 != 0,
                 nonblocking: flags & 2 != 0,
+                provisional,
             }
         }
         tag::DESCRIPTION_OPENED => Message::DescriptionOpened {
             request_id,
             inode: input.inode()?,
             writable: input.flag("writable")?,
+            caching: input.caching()?,
+        },
+        tag::ADJUST_GRANT => Message::AdjustGrant {
+            request_id,
+            inode: input.inode()?,
+            file_id: input.u64()?,
+            caching: input.caching()?,
         },
         tag::GRANT => {
             let inode = input.inode()?;
             let file_id = input.u64()?;
-            let kind = match input.u8()? {
-                0 => GrantKind::Lease(input.lease_key()?),
-                1 => GrantKind::Oplock,
-                other => {
-                    return Err(DecodeError::InvalidValue {
-                        field: "grant kind",
-                        value: other.into(),
-                    })
-                }
-            };
+            let kind = input.kind()?;
             Message::Grant {
                 request_id,
                 inode,
@@ -467,6 +522,16 @@ impl Writer {
         self.u64(inode.dev);
         self.u64(inode.ino);
     }
+    fn kind(&mut self, kind: GrantKind) {
+        match kind {
+            GrantKind::Lease(key) => {
+                self.u8(0);
+                self.0.extend_from_slice(&key);
+            }
+            GrantKind::Oplock => self.u8(1),
+        }
+    }
+
     fn caching(&mut self, caching: Caching) {
         self.u8(caching.to_lease_state() as u8);
     }
@@ -533,6 +598,17 @@ impl<'a> Reader<'a> {
             ino: self.u64()?,
         })
     }
+    fn kind(&mut self) -> Result<GrantKind, DecodeError> {
+        match self.u8()? {
+            0 => Ok(GrantKind::Lease(self.lease_key()?)),
+            1 => Ok(GrantKind::Oplock),
+            other => Err(DecodeError::InvalidValue {
+                field: "grant kind",
+                value: other.into(),
+            }),
+        }
+    }
+
     fn lease_key(&mut self) -> Result<LeaseKey, DecodeError> {
         self.array()
     }

@@ -60,6 +60,8 @@ def print_usage(smbd: SambaInstance) -> None:
     print("Connect with:")
     print(f"  smbclient //127.0.0.1/demo{port} -U {DEMO.name}%{DEMO.password}")
     print(f"Logs: {smbd.log_dir}   Config: {smbd.conf}   Stop: scripts/serve.sh stop")
+    if smbd.lease_bridge:
+        print(f"Lease table: target/release/nfsbridge leases --socket {smbd.bridge_socket}")
 
 
 def stop() -> int:
