@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use nfsbridge::lease::client::{BreakRequest, BridgeClient};
 use nfsbridge::lease::fcntl;
 use nfsbridge::lease::kernel::{self, LeaseState, LeaseType};
-use nfsbridge::lease::protocol::WireUnit;
+use nfsbridge::lease::protocol::{Provisional, WireUnit};
 use nfsbridge::lease::table::{Caching, GrantKind, InodeKey};
 use nfsbridge::lease::transport;
 
@@ -800,4 +800,49 @@ fn a_stalled_bridge_times_requests_out_and_its_late_replies_are_dropped() {
     assert_eq!(listing.inodes.len(), 1);
     assert_eq!(listing.inodes[0].kernel_lease.as_deref(), Some("write"));
     assert!(client.take_break_requests().unwrap().is_empty());
+}
+
+#[test]
+fn a_grant_made_with_the_open_is_backed_at_once_and_lowered_by_adjust_grant() {
+    let bridge = Bridge::start(&[]);
+    let path = bridge.file("provisional.txt", b"contents");
+    let mut client = bridge.client();
+    let reference = reference(&path);
+    let provisional = Provisional {
+        kind: GrantKind::Lease([7; 16]),
+        requested: Caching::RWH,
+        client_address: CLIENT.into(),
+        server_address: SERVER.into(),
+    };
+    let opened = client
+        .open_description_granting(reference.as_fd(), &bridge.share, 1, true, true, Some(provisional.clone()))
+        .expect("open with a provisional grant");
+    assert_eq!(opened.caching, Caching::RWH, "one round trip: the lease is taken with the open");
+    assert_eq!(
+        kernel::lease_state(opened.description.as_fd()).unwrap(),
+        LeaseState::Held(LeaseType::Write)
+    );
+    // smbd granted only RH: the holder is lowered (no reply is sent to wait for) and a local
+    // reader still breaks it, to none, because the description is writable.
+    client.adjust_grant(opened.inode, 1, Caching::RH).unwrap();
+    let listing = client.list_leases().expect("listing (root)");
+    let row = listing.inodes.iter().find(|row| row.ino == opened.inode.ino).expect("the file's row");
+    let holders: Vec<(u64, &str)> = row.holders.iter().map(|h| (h.file_id, h.caching.as_str())).collect();
+    assert_eq!(holders, [(1, "RH")]);
+    assert_eq!(errno(&local_open(&path, false).unwrap_err()), libc::EWOULDBLOCK);
+    let [request] = <[BreakRequest; 1]>::try_from(break_requests(&mut client, 1)).unwrap();
+    assert_eq!((request.unit, request.current, request.break_to), (WireUnit::Lease([7; 16]), Caching::RH, Caching::NONE));
+    client.break_ack(request.request_id, opened.inode, request.unit, Caching::NONE).unwrap();
+    assert!(eventually(WAIT, || local_open(&path, false).is_ok()));
+
+    // While a local process has the file open, a provisional grant gets nothing: the kernel
+    // refuses the lease, and smbd must grant no caching.
+    let local = File::open(&path).unwrap();
+    let second = client
+        .open_description_granting(reference.as_fd(), &bridge.share, 2, true, true, Some(Provisional { kind: GrantKind::Oplock, ..provisional }))
+        .expect("open while a local reader has the file");
+    assert_eq!(second.caching, Caching::NONE);
+    drop(local);
+    client.close(opened.inode, 1).unwrap();
+    client.close(second.inode, 2).unwrap();
 }
