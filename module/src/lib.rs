@@ -9,6 +9,7 @@ use std::ffi::{c_char, c_int, c_void};
 use nfsbridge::config::{FaultInjection, ModuleConfig, OPTIONS};
 
 mod acl;
+mod dirlease;
 mod ffi;
 mod guard;
 mod lease;
@@ -55,6 +56,7 @@ pub unsafe extern "C" fn samba_init_module(_ctx: *mut c_void) -> u32 {
     guard::install_panic_hook();
     log::install();
     guard::call("samba_init_module", NT_STATUS_UNSUCCESSFUL, || {
+        dirlease::register();
         // SAFETY: RUST_OPS is a static, so it outlives the process as nfsb_register requires.
         let status = unsafe { ffi::nfsb_register(&RUST_OPS) };
         if status != 0 {
