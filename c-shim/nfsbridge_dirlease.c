@@ -23,6 +23,19 @@
 
 #include "nfsbridge_dirlease.h"
 #include "nfsbridge_internal.h"
+#include "nfsbridge_shim.h"
+
+/* Logs in nfsbridge's debug class (nfsb_debug adds the newline). */
+#define DL_LOG(level, ...)                                                        \
+	do {                                                                      \
+		if (nfsb_debug_enabled(level)) {                                  \
+			char *_msg = talloc_asprintf(talloc_tos(), __VA_ARGS__);  \
+			if (_msg != NULL) {                                       \
+				nfsb_debug(level, __location__, __func__, _msg);  \
+				TALLOC_FREE(_msg);                                \
+			}                                                         \
+		}                                                                 \
+	} while (0)
 
 static const struct nfsb_dirlease_ops *dl_ops;
 /* The watch's descriptor in this process's event loop. */
@@ -77,7 +90,7 @@ static bool dl_ensure_socket(struct smbd_server_connection *sconn)
 	/* Lives as long as the process, like the lease bridge's socket watch. */
 	dl_fde = tevent_add_fd(sconn->ev_ctx, sconn, fd, TEVENT_FD_READ, dl_readable, NULL);
 	if (dl_fde == NULL) {
-		DBG_ERR("nfsbridge: cannot watch the namespace watch's descriptor\n");
+		DL_LOG(NFSB_DBGLVL_ERR, "cannot watch the namespace watch's descriptor");
 		return false;
 	}
 	return true;
@@ -165,8 +178,8 @@ void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_s
 	}
 	if (want_self && !e->self_watched) {
 		/* Nothing would tell this client about local or NFS changes. */
-		DBG_INFO("nfsbridge: %s: directory lease 0x%x cannot be watched: breaking it\n",
-			 fsp_str_dbg(fsp), state);
+		DL_LOG(NFSB_DBGLVL_INFO, "%s: directory lease 0x%x cannot be watched: breaking it",
+		       fsp_str_dbg(fsp), state);
 		(void)send_break_request(fsp, SMB2_LEASE_NONE);
 	}
 	if (!e->self_watched && !e->parent_watched) {
@@ -218,9 +231,9 @@ void nfsb_dirlease_changed(uint64_t dev, uint64_t ino, const char *name)
 		if (e->self_watched && e->self_dev == dev && e->self_ino == ino) {
 			target = dl_ops->directory_break(state);
 			if (target != NFSB_DIRLEASE_NO_BREAK) {
-				DBG_INFO("nfsbridge: %s: entry %s changed outside smbd: breaking "
-					 "directory lease 0x%x to 0x%x\n", fsp_str_dbg(fsp),
-					 name ? name : "(any)", state, target);
+				DL_LOG(NFSB_DBGLVL_INFO, "%s: entry %s changed outside smbd: "
+				       "breaking directory lease 0x%x to 0x%x", fsp_str_dbg(fsp),
+				       name ? name : "(any)", state, target);
 				(void)send_break_request(fsp, target);
 			}
 			continue;
@@ -228,8 +241,8 @@ void nfsb_dirlease_changed(uint64_t dev, uint64_t ino, const char *name)
 		if (e->parent_watched && e->parent_dev == dev && e->parent_ino == ino) {
 			target = dl_ops->unlinked_break(state);
 			if (target != NFSB_DIRLEASE_NO_BREAK && dl_name_gone(fsp, name)) {
-				DBG_INFO("nfsbridge: %s: deleted or renamed outside smbd: breaking "
-					 "lease 0x%x to 0x%x\n", fsp_str_dbg(fsp), state, target);
+				DL_LOG(NFSB_DBGLVL_INFO, "%s: deleted or renamed outside smbd: "
+				       "breaking lease 0x%x to 0x%x", fsp_str_dbg(fsp), state, target);
 				(void)send_break_request(fsp, target);
 			}
 		}
