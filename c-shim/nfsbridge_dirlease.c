@@ -70,7 +70,7 @@ static void dl_readable(struct tevent_context *ev, struct tevent_fd *fde, uint16
 }
 
 /* Watches the group's descriptor in smbd's event loop (the first time it is needed). */
-static bool dl_ensure_socket(struct smbd_server_connection *sconn)
+static bool dl_ensure_socket(struct smbd_server_connection *sconn, const char *probe_dir)
 {
 	int fd;
 
@@ -82,7 +82,7 @@ static bool dl_ensure_socket(struct smbd_server_connection *sconn)
 	}
 	dl_socket_tried = true;
 	become_root(); /* fanotify_init needs CAP_SYS_ADMIN */
-	fd = dl_ops->socket();
+	fd = dl_ops->socket(probe_dir);
 	unbecome_root();
 	if (fd < 0) {
 		return false;
@@ -147,7 +147,7 @@ void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_s
 		return;
 	}
 	e->fsp = fsp;
-	if (dl_ensure_socket(conn->sconn)) {
+	if (dl_ensure_socket(conn->sconn, conn->connectpath)) {
 		char *path = dl_abs_path(e, conn, base_name);
 
 		become_root(); /* the directories are watched with root's access */

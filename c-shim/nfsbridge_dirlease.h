@@ -17,9 +17,10 @@
 /* Rust's half, registered once per process with nfsb_dirlease_register(). Called from smbd's
  * main loop only; `watch`, `unwatch`, `socket` and `readable` run as root. */
 struct nfsb_dirlease_ops {
-	/* The group's descriptor to poll (set up on first use, logging which mode is active),
-	 * or -1 when no watch is possible in this process. */
-	int (*socket)(void);
+	/* The group's descriptor to poll (set up on first use, logging which mode is active;
+	 * the kernel's support for delegations is probed on `probe_dir`, a directory of the
+	 * share), or -1 when no watch is possible in this process. */
+	int (*socket)(const char *probe_dir);
 	/* One more open needs the directory at `path` (absolute) with device/inode dev/ino
 	 * watched. 0, or an errno value (the directory is not watched). */
 	int (*watch)(uint64_t dev, uint64_t ino, const char *path);

@@ -52,10 +52,14 @@ fn watcher() -> std::sync::MutexGuard<'static, Watcher> {
     WATCHER.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Whether this kernel has `F_SETDELEG` (probed on the root directory: giving up a delegation
-/// nobody holds is EINVAL only where the command does not exist).
-fn kernel_has_delegations() -> bool {
-    std::fs::File::open("/").map(|root| nfsbridge::lease::fcntl::delegations_supported(root.as_fd())).unwrap_or(false)
+/// Whether this kernel has `F_SETDELEG` for the file system of `dir` (giving up a delegation
+/// nobody holds is EINVAL only where the command does not exist, or where the file system
+/// takes no leases at all, as FUSE and virtiofs: so the probe uses the share's directory, not
+/// `/`). The directory is opened for reading: fcntl refuses lease commands on O_PATH.
+fn kernel_has_delegations(dir: &CStr) -> bool {
+    std::fs::File::open(std::ffi::OsStr::from_bytes(dir.to_bytes()))
+        .map(|d| nfsbridge::lease::fcntl::delegations_supported(d.as_fd()))
+        .unwrap_or(false)
 }
 
 fn fanotify_group() -> io::Result<OwnedFd> {
@@ -70,13 +74,14 @@ fn fanotify_group() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-unsafe extern "C" fn socket() -> c_int {
+unsafe extern "C" fn socket(probe_dir: *const c_char) -> c_int {
     guard::call("dirlease_socket", -1, || {
         let mut w = watcher();
         if let Some(group) = &w.group {
             return group.as_raw_fd();
         }
-        let delegations = kernel_has_delegations();
+        // SAFETY: the shim passes a NUL-terminated path that lives across the call.
+        let delegations = kernel_has_delegations(unsafe { CStr::from_ptr(probe_dir) });
         match fanotify_group() {
             Ok(group) => {
                 w.smbd_exe = std::fs::metadata("/proc/self/exe").ok().map(|m| (m.dev(), m.ino()));
