@@ -24,6 +24,7 @@
 #include <sys/syscall.h>
 
 #include "nfsbridge_shim.h"
+#include "nfsbridge_internal.h"
 
 _Static_assert(SMB_VFS_INTERFACE_VERSION == NFSB_VFS_INTERFACE_VERSION,
 	       "nfsbridge is written for another SMB_VFS_INTERFACE_VERSION than these Samba headers "
@@ -714,7 +715,7 @@ static int bridge_break_destructor(struct bridge_break *b)
 
 /* Asks this smbd to break the client caching of `fsp` down to `break_to` (SMB2 lease bits),
  * through the same message another smbd would send. */
-static bool send_break_request(struct files_struct *fsp, uint32_t break_to)
+bool send_break_request(struct files_struct *fsp, uint32_t break_to)
 {
 	struct messaging_context *msg_ctx = fsp->conn->sconn->msg_ctx;
 	struct oplock_break_message msg = {
@@ -918,6 +919,7 @@ static NTSTATUS nfsb_create_file(struct vfs_handle_struct *handle, struct smb_re
 	if (NT_STATUS_IS_OK(status) && *result != NULL && leases_on(state)) {
 		bridge_back_grant(handle, state, *result);
 	}
+	nfsb_dirlease_after_create(handle, NT_STATUS_IS_OK(status) ? *result : NULL);
 	return status;
 }
 
@@ -933,6 +935,7 @@ static NTSTATUS nfsb_durable_reconnect(struct vfs_handle_struct *handle,
 	if (NT_STATUS_IS_OK(status) && *fsp != NULL && leases_on(state)) {
 		bridge_back_grant(handle, state, *fsp);
 	}
+	nfsb_dirlease_after_create(handle, NT_STATUS_IS_OK(status) ? *fsp : NULL);
 	return status;
 }
 

@@ -13,6 +13,7 @@
 
 pub mod acl;
 pub mod config;
+pub mod dirlease;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod lease;

@@ -11,6 +11,7 @@ use nfsbridge::lease::protocol::Provisional;
 use nfsbridge::lease::table::{Caching, GrantKind};
 
 mod acl;
+mod dirlease;
 mod ffi;
 mod guard;
 mod lease;
@@ -58,6 +59,7 @@ pub unsafe extern "C" fn samba_init_module(_ctx: *mut c_void) -> u32 {
     guard::install_panic_hook();
     log::install();
     guard::call("samba_init_module", NT_STATUS_UNSUCCESSFUL, || {
+        dirlease::register();
         // SAFETY: RUST_OPS is a static, so it outlives the process as nfsb_register requires.
         let status = unsafe { ffi::nfsb_register(&RUST_OPS) };
         if status != 0 {

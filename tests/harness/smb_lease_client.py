@@ -19,9 +19,12 @@ from dataclasses import dataclass
 from smbprotocol.connection import Connection
 from smbprotocol.create_contexts import (CreateContextName, SMB2CreateContextRequest,
                                          SMB2CreateRequestLeaseV2, SMB2CreateResponseLeaseV2)
+from smbprotocol.file_info import FileDispositionInformation, FileRenameInformation
 from smbprotocol.header import Commands, NtStatus
+
 from smbprotocol.open import (CreateDisposition, CreateOptions, FilePipePrinterAccessMask,
-                              ImpersonationLevel, Open, RequestedOplockLevel, ShareAccess)
+                              ImpersonationLevel, Open, RequestedOplockLevel, SMB2SetInfoRequest,
+                              ShareAccess)
 from smbprotocol.session import Session
 from smbprotocol.tree import TreeConnect
 
@@ -163,13 +166,20 @@ class SmbLeaseClient:
         self.tree.connect()
 
     def open(self, path: str, lease: str | None = "RWH", oplock: int | None = None,
-             write: bool = True, create: bool = True, share_access: int | None = None) -> SmbOpen:
+             write: bool = True, create: bool = True, share_access: int | None = None,
+             directory: bool = False, parent_lease_key: bytes | None = None,
+             delete: bool = False) -> SmbOpen:
         """Opens `path` asking for a v2 lease of state `lease` (e.g. "RWH", "RH", "R"), or for
-        oplock level `oplock` (RequestedOplockLevel) when `lease` is None."""
+        oplock level `oplock` (RequestedOplockLevel) when `lease` is None. `directory` opens
+        (or creates) a directory; `parent_lease_key` is the lease key the client holds on the
+        parent directory (MS-SMB2 2.2.13.2.10: smbd then spares that directory lease when
+        this create changes the directory); `delete` asks for DELETE access too."""
         handle = Open(self.tree, path)
         access = FilePipePrinterAccessMask.FILE_READ_DATA | FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES
         if write:
             access |= FilePipePrinterAccessMask.FILE_WRITE_DATA | FilePipePrinterAccessMask.FILE_WRITE_ATTRIBUTES
+        if delete:
+            access |= FilePipePrinterAccessMask.DELETE
         if share_access is None:
             share_access = ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE
         contexts, key = [], None
@@ -179,7 +189,9 @@ class SmbLeaseClient:
             request = SMB2CreateRequestLeaseV2()
             request["lease_key"] = key
             request["lease_state"] = lease_state(lease)
-            request["parent_lease_key"] = b"\x00" * 16
+            request["parent_lease_key"] = parent_lease_key or b"\x00" * 16
+            if parent_lease_key:
+                request["lease_flags"] = 0x4  # SMB2_LEASE_FLAG_PARENT_LEASE_KEY_SET
             request["epoch"] = b"\x00\x00"
             context = SMB2CreateContextRequest()
             context["buffer_name"] = CreateContextName.SMB2_CREATE_REQUEST_LEASE_V2
@@ -189,12 +201,39 @@ class SmbLeaseClient:
         responses = handle.create(
             ImpersonationLevel.Impersonation, access, 0, share_access,
             CreateDisposition.FILE_OPEN_IF if create else CreateDisposition.FILE_OPEN,
-            CreateOptions.FILE_NON_DIRECTORY_FILE, create_contexts=contexts, oplock_level=level)
+            CreateOptions.FILE_DIRECTORY_FILE if directory else CreateOptions.FILE_NON_DIRECTORY_FILE,
+            create_contexts=contexts, oplock_level=level)
         granted = 0
         for response in responses or []:
             if isinstance(response, SMB2CreateResponseLeaseV2):
                 granted = response["lease_state"].get_value()
         return SmbOpen(handle, key, granted, handle.oplock_level)
+
+    def rename(self, old: str, new: str) -> None:
+        """Renames `old` to `new` (share-relative) through smbd (FileRenameInformation)."""
+        f = self.open(old, lease=None, write=False, create=False, delete=True)
+        info = FileRenameInformation()
+        info["replace_if_exists"] = False
+        info["file_name"] = new.replace("/", "\\")
+        self._set_info(f, info)
+        f.close()
+
+    def delete(self, path: str) -> None:
+        """Deletes `path` through smbd (FileDispositionInformation, then close)."""
+        f = self.open(path, lease=None, write=False, create=False, delete=True)
+        info = FileDispositionInformation()
+        info["delete_pending"] = True
+        self._set_info(f, info)
+        f.close()
+
+    def _set_info(self, f: SmbOpen, info) -> None:
+        request = SMB2SetInfoRequest()
+        request["info_type"] = info.INFO_TYPE
+        request["file_info_class"] = info.INFO_CLASS
+        request["file_id"] = f.handle.file_id
+        request["buffer"] = info
+        sent = self.connection.send(request, sid=self.session.session_id, tid=self.tree.tree_connect_id)
+        self.connection.receive(sent)  # raises on an error status
 
     def wait_break(self, timeout: float = 30.0) -> LeaseBreak | OplockBreak:
         """The next break the server sent; raises TimeoutError if none came within `timeout`."""

@@ -1,0 +1,250 @@
+/*
+ * nfsbridge_dirlease.c - SMB directory leases and handle leases against namespace changes
+ * made outside smbd (issue 7; docs/lease-bridge.md "Directory leases").
+ *
+ * Samba 4.22 breaks directory leases only for its own changes (notify_fname with
+ * NOTIFY_ACTION_DIRLEASE_BREAK -> contend_dirleases), and a handle (H) lease only when another
+ * SMB open asks for DELETE access. Here every open that holds a directory lease, or any lease
+ * with H, is recorded; Rust watches the directories concerned (fanotify, module/src/dirlease.rs)
+ * and reports each create, delete or rename that a process other than an smbd made. The
+ * opens of this smbd concerned then get the break smbd itself would send: a directory lease on
+ * the changed directory to none (contend_dirleases' rule), a lease whose own name went away
+ * to its state without H. The breaks go through MSG_SMB_BREAK_REQUEST to this process
+ * (send_break_request in nfsbridge_shim.c), so smbd's own break code runs them.
+ *
+ * Copyright (C) 2026 the nfsbridge authors. GPL-3.0-or-later.
+ */
+#include "includes.h"
+#include "smbd/smbd.h"
+#include "smbd/proto.h"
+#include "smbd/globals.h"
+#include "lib/util/debug.h"
+#include "lib/util/dlinklist.h"
+
+#include "nfsbridge_dirlease.h"
+#include "nfsbridge_internal.h"
+#include "nfsbridge_shim.h"
+
+/* Logs in nfsbridge's debug class (nfsb_debug adds the newline). */
+#define DL_LOG(level, ...)                                                        \
+	do {                                                                      \
+		if (nfsb_debug_enabled(level)) {                                  \
+			char *_msg = talloc_asprintf(talloc_tos(), __VA_ARGS__);  \
+			if (_msg != NULL) {                                       \
+				nfsb_debug(level, __location__, __func__, _msg);  \
+				TALLOC_FREE(_msg);                                \
+			}                                                         \
+		}                                                                 \
+	} while (0)
+
+static const struct nfsb_dirlease_ops *dl_ops;
+/* The watch's descriptor in this process's event loop. */
+static struct tevent_fd *dl_fde;
+static bool dl_socket_tried;
+
+/* An open of this process whose lease needs a directory watched; a talloc child of its fsp. */
+struct dl_entry {
+	struct dl_entry *prev, *next;
+	struct files_struct *fsp;
+	/* A directory lease: its own directory. */
+	bool self_watched;
+	uint64_t self_dev, self_ino;
+	/* A lease with H: the directory holding its name. */
+	bool parent_watched;
+	uint64_t parent_dev, parent_ino;
+};
+
+static struct dl_entry *dl_entries;
+
+void nfsb_dirlease_register(const struct nfsb_dirlease_ops *ops)
+{
+	dl_ops = ops;
+}
+
+static void dl_readable(struct tevent_context *ev, struct tevent_fd *fde, uint16_t flags,
+			void *private_data)
+{
+	become_root(); /* reading /proc/<pid>/exe of the process that made the change */
+	dl_ops->readable();
+	unbecome_root();
+}
+
+/* Watches the group's descriptor in smbd's event loop (the first time it is needed). */
+static bool dl_ensure_socket(struct smbd_server_connection *sconn, const char *probe_dir)
+{
+	int fd;
+
+	if (dl_fde != NULL) {
+		return true;
+	}
+	if (dl_socket_tried) {
+		return false;
+	}
+	dl_socket_tried = true;
+	become_root(); /* fanotify_init needs CAP_SYS_ADMIN */
+	fd = dl_ops->socket(probe_dir);
+	unbecome_root();
+	if (fd < 0) {
+		return false;
+	}
+	/* Lives as long as the process, like the lease bridge's socket watch. */
+	dl_fde = tevent_add_fd(sconn->ev_ctx, sconn, fd, TEVENT_FD_READ, dl_readable, NULL);
+	if (dl_fde == NULL) {
+		DL_LOG(NFSB_DBGLVL_ERR, "cannot watch the namespace watch's descriptor");
+		return false;
+	}
+	return true;
+}
+
+static int dl_entry_destructor(struct dl_entry *e)
+{
+	DLIST_REMOVE(dl_entries, e);
+	become_root();
+	if (e->self_watched) {
+		dl_ops->unwatch(e->self_dev, e->self_ino);
+	}
+	if (e->parent_watched) {
+		dl_ops->unwatch(e->parent_dev, e->parent_ino);
+	}
+	unbecome_root();
+	return 0;
+}
+
+/* The absolute path of a share-relative name ("." is the share's root). */
+static char *dl_abs_path(TALLOC_CTX *mem_ctx, const struct connection_struct *conn,
+			 const char *base_name)
+{
+	if (ISDOT(base_name)) {
+		return talloc_strdup(mem_ctx, conn->connectpath);
+	}
+	return talloc_asprintf(mem_ctx, "%s/%s", conn->connectpath, base_name);
+}
+
+void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_struct *fsp)
+{
+	struct connection_struct *conn;
+	struct dl_entry *e;
+	const char *base_name;
+	uint32_t state;
+	bool want_self, want_parent;
+	int err;
+
+	if (dl_ops == NULL || fsp == NULL || fsp->oplock_type != LEASE_OPLOCK ||
+	    fsp->lease == NULL || fsp_is_alternate_stream(fsp) ||
+	    !VALID_STAT(fsp->fsp_name->st)) {
+		return;
+	}
+	conn = fsp->conn;
+	base_name = fsp->fsp_name->base_name;
+	state = fsp->lease->lease.lease_state;
+	want_self = fsp->fsp_flags.is_directory && (state & (SMB2_LEASE_READ | SMB2_LEASE_HANDLE));
+	want_parent = (state & SMB2_LEASE_HANDLE) && !ISDOT(base_name);
+	if (!want_self && !want_parent) {
+		return;
+	}
+	e = talloc_zero(fsp, struct dl_entry);
+	if (e == NULL) {
+		return;
+	}
+	e->fsp = fsp;
+	if (dl_ensure_socket(conn->sconn, conn->connectpath)) {
+		char *path = dl_abs_path(e, conn, base_name);
+
+		become_root(); /* the directories are watched with root's access */
+		if (want_self && path != NULL) {
+			e->self_dev = fsp->fsp_name->st.st_ex_dev;
+			e->self_ino = fsp->fsp_name->st.st_ex_ino;
+			err = dl_ops->watch(e->self_dev, e->self_ino, path);
+			e->self_watched = (err == 0);
+		}
+		if (want_parent && path != NULL) {
+			char *parent = talloc_strdup(e, path);
+			char *slash = parent == NULL ? NULL : strrchr(parent, '/');
+			struct stat st;
+
+			if (slash != NULL) {
+				*slash = '\0';
+				if (stat(parent, &st) == 0) {
+					e->parent_dev = st.st_dev;
+					e->parent_ino = st.st_ino;
+					err = dl_ops->watch(e->parent_dev, e->parent_ino, parent);
+					e->parent_watched = (err == 0);
+				}
+			}
+			TALLOC_FREE(parent);
+		}
+		unbecome_root();
+		TALLOC_FREE(path);
+	}
+	if (want_self && !e->self_watched) {
+		/* Nothing would tell this client about local or NFS changes. */
+		DL_LOG(NFSB_DBGLVL_INFO, "%s: directory lease 0x%x cannot be watched: breaking it",
+		       fsp_str_dbg(fsp), state);
+		(void)send_break_request(fsp, SMB2_LEASE_NONE);
+	}
+	if (!e->self_watched && !e->parent_watched) {
+		TALLOC_FREE(e);
+		return;
+	}
+	DLIST_ADD(dl_entries, e);
+	talloc_set_destructor(e, dl_entry_destructor);
+}
+
+/* Whether the open's own name no longer names its file: deleted, renamed away or replaced. */
+static bool dl_name_gone(const struct files_struct *fsp, const char *name)
+{
+	const char *base_name = fsp->fsp_name->base_name;
+	const char *last = strrchr(base_name, '/');
+	char *path;
+	struct stat st;
+	bool gone;
+
+	last = (last == NULL) ? base_name : last + 1;
+	if (name != NULL && strcmp(last, name) != 0) {
+		return false;
+	}
+	path = dl_abs_path(talloc_tos(), fsp->conn, base_name);
+	if (path == NULL) {
+		return false;
+	}
+	gone = lstat(path, &st) != 0 ? (errno == ENOENT || errno == ENOTDIR)
+				       : (st.st_dev != fsp->fsp_name->st.st_ex_dev ||
+					  st.st_ino != fsp->fsp_name->st.st_ex_ino);
+	TALLOC_FREE(path);
+	return gone;
+}
+
+void nfsb_dirlease_changed(uint64_t dev, uint64_t ino, const char *name)
+{
+	struct dl_entry *e, *next;
+
+	for (e = dl_entries; e != NULL; e = next) {
+		struct files_struct *fsp = e->fsp;
+		uint32_t state, target;
+
+		next = e->next;
+		if (fsp->lease == NULL) {
+			continue;
+		}
+		(void)fsp_lease_update(fsp); /* the current state, from leases.tdb */
+		state = fsp->lease->lease.lease_state;
+		if (e->self_watched && e->self_dev == dev && e->self_ino == ino) {
+			target = dl_ops->directory_break(state);
+			if (target != NFSB_DIRLEASE_NO_BREAK) {
+				DL_LOG(NFSB_DBGLVL_INFO, "%s: entry %s changed outside smbd: "
+				       "breaking directory lease 0x%x to 0x%x", fsp_str_dbg(fsp),
+				       name ? name : "(any)", state, target);
+				(void)send_break_request(fsp, target);
+			}
+			continue;
+		}
+		if (e->parent_watched && e->parent_dev == dev && e->parent_ino == ino) {
+			target = dl_ops->unlinked_break(state);
+			if (target != NFSB_DIRLEASE_NO_BREAK && dl_name_gone(fsp, name)) {
+				DL_LOG(NFSB_DBGLVL_INFO, "%s: deleted or renamed outside smbd: "
+				       "breaking lease 0x%x to 0x%x", fsp_str_dbg(fsp), state, target);
+				(void)send_break_request(fsp, target);
+			}
+		}
+	}
+}

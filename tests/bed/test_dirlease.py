@@ -1,0 +1,262 @@
+"""Directory leases and handle leases against namespace changes made outside smbd (issue 7).
+
+Samba 4.22 breaks an SMB directory lease only for changes made through smbd, and a handle (H)
+lease only for SMB opens that ask for DELETE access. On an nfsbridge share a local or NFS
+create, delete or rename in the directory breaks the directory lease, and a local or NFS
+delete or rename of a file breaks the H of its lease (the fanotify watch, on both tiers: the
+host kernel has no F_SETDELEG, and the 7.3 kernel's delegations are not used yet). Changes made
+through smbd keep Samba's own breaks, and no more. Kernel tier: the NFS actor is the kernel
+NFSv4.2 client, the server kernel nfsd.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from harness.smb_lease_client import LeaseBreak, STATUS_SUCCESS, lease_state, lease_text
+
+pytestmark = [pytest.mark.bed_share("nfsbridge")]
+
+# A break follows the change within milliseconds (BENCHMARKS.md); this only bounds a failure.
+BREAK_TIMEOUT = 10
+# How long "no break" is watched for.
+QUIET = 1.0
+
+
+def _dir_with_lease(bed, smb, name: str, entries=("old.txt",)):
+    """A directory (made locally, writable by everyone) holding `entries`, open over SMB with
+    an RH directory lease."""
+    bed.local.mkdir(name)
+    os.chmod(bed.local.path(name), 0o777)
+    for entry in entries:
+        bed.local.write(f"{name}/{entry}", b"x")
+        os.chmod(bed.local.path(f"{name}/{entry}"), 0o666)
+    d = smb.open(name, lease="RH", directory=True, write=False, create=False)
+    assert lease_text(d.lease_state) == "RH"
+    return d
+
+
+def _expect_dir_break(smb, d) -> None:
+    brk = smb.wait_break(timeout=BREAK_TIMEOUT)
+    assert isinstance(brk, LeaseBreak) and brk.lease_key == d.lease_key
+    assert lease_text(brk.current) == "RH" and brk.new == 0 and brk.ack_required
+    assert smb.ack_lease_break(brk) == STATUS_SUCCESS
+    assert smb.pending_breaks() == []
+
+
+def _expect_no_break(smb) -> None:
+    with pytest.raises(TimeoutError):
+        smb.wait_break(timeout=QUIET)
+
+
+LOCAL_CHANGES = {
+    "create": lambda bed, d: bed.local.write(f"{d}/new.txt", b"new"),
+    "mkdir": lambda bed, d: bed.local.mkdir(f"{d}/sub"),
+    "delete": lambda bed, d: os.unlink(bed.local.path(f"{d}/old.txt")),
+    "rename": lambda bed, d: os.rename(bed.local.path(f"{d}/old.txt"), bed.local.path(f"{d}/renamed.txt")),
+    "rename-out": lambda bed, d: os.rename(bed.local.path(f"{d}/old.txt"), bed.local.path("moved-out.txt")),
+    "rename-in": lambda bed, d: (bed.local.write("outside.txt", b"x"),
+                                 os.rename(bed.local.path("outside.txt"), bed.local.path(f"{d}/moved-in.txt"))),
+}
+
+NFS_CHANGES = {
+    "create": lambda bed, d: bed.nfs.create(f"{d}/new.txt", b"new"),
+    "mkdir": lambda bed, d: bed.nfs.mkdir(f"{d}/sub"),
+    "delete": lambda bed, d: bed.nfs.unlink(f"{d}/old.txt"),
+    "rename": lambda bed, d: bed.nfs.rename(f"{d}/old.txt", f"{d}/renamed.txt"),
+}
+
+
+@pytest.mark.host_tier
+@pytest.mark.kernel_tier
+@pytest.mark.parametrize("change", sorted(LOCAL_CHANGES))
+def test_local_change_breaks_directory_lease(bed, change):
+    with bed.smb() as smb:
+        d = _dir_with_lease(bed, smb, "d")
+        LOCAL_CHANGES[change](bed, "d")
+        _expect_dir_break(smb, d)
+        d.close()
+
+
+@pytest.mark.host_tier
+@pytest.mark.kernel_tier
+@pytest.mark.parametrize("change", sorted(NFS_CHANGES))
+def test_nfs_change_breaks_directory_lease(bed, change):
+    with bed.smb() as smb:
+        d = _dir_with_lease(bed, smb, "d")
+        NFS_CHANGES[change](bed, "d")
+        _expect_dir_break(smb, d)
+        d.close()
+
+
+def test_change_in_another_directory_breaks_nothing(bed):
+    with bed.smb() as smb:
+        d = _dir_with_lease(bed, smb, "d")
+        bed.local.mkdir("other")
+        bed.local.write("other/new.txt", b"x")
+        os.unlink(bed.local.path("other/new.txt"))
+        _expect_no_break(smb)
+        bed.local.write("d/new.txt", b"x")   # the watch is still there
+        _expect_dir_break(smb, d)
+        d.close()
+
+
+def test_every_lease_on_the_directory_breaks(bed):
+    with bed.smb() as a, bed.smb() as b:
+        da = _dir_with_lease(bed, a, "d")
+        db = b.open("d", lease="RH", directory=True, write=False, create=False)
+        assert lease_text(db.lease_state) == "RH"
+        bed.local.write("d/new.txt", b"x")
+        _expect_dir_break(a, da)
+        _expect_dir_break(b, db)
+        da.close()
+        db.close()
+
+
+def test_closed_directory_lease_is_no_longer_watched(bed):
+    with bed.smb() as smb:
+        d = _dir_with_lease(bed, smb, "d")
+        d.close()
+        bed.local.write("d/new.txt", b"x")
+        _expect_no_break(smb)
+        d = smb.open("d", lease="RH", directory=True, write=False, create=False)
+        assert lease_text(d.lease_state) == "RH"
+        os.unlink(bed.local.path("d/new.txt"))
+        _expect_dir_break(smb, d)
+        d.close()
+
+
+def _file_with_rh(bed, smb, name: str):
+    bed.local.write(name, b"cached contents\n")
+    os.chmod(bed.local.path(name), 0o666)
+    f = smb.open(name, lease="RH", write=False, create=False)
+    assert lease_text(f.lease_state) == "RH"
+    return f
+
+
+def _expect_handle_break(smb, f, keeps_read: bool = True) -> None:
+    brk = smb.wait_break(timeout=BREAK_TIMEOUT)
+    assert isinstance(brk, LeaseBreak) and brk.lease_key == f.lease_key
+    assert lease_text(brk.current) == "RH" and brk.ack_required
+    assert lease_text(brk.new) == ("R" if keeps_read else "")
+    assert smb.ack_lease_break(brk) == STATUS_SUCCESS
+
+
+FILE_CHANGES = {
+    "local-delete": lambda bed: os.unlink(bed.local.path("f.txt")),
+    "local-rename": lambda bed: os.rename(bed.local.path("f.txt"), bed.local.path("g.txt")),
+    "local-replace": lambda bed: (bed.local.write("h.txt", b"other"),
+                                  os.rename(bed.local.path("h.txt"), bed.local.path("f.txt"))),
+    "nfs-delete": lambda bed: bed.nfs.unlink("f.txt"),
+    "nfs-rename": lambda bed: bed.nfs.rename("f.txt", "g.txt"),
+}
+
+
+@pytest.mark.host_tier
+@pytest.mark.kernel_tier
+@pytest.mark.parametrize("change", sorted(FILE_CHANGES))
+def test_delete_or_rename_outside_smbd_breaks_handle_caching(bed, change):
+    """The H goes, R stays: what smbd's own rename or delete of the file would leave."""
+    with bed.smb() as smb:
+        f = _file_with_rh(bed, smb, "f.txt")
+        FILE_CHANGES[change](bed)
+        # Kernel tier, NFS: the file is also opened on the kernel NFS path (client or nfsd; seen
+        # as "kernel lease break ... held=write target=read" in the lease bridge's log), which
+        # breaks the bridge's kernel lease; the shared description is O_RDWR, so no read lease
+        # can back R and the client loses R too. Ganesha's and local renames and deletes open
+        # nothing: only H goes.
+        kernel_nfsd = bed.tier == "kernel" and change.startswith("nfs-")
+        _expect_handle_break(smb, f, keeps_read=not kernel_nfsd)
+        assert f.read() == b"cached contents\n"   # the open still reads its file
+        f.close()
+
+
+def test_other_entries_of_the_directory_keep_handle_caching(bed):
+    with bed.smb() as smb:
+        f = _file_with_rh(bed, smb, "f.txt")
+        bed.local.write("g.txt", b"x")
+        os.rename(bed.local.path("g.txt"), bed.local.path("h.txt"))
+        os.unlink(bed.local.path("h.txt"))
+        _expect_no_break(smb)
+        f.close()
+
+
+# -- changes through smbd: Samba's breaks, exactly ------------------------------------------------
+
+@pytest.mark.parametrize("profile", ["plain", "nfsbridge"])
+def test_smb_create_by_another_client_breaks_once(bed_factory, profile):
+    bed = bed_factory(profile)
+    with bed.smb() as a, bed.smb() as b:
+        d = _dir_with_lease(bed, a, "d")
+        b.open("d/new.txt", lease=None).close()
+        _expect_dir_break(a, d)
+        _expect_no_break(a)
+        b.delete("d/new.txt")
+        b.rename("d/old.txt", "d/renamed.txt")
+        _expect_no_break(a)   # already broken to none: nothing more
+        d.close()
+
+
+@pytest.mark.host_tier
+@pytest.mark.kernel_tier
+@pytest.mark.parametrize("profile", ["plain", "nfsbridge"])
+def test_smb_change_with_parent_lease_key_spares_that_lease(bed_factory, profile):
+    """smbd spares the directory lease a create names as its parent lease key, whether the
+    create comes from the lease's own connection (same smbd) or another one (another smbd);
+    the watch must not break it behind smbd's back."""
+    bed = bed_factory(profile)
+    with bed.smb() as a, bed.smb() as b:
+        d = _dir_with_lease(bed, a, "d")
+        a.open("d/own.txt", lease="RWH", parent_lease_key=d.lease_key).close()
+        b.open("d/other.txt", lease="RWH", parent_lease_key=d.lease_key).close()
+        _expect_no_break(a)
+        b.open("d/third.txt", lease="RWH").close()   # no parent key: Samba breaks it
+        _expect_dir_break(a, d)
+        d.close()
+
+
+@pytest.mark.parametrize("profile", ["plain", "nfsbridge"])
+def test_smb_rename_breaks_handle_caching_as_samba_does(bed_factory, profile):
+    bed = bed_factory(profile)
+    with bed.smb() as a, bed.smb() as b:
+        f = _file_with_rh(bed, a, "f.txt")
+        with ThreadPoolExecutor(1) as pool:
+            renamed = pool.submit(b.rename, "f.txt", "g.txt")   # waits for a's H to go first
+            _expect_handle_break(a, f)
+            renamed.result(timeout=BREAK_TIMEOUT)
+        _expect_no_break(a)
+        f.close()
+
+
+def _kernel_has_delegations(path) -> bool:
+    """F_SETDELEG (F_LINUX_SPECIFIC_BASE + 16) giving up nothing: EINVAL where it does not exist."""
+    import errno
+    import fcntl
+    import struct
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.fcntl(fd, 1024 + 16, struct.pack("IHH", 0, fcntl.F_UNLCK, 0))
+        return True
+    except OSError as e:
+        return e.errno != errno.EINVAL
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.host_tier
+@pytest.mark.kernel_tier
+def test_the_active_mode_is_logged(bed):
+    with bed.smb() as smb:
+        d = _dir_with_lease(bed, smb, "d")
+        d.close()
+    log = bed.smbd.log_text()
+    assert "namespace watch: fanotify (" in log
+    delegations = _kernel_has_delegations(bed.local.path("."))
+    if bed.tier == "kernel":
+        assert delegations   # Debian's 7.3 kernel, ext4
+    if delegations:
+        assert "the kernel has F_SETDELEG, but directory delegations are not used yet" in log
+    else:
+        assert "the kernel has no F_SETDELEG (Linux < 6.19)" in log
