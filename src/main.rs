@@ -27,6 +27,12 @@ enum Command {
     LeaseBridge(cli::lease_bridge::LeaseBridgeArgs),
     /// List the leases the lease bridge holds for SMB clients (root only).
     Leases(cli::leases::LeasesArgs),
+    /// Failover: release what clients of one server address hold (root only).
+    UnlockIp(cli::failover::UnlockIpArgs),
+    /// Failover: release what is held on one file system (root only).
+    UnlockFs(cli::failover::UnlockFsArgs),
+    /// Failover: only reclaims for clients of ADDR on PATH for N seconds (root only).
+    Grace(cli::failover::GraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +45,9 @@ fn main() -> ExitCode {
         Command::Acl(args) => cli::acl::run(args),
         Command::LeaseBridge(args) => cli::lease_bridge::run(args),
         Command::Leases(args) => cli::leases::run(args),
+        Command::UnlockIp(args) => cli::failover::unlock_ip(args),
+        Command::UnlockFs(args) => cli::failover::unlock_fs(args),
+        Command::Grace(args) => cli::failover::grace(args),
     }
 }
 
