@@ -23,6 +23,7 @@
 #include <sys/syscall.h>
 
 #include "nfsbridge_shim.h"
+#include "nfsbridge_failover.h"
 
 _Static_assert(SMB_VFS_INTERFACE_VERSION == NFSB_VFS_INTERFACE_VERSION,
 	       "nfsbridge is written for another SMB_VFS_INTERFACE_VERSION than these Samba headers "
@@ -780,7 +781,12 @@ static NTSTATUS nfsb_create_file(struct vfs_handle_struct *handle, struct smb_re
 				 struct smb2_create_blobs *out_context_blobs)
 {
 	void *state = handle_state(handle);
-	NTSTATUS status = SMB_VFS_NEXT_CREATE_FILE(
+	NTSTATUS status;
+
+	if (leases_on(state) && nfsb_failover_create_deferred(handle, req, smb_fname, &status)) {
+		return status; /* waits for the end of a grace period (nfsbridge_failover.c) */
+	}
+	status = SMB_VFS_NEXT_CREATE_FILE(
 		handle, req, dirfsp, smb_fname, access_mask, share_access, create_disposition,
 		create_options, file_attributes, oplock_request, lease, allocation_size,
 		private_flags, sd, ea_list, result, pinfo, in_context_blobs, out_context_blobs);

@@ -9,6 +9,7 @@ use std::ffi::{c_char, c_int, c_void};
 use nfsbridge::config::{FaultInjection, ModuleConfig, OPTIONS};
 
 mod acl;
+mod failover;
 mod ffi;
 mod guard;
 mod lease;
@@ -57,6 +58,7 @@ pub unsafe extern "C" fn samba_init_module(_ctx: *mut c_void) -> u32 {
     guard::call("samba_init_module", NT_STATUS_UNSUCCESSFUL, || {
         // SAFETY: RUST_OPS is a static, so it outlives the process as nfsb_register requires.
         let status = unsafe { ffi::nfsb_register(&RUST_OPS) };
+        failover::register();
         if status != 0 {
             tracing::error!("registering the nfsbridge VFS module failed: NTSTATUS {status:#010x}");
         }
