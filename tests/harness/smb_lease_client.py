@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from smbprotocol.connection import Connection
 from smbprotocol.create_contexts import (CreateContextName, SMB2CreateContextRequest,
+                                         SMB2CreateDurableHandleReconnectV2,
+                                         SMB2CreateDurableHandleRequestV2,
                                          SMB2CreateRequestLeaseV2, SMB2CreateResponseLeaseV2)
 from smbprotocol.header import Commands, NtStatus
 from smbprotocol.open import (CreateDisposition, CreateOptions, FilePipePrinterAccessMask,
@@ -128,6 +130,8 @@ class SmbOpen:
     lease_key: bytes | None
     lease_state: int          # granted lease state (0 when none)
     oplock_level: int         # granted oplock level (0xFF when a lease was granted)
+    create_guid: uuid.UUID | None = None   # set when a durable (v2) handle was asked for
+    durable: bool = False     # the server granted a durable handle
 
     def read(self, offset: int = 0, length: int | None = None) -> bytes:
         size = self.handle.end_of_file if length is None else length
@@ -141,14 +145,19 @@ class SmbOpen:
 
 
 class SmbLeaseClient:
-    """One SMB connection, session and tree connect to //127.0.0.1/`share`, made inside
-    `netns` when given (the socket stays there for the connection's lifetime)."""
+    """One SMB connection, session and tree connect to //`server`/`share` (127.0.0.1 unless
+    given), made inside `netns` when given (the socket stays there for the connection's
+    lifetime). `client_guid`: the SMB client GUID (a durable reconnect must reuse the one of
+    the original connection)."""
 
     def __init__(self, share: str, user: str, password: str, port: int = 445,
-                 netns: NetNamespace | None = None, timeout: float = 30.0):
+                 netns: NetNamespace | None = None, timeout: float = 30.0,
+                 server: str = "127.0.0.1", client_guid: uuid.UUID | None = None):
         self.timeout = timeout
+        self.server = server
+        self.client_guid = client_guid or uuid.uuid4()
         # Signing: against Samba without encryption, smbprotocol's tree connect fails otherwise.
-        self.connection = Connection(uuid.uuid4(), "127.0.0.1", port, require_signing=True)
+        self.connection = Connection(self.client_guid, server, port, require_signing=True)
         if netns:
             with netns.entered():
                 self.connection.connect(timeout=timeout)
@@ -159,23 +168,48 @@ class SmbLeaseClient:
         self.session = Session(self.connection, user, password, require_encryption=False,
                                auth_protocol="ntlm")
         self.session.connect()
-        self.tree = TreeConnect(self.session, rf"\\127.0.0.1\{share}")
+        self.tree = TreeConnect(self.session, rf"\\{server}\{share}")
         self.tree.connect()
 
     def open(self, path: str, lease: str | None = "RWH", oplock: int | None = None,
-             write: bool = True, create: bool = True, share_access: int | None = None) -> SmbOpen:
+             write: bool = True, create: bool = True, share_access: int | None = None,
+             durable: bool = False, lease_key: bytes | None = None,
+             reconnect: SmbOpen | None = None) -> SmbOpen:
         """Opens `path` asking for a v2 lease of state `lease` (e.g. "RWH", "RH", "R"), or for
-        oplock level `oplock` (RequestedOplockLevel) when `lease` is None."""
+        oplock level `oplock` (RequestedOplockLevel) when `lease` is None. `durable` asks for a
+        durable v2 handle (MS-SMB2 2.2.13.2.11); `reconnect` reclaims the durable handle of an
+        earlier open of `path` instead (2.2.13.2.12, with that open's lease key)."""
         handle = Open(self.tree, path)
         access = FilePipePrinterAccessMask.FILE_READ_DATA | FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES
         if write:
             access |= FilePipePrinterAccessMask.FILE_WRITE_DATA | FilePipePrinterAccessMask.FILE_WRITE_ATTRIBUTES
         if share_access is None:
             share_access = ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE
-        contexts, key = [], None
+        contexts, key, create_guid = [], None, None
         level = RequestedOplockLevel.SMB2_OPLOCK_LEVEL_NONE if oplock is None else oplock
+        if reconnect is not None:
+            lease_key = reconnect.lease_key
+            create_guid = reconnect.create_guid
+            request = SMB2CreateDurableHandleReconnectV2()
+            request["file_id"] = reconnect.handle.file_id
+            request["create_guid"] = create_guid
+            request["flags"] = 0
+            context = SMB2CreateContextRequest()
+            context["buffer_name"] = CreateContextName.SMB2_CREATE_DURABLE_HANDLE_RECONNECT_V2
+            context["buffer_data"] = request
+            contexts.append(context)
+        elif durable:
+            create_guid = uuid.uuid4()
+            request = SMB2CreateDurableHandleRequestV2()
+            request["timeout"] = 0          # the server's default (Samba: 60 s)
+            request["flags"] = 0
+            request["create_guid"] = create_guid
+            context = SMB2CreateContextRequest()
+            context["buffer_name"] = CreateContextName.SMB2_CREATE_DURABLE_HANDLE_REQUEST_V2
+            context["buffer_data"] = request
+            contexts.append(context)
         if lease is not None:
-            key = uuid.uuid4().bytes
+            key = lease_key or uuid.uuid4().bytes
             request = SMB2CreateRequestLeaseV2()
             request["lease_key"] = key
             request["lease_state"] = lease_state(lease)
@@ -190,11 +224,14 @@ class SmbLeaseClient:
             ImpersonationLevel.Impersonation, access, 0, share_access,
             CreateDisposition.FILE_OPEN_IF if create else CreateDisposition.FILE_OPEN,
             CreateOptions.FILE_NON_DIRECTORY_FILE, create_contexts=contexts, oplock_level=level)
-        granted = 0
+        granted, got_durable = 0, False
         for response in responses or []:
             if isinstance(response, SMB2CreateResponseLeaseV2):
                 granted = response["lease_state"].get_value()
-        return SmbOpen(handle, key, granted, handle.oplock_level)
+            elif type(response).__name__ == "SMB2CreateDurableHandleResponseV2":
+                got_durable = True
+        return SmbOpen(handle, key, granted, handle.oplock_level, create_guid,
+                       got_durable or reconnect is not None)
 
     def wait_break(self, timeout: float = 30.0) -> LeaseBreak | OplockBreak:
         """The next break the server sent; raises TimeoutError if none came within `timeout`."""
