@@ -24,6 +24,7 @@
 #include "locking/share_mode_lock.h"
 #include "lib/tsocket/tsocket.h"
 #include "lib/util/server_id.h"
+#include "lib/util/tevent_ntstatus.h"
 
 #include "nfsbridge_failover.h"
 
@@ -149,20 +150,56 @@ bool nfsb_failover_release_fs(uint64_t dev)
 						dev));
 }
 
-/* A create deferred for a grace period, retried when it ends. */
+/* A create deferred for a grace period, retried when it ends. Owned by the SMB2 create's
+ * tevent request: answered, cancelled or torn down, it goes (with its timer). */
 struct grace_wait {
+	struct grace_wait *prev, *next;
 	struct smbXsrv_connection *xconn;
+	struct tevent_context *ev;
+	struct tevent_req *subreq;
 	uint64_t mid;
 };
+
+static struct grace_wait *grace_waits;
+
+static int grace_wait_destructor(struct grace_wait *wait)
+{
+	DLIST_REMOVE(grace_waits, wait);
+	return 0;
+}
 
 static void grace_over(struct tevent_context *ev, struct tevent_timer *te, struct timeval now,
 		       void *private_data)
 {
 	struct grace_wait *wait = talloc_get_type_abort(private_data, struct grace_wait);
 
-	/* A request cancelled (or answered) meanwhile is not found: nothing happens. */
 	(void)schedule_deferred_open_message_smb(wait->xconn, wait->mid);
 	TALLOC_FREE(wait);
+}
+
+/*
+ * SMB2 CANCEL of a create waiting for the grace period. smbd's own cancel function for
+ * deferred creates (smbd_smb2_create_cancel) looks at the deferred open record, which ours
+ * does not have (struct deferred_open_record is private to open.c); this does the rest of
+ * what it does: forget the deferral and answer STATUS_CANCELLED.
+ */
+static bool grace_wait_cancel(struct tevent_req *req)
+{
+	struct grace_wait *wait;
+
+	for (wait = grace_waits; wait != NULL; wait = wait->next) {
+		if (wait->subreq == req) {
+			break;
+		}
+	}
+	if (wait == NULL) {
+		return false;
+	}
+	remove_deferred_open_message_smb(wait->xconn, wait->mid);
+	tevent_req_defer_callback(req, wait->ev);
+	TALLOC_FREE(wait);
+	tevent_req_nterror(req, NT_STATUS_CANCELLED);
+	return true;
 }
 
 static bool disconnected_entry_fn(struct share_mode_entry *e, bool *modified,
@@ -232,7 +269,7 @@ bool nfsb_failover_create_deferred(struct vfs_handle_struct *handle, struct smb_
 	if (ours_before && VALID_STAT(smb_fname->st)) {
 		id = vfs_file_id_from_sbuf(handle->conn, &smb_fname->st);
 	}
-	if (req->smb2req == NULL) {
+	if (req->smb2req == NULL || req->smb2req->subreq == NULL) {
 		/* SMB1 has no interim response here: refuse, as a sharing violation clients retry. */
 		*status = NT_STATUS_SHARING_VIOLATION;
 		return true;
@@ -244,7 +281,7 @@ bool nfsb_failover_create_deferred(struct vfs_handle_struct *handle, struct smb_
 		*status = NT_STATUS_SHARING_VIOLATION;
 		return true;
 	}
-	wait = talloc(req->xconn, struct grace_wait);
+	wait = talloc(req->smb2req->subreq, struct grace_wait);
 	if (wait == NULL ||
 	    tevent_add_timer(req->sconn->ev_ctx, wait, timeval_current_ofs_msec(left_ms),
 			     grace_over, wait) == NULL) {
@@ -253,7 +290,11 @@ bool nfsb_failover_create_deferred(struct vfs_handle_struct *handle, struct smb_
 		*status = NT_STATUS_NO_MEMORY;
 		return true;
 	}
-	*wait = (struct grace_wait){ .xconn = req->xconn, .mid = req->mid };
+	*wait = (struct grace_wait){ .xconn = req->xconn, .ev = req->sconn->ev_ctx,
+				     .subreq = req->smb2req->subreq, .mid = req->mid };
+	DLIST_ADD(grace_waits, wait);
+	talloc_set_destructor(wait, grace_wait_destructor);
+	tevent_req_set_cancel_fn(wait->subreq, grace_wait_cancel);
 	DBG_NOTICE("nfsbridge: %s: open waits %" PRIu64 " ms for the grace period (a durable "
 		   "handle of it may be reclaimed)\n", smb_fname_str_dbg(smb_fname), left_ms);
 	*status = NT_STATUS_SHARING_VIOLATION; /* not sent: the request is pending */

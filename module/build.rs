@@ -21,6 +21,7 @@ const SAMBA_LIBS: &[&str] = &[
     "libndr-samba-private-samba.so.0",
     "libsamba-sockets-private-samba.so.0",
     "libtevent.so.0",
+    "libtevent-util.so.0",
     "libndr.so.6",
 ];
 

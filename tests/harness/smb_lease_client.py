@@ -144,6 +144,24 @@ class SmbOpen:
         self.handle.close()
 
 
+@dataclass
+class PendingOpen:
+    """A create sent and not yet answered: `result()` waits for it (raising the server's
+    error status as smbprotocol's SMBResponseException); `cancel()` sends SMB2 CANCEL."""
+    request: object
+    _finish: object
+
+    def interim_received(self) -> bool:
+        """The server answered STATUS_PENDING (the request went async)."""
+        return self.request.async_id is not None
+
+    def cancel(self) -> None:
+        self.request.cancel()
+
+    def result(self) -> SmbOpen:
+        return self._finish()
+
+
 class SmbLeaseClient:
     """One SMB connection, session and tree connect to //`server`/`share` (127.0.0.1 unless
     given), made inside `netns` when given (the socket stays there for the connection's
@@ -174,11 +192,12 @@ class SmbLeaseClient:
     def open(self, path: str, lease: str | None = "RWH", oplock: int | None = None,
              write: bool = True, create: bool = True, share_access: int | None = None,
              durable: bool = False, lease_key: bytes | None = None,
-             reconnect: SmbOpen | None = None) -> SmbOpen:
+             reconnect: SmbOpen | None = None, pending: bool = False) -> SmbOpen:
         """Opens `path` asking for a v2 lease of state `lease` (e.g. "RWH", "RH", "R"), or for
         oplock level `oplock` (RequestedOplockLevel) when `lease` is None. `durable` asks for a
         durable v2 handle (MS-SMB2 2.2.13.2.11); `reconnect` reclaims the durable handle of an
-        earlier open of `path` instead (2.2.13.2.12, with that open's lease key)."""
+        earlier open of `path` instead (2.2.13.2.12, with that open's lease key). `pending`:
+        send the create and return a `PendingOpen` at once (to see it wait, or to cancel it)."""
         handle = Open(self.tree, path)
         access = FilePipePrinterAccessMask.FILE_READ_DATA | FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES
         if write:
@@ -220,18 +239,27 @@ class SmbLeaseClient:
             context["buffer_data"] = request
             contexts.append(context)
             level = RequestedOplockLevel.SMB2_OPLOCK_LEVEL_LEASE
-        responses = handle.create(
+        create_request, receive = handle.create(
             ImpersonationLevel.Impersonation, access, 0, share_access,
             CreateDisposition.FILE_OPEN_IF if create else CreateDisposition.FILE_OPEN,
-            CreateOptions.FILE_NON_DIRECTORY_FILE, create_contexts=contexts, oplock_level=level)
-        granted, got_durable = 0, False
-        for response in responses or []:
-            if isinstance(response, SMB2CreateResponseLeaseV2):
-                granted = response["lease_state"].get_value()
-            elif type(response).__name__ == "SMB2CreateDurableHandleResponseV2":
-                got_durable = True
-        return SmbOpen(handle, key, granted, handle.oplock_level, create_guid,
-                       got_durable or reconnect is not None)
+            CreateOptions.FILE_NON_DIRECTORY_FILE, create_contexts=contexts, oplock_level=level,
+            send=False)
+
+        def finish(responses) -> SmbOpen:
+            granted, got_durable = 0, False
+            for response in responses or []:
+                if isinstance(response, SMB2CreateResponseLeaseV2):
+                    granted = response["lease_state"].get_value()
+                elif type(response).__name__ == "SMB2CreateDurableHandleResponseV2":
+                    got_durable = True
+            return SmbOpen(handle, key, granted, handle.oplock_level, create_guid,
+                           got_durable or reconnect is not None)
+
+        request = self.connection.send(create_request, self.session.session_id,
+                                       self.tree.tree_connect_id)
+        if pending:
+            return PendingOpen(request, lambda: finish(receive(request)))
+        return finish(receive(request))
 
     def wait_break(self, timeout: float = 30.0) -> LeaseBreak | OplockBreak:
         """The next break the server sent; raises TimeoutError if none came within `timeout`."""

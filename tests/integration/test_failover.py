@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from smbprotocol.exceptions import SMBResponseException
+from smbprotocol.header import NtStatus
 from smbprotocol.open import LockFlags, SMB2LockElement
 
 from harness.samba import DEFAULT_CLI, Share
@@ -91,6 +93,15 @@ def local_open_blocks(path: Path, flags: int = os.O_WRONLY) -> bool:
         return True
     os.close(fd)
     return False
+
+
+def eventually(limit: float, condition) -> bool:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
 
 
 def posix_locks_on(path: Path) -> list[str]:
@@ -184,7 +195,7 @@ def test_grace_serves_the_durable_reconnect_and_holds_new_conflicting_opens(smbd
     local_file(two / "other.txt")
     guid = uuid.uuid4()
     owner = client(smbd, test_user, "two", IP1, client_guid=guid)
-    reclaimed = newcomer = bystander = None
+    reclaimed = newcomer = bystander = quitter = None
     try:
         kept = owner.open("durable.txt", lease="RWH", durable=True)
         other = owner.open("other.txt", lease="RWH", durable=True)
@@ -212,6 +223,17 @@ def test_grace_serves_the_durable_reconnect_and_holds_new_conflicting_opens(smbd
             bystander.open("other.txt", lease="RH", write=False).close()
             assert time.monotonic() - started < 2
 
+            # A waiting open can be cancelled (SMB2 CANCEL), and its connection goes on.
+            quitter = client(smbd, test_user, "two", IP1)
+            pending = quitter.open("durable.txt", lease="RWH", pending=True)
+            assert eventually(5, pending.interim_received), "no interim STATUS_PENDING"
+            pending.cancel()
+            with pytest.raises(SMBResponseException) as cancelled:
+                pending.result()
+            assert cancelled.value.status == NtStatus.STATUS_CANCELLED
+            local_file(two / "unrelated.txt")
+            quitter.open("unrelated.txt", lease=None).close()
+
             # The owner reclaims through the grace address at once.
             reclaimed = client(smbd, test_user, "two", IP1, client_guid=guid)
             started = time.monotonic()
@@ -234,7 +256,7 @@ def test_grace_serves_the_durable_reconnect_and_holds_new_conflicting_opens(smbd
         back.close()
         del other
     finally:
-        for c in (owner, reclaimed, newcomer, bystander):
+        for c in (owner, reclaimed, newcomer, bystander, quitter):
             if c is not None:
                 c.close()
 
