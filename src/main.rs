@@ -27,11 +27,9 @@ enum Command {
     LeaseBridge(cli::lease_bridge::LeaseBridgeArgs),
     /// List the leases the lease bridge holds for SMB clients (root only).
     Leases(cli::leases::LeasesArgs),
-    /// Failover: release what clients of one server address hold (root only).
+    // Failover (docs/failover.md); the help text is on each command's arguments.
     UnlockIp(cli::failover::UnlockIpArgs),
-    /// Failover: release what is held on one file system (root only).
     UnlockFs(cli::failover::UnlockFsArgs),
-    /// Failover: only reclaims for clients of ADDR on PATH for N seconds (root only).
     Grace(cli::failover::GraceArgs),
 }
 

@@ -12,14 +12,17 @@ use nfsbridge::lease::client::BridgeClient;
 use nfsbridge::lease::daemon::DEFAULT_SOCKET;
 use nfsbridge::lease::failover::{ip_of, ReleaseReport, ReleaseScope, DEFAULT_GRACE, DEFAULT_RELEASE_TIMEOUT};
 
-/// Release every SMB lease, oplock and byte-range lock of clients that reached this server
-/// through ADDR (root only).
+/// Failover: release every SMB lease, oplock and byte-range lock held through server address
+/// ADDR (root only).
 ///
 /// Every smbd whose client connection came in through ADDR ends that connection the way smbd
 /// ends a connection whose client went away: durable handles stay disconnected for the client
 /// to reclaim (on this node or the one taking ADDR over), every other open is closed, its
 /// byte-range locks released and the kernel leases backing its caching dropped. Clients of
 /// other addresses are untouched. Tear ADDR down first, so that no new client arrives.
+///
+/// Returns when done. Exit status: 0 released; 1 something was not released within the
+/// timeout (it is listed) or the bridge could not be asked; 2 usage errors, not root.
 #[derive(Args)]
 pub struct UnlockIpArgs {
     /// The server address clients connected to (IPv4 or IPv6).
@@ -36,13 +39,16 @@ pub struct UnlockIpArgs {
     socket: PathBuf,
 }
 
-/// Release every SMB lease, oplock and byte-range lock on the file system mounted at PATH
+/// Failover: release every SMB lease, oplock and byte-range lock on the file system of PATH
 /// (root only).
 ///
 /// Every smbd with a share on that file system, or an open file on it, ends its client
 /// connection (durable handles stay disconnected for reclaim); smbds serving only other file
 /// systems are untouched. A client connected to shares on this and on other file systems
 /// reconnects to all of them, transparently with durable handles: see docs/failover.md.
+///
+/// Returns when done. Exit status: 0 released; 1 something was not released within the
+/// timeout (it is listed) or the bridge could not be asked; 2 usage errors, not root.
 #[derive(Args)]
 pub struct UnlockFsArgs {
     /// Any path on the file system (normally its mount point).
@@ -59,13 +65,15 @@ pub struct UnlockFsArgs {
     socket: PathBuf,
 }
 
-/// Start a grace period on the node taking over ADDR and PATH (root only).
+/// Failover: for N seconds, only reclaims for clients of ADDR on the shares under PATH (root
+/// only).
 ///
 /// For N seconds, clients that reach this server through ADDR and open files in shares at or
 /// below PATH get their durable handles back (reconnects are served as usual), while a new
 /// open of a file that still has a disconnected durable handle waits (SMB2 STATUS_PENDING,
 /// then served when the grace period ends). Other files, addresses and shares are
-/// unaffected. `--seconds 0` ends a grace period early.
+/// unaffected. `--seconds 0` ends a grace period early. Run it on the node taking over, once
+/// ADDR is up there. The lease bridge keeps it (a bridge restart ends it) and tells every smbd.
 #[derive(Args)]
 pub struct GraceArgs {
     /// The server address clients reclaim through.
@@ -215,9 +223,14 @@ pub fn grace(args: GraceArgs) -> ExitCode {
         eprintln!("nfsbridge {command}: {:?} is not an IP address", args.address);
         return ExitCode::from(2);
     };
-    // Shares are matched by their smb.conf path; a path that does not exist (yet) is taken
-    // as written, as long as it is absolute.
-    let path = std::fs::canonicalize(&args.path).unwrap_or_else(|_| args.path.clone());
+    // Shares are matched by their smb.conf `path` as smbd spells it, so an absolute PATH is
+    // taken as written (symlinks are not resolved: smb.conf may name one); a relative one is
+    // made absolute.
+    let path = if args.path.is_absolute() {
+        args.path.clone()
+    } else {
+        std::path::absolute(&args.path).unwrap_or_else(|_| args.path.clone())
+    };
     if !path.is_absolute() {
         eprintln!("nfsbridge {command}: {} is not an absolute path", path.display());
         return ExitCode::from(2);
