@@ -177,6 +177,17 @@ static void grace_over(struct tevent_context *ev, struct tevent_timer *te, struc
 	TALLOC_FREE(wait);
 }
 
+void nfsb_failover_grace_changed(void)
+{
+	while (grace_waits != NULL) {
+		struct grace_wait *wait = grace_waits;
+
+		/* Only schedules the retry (a tevent immediate); nothing runs from here. */
+		(void)schedule_deferred_open_message_smb(wait->xconn, wait->mid);
+		TALLOC_FREE(wait);
+	}
+}
+
 /*
  * SMB2 CANCEL of a create waiting for the grace period. smbd's own cancel function for
  * deferred creates (smbd_smb2_create_cancel) looks at the deferred open record, which ours

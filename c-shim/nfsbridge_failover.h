@@ -31,6 +31,10 @@ bool nfsb_failover_release_address(const char *address);
 /* The same for a client with a tree connect on, or an open file on, the file system `dev`. */
 bool nfsb_failover_release_fs(uint64_t dev);
 
+/* The grace periods changed: every open waiting for one is run again now (and waits again if
+ * a period still covers it), so that ending a period early lets them in at once. */
+void nfsb_failover_grace_changed(void);
+
 #ifdef SMB_VFS_INTERFACE_VERSION
 /* create_file pre-hook (Samba types: only for the C shim). True when the open must wait for
  * the end of a grace period: *status is then the create's result (the request has been

@@ -53,6 +53,9 @@ pub fn handle_requests(client: &mut BridgeClient) {
             FailoverRequest::Grace(entries) => {
                 tracing::info!("grace periods now: {entries:?}");
                 grace().get_or_insert_with(GraceTable::new).replace(&entries, now());
+                // SAFETY: on smbd's main loop; the shim only schedules the waiting opens'
+                // retries, it calls nothing back.
+                unsafe { ffi::nfsb_failover_grace_changed() };
             }
             FailoverRequest::Release { request_id, scope } => {
                 let releasing = release(&scope);

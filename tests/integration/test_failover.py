@@ -272,3 +272,30 @@ def test_failover_commands_refuse_non_root(smbd, test_user, work_root):
                                 capture_output=True, text=True, timeout=30)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert "only root" in result.stderr, result.stderr
+
+
+def test_ending_grace_early_lets_the_waiting_open_in(smbd, test_user, filesystems):
+    fs1, _ = filesystems
+    one = share_dir(smbd, "one")
+    local_file(one / "early.txt")
+    owner = client(smbd, test_user, "one", IP2)
+    newcomer = None
+    try:
+        kept = owner.open("early.txt", lease="RWH", durable=True)
+        assert kept.durable
+        assert cli(smbd, "unlock-ip", IP2, "--timeout", "20").returncode == 0
+        assert cli(smbd, "grace", IP2, str(fs1), "--seconds", "60").returncode == 0
+        newcomer = client(smbd, test_user, "one", IP2)
+        waiting = newcomer.open("early.txt", lease="RWH", pending=True)
+        assert eventually(5, waiting.interim_received), "the open did not wait"
+        started = time.monotonic()
+        result = cli(smbd, "grace", IP2, str(fs1), "--seconds", "0")
+        assert result.returncode == 0, result.stderr
+        opened = waiting.result()
+        assert time.monotonic() - started < 5, "the open waited for the old end of the period"
+        assert lease_text(opened.lease_state) == "RWH"   # the durable handle was not reclaimed
+        opened.close()
+    finally:
+        for c in (owner, newcomer):
+            if c is not None:
+                c.close()
