@@ -25,7 +25,9 @@ const CLIENT: &str = "127.0.0.9";
 static FORKS_AND_OPENS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    FORKS_AND_OPENS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    FORKS_AND_OPENS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 struct Bridge {
@@ -59,10 +61,20 @@ impl Bridge {
                 .spawn()
                 .expect("the bridge starts")
         };
-        let bridge = Bridge { child, share: share.to_str().unwrap().to_string(), _dir: dir, socket, log };
+        let bridge = Bridge {
+            child,
+            share: share.to_str().unwrap().to_string(),
+            _dir: dir,
+            socket,
+            log,
+        };
         let start = Instant::now();
         while transport::connect_seqpacket(&bridge.socket).is_err() {
-            assert!(start.elapsed() < WAIT, "bridge never listened: {}", bridge.log_text());
+            assert!(
+                start.elapsed() < WAIT,
+                "bridge never listened: {}",
+                bridge.log_text()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         bridge
@@ -114,12 +126,20 @@ impl Drop for Bridge {
 }
 
 fn reference(path: &Path) -> File {
-    OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(path).unwrap()
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+        .unwrap()
 }
 
 fn local_open_blocks(path: &Path) -> bool {
     let _opening = exclusive();
-    match OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path) {
+    match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
         Ok(_) => false,
         Err(error) if error.raw_os_error() == Some(libc::EWOULDBLOCK) => true,
         Err(error) => panic!("local open: {error}"),
@@ -127,12 +147,26 @@ fn local_open_blocks(path: &Path) -> bool {
 }
 
 /// Opens `path` through the bridge and has RWH backed for a client of `server`.
-fn cached_open(bridge: &Bridge, client: &mut BridgeClient, path: &Path, file_id: u64, server: &str) -> InodeKey {
+fn cached_open(
+    bridge: &Bridge,
+    client: &mut BridgeClient,
+    path: &Path,
+    file_id: u64,
+    server: &str,
+) -> InodeKey {
     let (_dup, inode, _) = client
         .open_description(reference(path).as_fd(), &bridge.share, file_id, true, true)
         .expect("open");
     let granted = client
-        .grant(inode, file_id, GrantKind::Lease([file_id as u8; 16]), Caching::RWH, &bridge.share, CLIENT, server)
+        .grant(
+            inode,
+            file_id,
+            GrantKind::Lease([file_id as u8; 16]),
+            Caching::RWH,
+            &bridge.share,
+            CLIENT,
+            server,
+        )
         .expect("grant");
     assert_eq!(granted, Caching::RWH);
     inode
@@ -182,17 +216,31 @@ fn unlock_ip_returns_once_the_smbd_of_that_address_has_gone() {
     let (_request_id, scope) = release_request(&mut smbd);
     assert_eq!(scope, ReleaseScope::ServerAddress("127.0.0.1".into()));
     std::thread::sleep(Duration::from_millis(300));
-    assert!(admin.try_wait().unwrap().is_none(), "unlock-ip returned while the smbd was still there");
+    assert!(
+        admin.try_wait().unwrap().is_none(),
+        "unlock-ip returned while the smbd was still there"
+    );
     // The smbd ends (as the module does when its connection is in scope).
     drop(smbd);
     let output = finish(admin);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report = report(&output);
     assert!(report.complete);
-    assert_eq!(report.released, Vec::<u32>::new(), "the smbd never said it was releasing");
+    assert_eq!(
+        report.released,
+        Vec::<u32>::new(),
+        "the smbd never said it was releasing"
+    );
     assert!(report.remaining.is_empty() && report.holders.is_empty());
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(!local_open_blocks(&path), "the kernel lease went with the smbd");
+    assert!(
+        !local_open_blocks(&path),
+        "the kernel lease went with the smbd"
+    );
 }
 
 #[test]
@@ -231,7 +279,12 @@ fn what_is_left_at_the_timeout_is_reported() {
     let (request_id, _) = release_request(&mut keeper);
     keeper.release_answer(request_id, true).unwrap();
     let output = finish(admin);
-    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report = report(&output);
     assert!(!report.complete);
     let me = std::process::id();
@@ -247,7 +300,10 @@ fn what_is_left_at_the_timeout_is_reported() {
     let output = finish(admin);
     assert_eq!(output.status.code(), Some(1));
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(text.contains("NOT fully released") && text.contains("c.txt"), "{text}");
+    assert!(
+        text.contains("NOT fully released") && text.contains("c.txt"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -272,7 +328,11 @@ fn grace_periods_reach_every_smbd_now_and_later() {
     let (mut early, grace) = bridge.smbd();
     assert!(grace.is_empty());
     let output = finish(bridge.cli(&["grace", "10.0.0.1", "/export", "--seconds", "30"]));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // Pushed to the smbd connected before ...
     let pushed: Vec<GraceEntry> = failover_requests(&mut early, WAIT)
         .into_iter()
@@ -282,15 +342,25 @@ fn grace_periods_reach_every_smbd_now_and_later() {
         })
         .expect("grace pushed");
     assert_eq!(pushed.len(), 1);
-    assert_eq!((pushed[0].address.as_str(), pushed[0].path.as_str()), ("10.0.0.1", "/export"));
+    assert_eq!(
+        (pushed[0].address.as_str(), pushed[0].path.as_str()),
+        ("10.0.0.1", "/export")
+    );
     assert!(pushed[0].remaining_ms > 25_000 && pushed[0].remaining_ms <= 30_000);
     // ... and told to one that connects later.
     let (_late, grace) = bridge.smbd();
     assert_eq!(grace.len(), 1);
     // Ended early: everyone hears it.
-    assert!(finish(bridge.cli(&["grace", "10.0.0.1", "/export", "--seconds", "0"])).status.success());
+    assert!(
+        finish(bridge.cli(&["grace", "10.0.0.1", "/export", "--seconds", "0"]))
+            .status
+            .success()
+    );
     let ended = failover_requests(&mut early, WAIT);
-    assert!(ended.contains(&FailoverRequest::Grace(Vec::new())), "{ended:?}");
+    assert!(
+        ended.contains(&FailoverRequest::Grace(Vec::new())),
+        "{ended:?}"
+    );
     assert!(bridge.smbd().1.is_empty());
     // Nonsense is refused.
     let output = finish(bridge.cli(&["grace", "not-an-ip", "/export"]));
@@ -321,8 +391,16 @@ for _ in range(2):
     // The socket's directory and the socket are root's: let uid 65534 reach it for this test.
     let run = bridge.socket.parent().unwrap();
     std::fs::set_permissions(run, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
-    std::fs::set_permissions(bridge._dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
-    std::fs::set_permissions(&bridge.socket, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(
+        bridge._dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &bridge.socket,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
     let mut child = {
         let _forking = exclusive();
         Command::new("python3")
@@ -336,10 +414,20 @@ for _ in range(2):
             .unwrap()
     };
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     let status = child.wait().unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(status.success(), "{err}");
     assert_eq!(out, format!("9 7 {}\n9 8 {}\n", libc::EPERM, libc::EPERM));
     assert!(bridge.log_text().contains("release refused: not root"));

@@ -30,7 +30,9 @@ fn now() -> Duration {
 }
 
 fn grace() -> MutexGuard<'static, Option<GraceTable>> {
-    GRACE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    GRACE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Just connected to the bridge: learn the grace periods in force before the first open.
@@ -40,7 +42,9 @@ pub fn connected(client: &mut BridgeClient) {
             if !entries.is_empty() {
                 tracing::info!("grace periods in force: {entries:?}");
             }
-            grace().get_or_insert_with(GraceTable::new).replace(&entries, now());
+            grace()
+                .get_or_insert_with(GraceTable::new)
+                .replace(&entries, now());
         }
         Err(err) => tracing::warn!("cannot ask the lease bridge for grace periods: {err}"),
     }
@@ -52,7 +56,9 @@ pub fn handle_requests(client: &mut BridgeClient) {
         match request {
             FailoverRequest::Grace(entries) => {
                 tracing::info!("grace periods now: {entries:?}");
-                grace().get_or_insert_with(GraceTable::new).replace(&entries, now());
+                grace()
+                    .get_or_insert_with(GraceTable::new)
+                    .replace(&entries, now());
                 // SAFETY: on smbd's main loop; the shim only schedules the waiting opens'
                 // retries, it calls nothing back.
                 unsafe { ffi::nfsb_failover_grace_changed() };
@@ -71,7 +77,9 @@ pub fn handle_requests(client: &mut BridgeClient) {
 fn release(scope: &ReleaseScope) -> bool {
     match scope {
         ReleaseScope::ServerAddress(address) => {
-            let Ok(address) = CString::new(address.as_str()) else { return false };
+            let Ok(address) = CString::new(address.as_str()) else {
+                return false;
+            };
             // SAFETY: on smbd's main loop; the string is NUL-terminated and lives during the
             // call. The shim only schedules the exit, it calls nothing back.
             unsafe { ffi::nfsb_failover_release_address(address.as_ptr()) }
@@ -81,17 +89,25 @@ fn release(scope: &ReleaseScope) -> bool {
     }
 }
 
-unsafe extern "C" fn grace_remaining_ms(share_path: *const c_char, server_address: *const c_char) -> u64 {
+unsafe extern "C" fn grace_remaining_ms(
+    share_path: *const c_char,
+    server_address: *const c_char,
+) -> u64 {
     guard::call("grace_remaining_ms", 0, || {
         // Grace updates read while the module waited for another reply are queued in the
         // client: apply them first.
         lease::drain_failover_requests();
         // SAFETY: the shim passes two NUL-terminated strings valid during the call.
         let (share_path, server_address) = unsafe {
-            (CStr::from_ptr(share_path).to_string_lossy(), CStr::from_ptr(server_address).to_string_lossy())
+            (
+                CStr::from_ptr(share_path).to_string_lossy(),
+                CStr::from_ptr(server_address).to_string_lossy(),
+            )
         };
         let guard = grace();
-        let Some(table) = guard.as_ref() else { return 0 };
+        let Some(table) = guard.as_ref() else {
+            return 0;
+        };
         table
             .remaining(&share_path, &server_address, now())
             .map_or(0, |left| left.as_millis().max(1) as u64)

@@ -10,7 +10,9 @@ use std::time::Duration;
 use clap::Args;
 use nfsbridge::lease::client::BridgeClient;
 use nfsbridge::lease::daemon::DEFAULT_SOCKET;
-use nfsbridge::lease::failover::{ip_of, ReleaseReport, ReleaseScope, DEFAULT_GRACE, DEFAULT_RELEASE_TIMEOUT};
+use nfsbridge::lease::failover::{
+    ip_of, ReleaseReport, ReleaseScope, DEFAULT_GRACE, DEFAULT_RELEASE_TIMEOUT,
+};
 
 /// Failover: release every SMB lease, oplock and byte-range lock held through server address
 /// ADDR (root only).
@@ -122,14 +124,23 @@ pub fn unlock_ip(args: UnlockIpArgs) -> ExitCode {
         return code;
     }
     let Some(ip) = ip_of(&args.address) else {
-        eprintln!("nfsbridge {command}: {:?} is not an IP address", args.address);
+        eprintln!(
+            "nfsbridge {command}: {:?} is not an IP address",
+            args.address
+        );
         return ExitCode::from(2);
     };
     let timeout = match timeout_of(command, args.timeout) {
         Ok(timeout) => timeout,
         Err(code) => return code,
     };
-    release(command, &args.socket, ReleaseScope::ServerAddress(ip.to_string()), timeout, args.json)
+    release(
+        command,
+        &args.socket,
+        ReleaseScope::ServerAddress(ip.to_string()),
+        timeout,
+        args.json,
+    )
 }
 
 pub fn unlock_fs(args: UnlockFsArgs) -> ExitCode {
@@ -150,11 +161,20 @@ pub fn unlock_fs(args: UnlockFsArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let scope = ReleaseScope::FileSystem { dev: metadata.dev(), path: path.to_string_lossy().into_owned() };
+    let scope = ReleaseScope::FileSystem {
+        dev: metadata.dev(),
+        path: path.to_string_lossy().into_owned(),
+    };
     release(command, &args.socket, scope, timeout, args.json)
 }
 
-fn release(command: &str, socket: &Path, scope: ReleaseScope, timeout: Duration, json: bool) -> ExitCode {
+fn release(
+    command: &str,
+    socket: &Path,
+    scope: ReleaseScope,
+    timeout: Duration,
+    json: bool,
+) -> ExitCode {
     let mut client = match connect(command, socket) {
         Ok(client) => client,
         Err(code) => return code,
@@ -205,7 +225,11 @@ fn summary(report: &ReleaseReport) -> String {
         out += &format!(
             "  {} {} smbd {} client {} server {}\n",
             holder.path,
-            if holder.caching.is_empty() { "-" } else { &holder.caching },
+            if holder.caching.is_empty() {
+                "-"
+            } else {
+                &holder.caching
+            },
             holder.smbd_pid,
             holder.client_address,
             holder.server_address
@@ -220,7 +244,10 @@ pub fn grace(args: GraceArgs) -> ExitCode {
         return code;
     }
     let Some(ip) = ip_of(&args.address) else {
-        eprintln!("nfsbridge {command}: {:?} is not an IP address", args.address);
+        eprintln!(
+            "nfsbridge {command}: {:?} is not an IP address",
+            args.address
+        );
         return ExitCode::from(2);
     };
     // Shares are matched by their smb.conf `path` as smbd spells it, so an absolute PATH is
@@ -232,7 +259,10 @@ pub fn grace(args: GraceArgs) -> ExitCode {
         std::path::absolute(&args.path).unwrap_or_else(|_| args.path.clone())
     };
     if !path.is_absolute() {
-        eprintln!("nfsbridge {command}: {} is not an absolute path", path.display());
+        eprintln!(
+            "nfsbridge {command}: {} is not an absolute path",
+            path.display()
+        );
         return ExitCode::from(2);
     }
     let mut client = match connect(command, &args.socket) {
@@ -240,7 +270,11 @@ pub fn grace(args: GraceArgs) -> ExitCode {
         Err(code) => return code,
     };
     let path_text = path.to_string_lossy();
-    match client.set_grace(&ip.to_string(), &path_text, Duration::from_secs(args.seconds)) {
+    match client.set_grace(
+        &ip.to_string(),
+        &path_text,
+        Duration::from_secs(args.seconds),
+    ) {
         Ok(()) if args.seconds == 0 => {
             println!("grace period for {ip} on {path_text} ended");
             ExitCode::SUCCESS

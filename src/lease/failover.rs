@@ -30,7 +30,12 @@ impl fmt::Display for ReleaseScope {
         match self {
             ReleaseScope::ServerAddress(address) => write!(f, "server address {address}"),
             ReleaseScope::FileSystem { dev, path } => {
-                write!(f, "file system {path} (dev {}:{})", dev_major(*dev), dev_minor(*dev))
+                write!(
+                    f,
+                    "file system {path} (dev {}:{})",
+                    dev_major(*dev),
+                    dev_minor(*dev)
+                )
             }
         }
     }
@@ -120,7 +125,10 @@ pub fn at_or_below(path: &str, root: &str) -> bool {
         return path.starts_with('/');
     }
     let path = path.trim_end_matches('/');
-    path == root || path.strip_prefix(root).is_some_and(|rest| rest.starts_with('/'))
+    path == root
+        || path
+            .strip_prefix(root)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Grace periods with their end on some monotonic clock (the daemon's and each smbd's own).
@@ -186,11 +194,18 @@ impl GraceTable {
 
     /// How long grace still holds for a client that reached `server_address` and opens on the
     /// share rooted at `share_path` (the longest of the periods that cover it), or `None`.
-    pub fn remaining(&self, share_path: &str, server_address: &str, now: Duration) -> Option<Duration> {
+    pub fn remaining(
+        &self,
+        share_path: &str,
+        server_address: &str,
+        now: Duration,
+    ) -> Option<Duration> {
         self.entries
             .iter()
             .filter(|(address, path, until)| {
-                *until > now && same_address(address, server_address) && at_or_below(share_path, path)
+                *until > now
+                    && same_address(address, server_address)
+                    && at_or_below(share_path, path)
             })
             .map(|(_, _, until)| until.saturating_sub(now))
             .max()
@@ -233,14 +248,26 @@ mod tests {
         let t0 = Duration::from_secs(100);
         assert!(table.set("10.0.0.1", "/export", Duration::from_secs(90), t0));
         let later = t0 + Duration::from_secs(30);
-        assert_eq!(table.remaining("/export/projects", "10.0.0.1", later), Some(Duration::from_secs(60)));
-        assert_eq!(table.remaining("/export", "::ffff:10.0.0.1", later), Some(Duration::from_secs(60)));
+        assert_eq!(
+            table.remaining("/export/projects", "10.0.0.1", later),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            table.remaining("/export", "::ffff:10.0.0.1", later),
+            Some(Duration::from_secs(60))
+        );
         assert_eq!(table.remaining("/export/projects", "10.0.0.2", later), None);
         assert_eq!(table.remaining("/other", "10.0.0.1", later), None);
-        assert_eq!(table.remaining("/export", "10.0.0.1", t0 + Duration::from_secs(90)), None);
+        assert_eq!(
+            table.remaining("/export", "10.0.0.1", t0 + Duration::from_secs(90)),
+            None
+        );
         // Replaced, then ended.
         assert!(table.set("10.0.0.1", "/export", Duration::from_secs(5), later));
-        assert_eq!(table.remaining("/export", "10.0.0.1", later), Some(Duration::from_secs(5)));
+        assert_eq!(
+            table.remaining("/export", "10.0.0.1", later),
+            Some(Duration::from_secs(5))
+        );
         assert!(table.set("10.0.0.1", "/export", Duration::ZERO, later));
         assert!(table.is_empty());
     }
@@ -251,13 +278,26 @@ mod tests {
         let t0 = Duration::from_secs(10);
         sender.set("10.0.0.1", "/export", Duration::from_millis(1500), t0);
         let wire = sender.active(t0 + Duration::from_millis(500));
-        assert_eq!(wire, vec![GraceEntry { address: "10.0.0.1".into(), path: "/export".into(), remaining_ms: 1000 }]);
+        assert_eq!(
+            wire,
+            vec![GraceEntry {
+                address: "10.0.0.1".into(),
+                path: "/export".into(),
+                remaining_ms: 1000
+            }]
+        );
         // The receiver's clock is another one.
         let mut receiver = GraceTable::new();
         let r0 = Duration::from_secs(5000);
         receiver.replace(&wire, r0);
-        assert_eq!(receiver.remaining("/export", "10.0.0.1", r0), Some(Duration::from_secs(1)));
-        assert_eq!(receiver.remaining("/export", "10.0.0.1", r0 + Duration::from_secs(1)), None);
+        assert_eq!(
+            receiver.remaining("/export", "10.0.0.1", r0),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            receiver.remaining("/export", "10.0.0.1", r0 + Duration::from_secs(1)),
+            None
+        );
     }
 
     #[test]
@@ -265,7 +305,12 @@ mod tests {
         let mut table = GraceTable::new();
         let now = Duration::from_secs(1);
         for i in 0..MAX_GRACE_ENTRIES {
-            assert!(table.set(&format!("10.0.{}.{}", i / 200, i % 200 + 1), "/e", Duration::from_secs(9), now));
+            assert!(table.set(
+                &format!("10.0.{}.{}", i / 200, i % 200 + 1),
+                "/e",
+                Duration::from_secs(9),
+                now
+            ));
         }
         assert!(!table.set("10.9.9.9", "/e", Duration::from_secs(9), now));
         // Replacing one that exists still works.

@@ -80,8 +80,14 @@ impl Daemon {
     }
 
     /// Handles the failover messages; gives any other message back.
-    pub(super) fn failover_message(&mut self, token: u64, message: Message) -> Result<Result<(), Gone>, Message> {
-        let Some(peer) = self.peer_of(token) else { return Ok(Ok(())) };
+    pub(super) fn failover_message(
+        &mut self,
+        token: u64,
+        message: Message,
+    ) -> Result<Result<(), Gone>, Message> {
+        let Some(peer) = self.peer_of(token) else {
+            return Ok(Ok(()));
+        };
         let result = match message {
             Message::Release {
                 request_id,
@@ -101,7 +107,11 @@ impl Daemon {
             } => {
                 for release in &mut self.failover.releases {
                     if let Some(pid) = release.notices.remove(&(token, request_id)) {
-                        let answer = if releasing { Answer::Releasing } else { Answer::NotMine };
+                        let answer = if releasing {
+                            Answer::Releasing
+                        } else {
+                            Answer::NotMine
+                        };
                         release.asked.insert(pid, answer);
                         if releasing {
                             info!(pid, scope = %release.scope, "smbd is ending its client connection");
@@ -120,15 +130,30 @@ impl Daemon {
                     warn!(pid = peer.pid, uid = peer.uid, "grace refused: not root");
                     return Ok(self.fail(token, request_id, libc::EPERM));
                 }
-                self.set_grace(token, request_id, address, path, Duration::from_millis(duration_ms))
+                self.set_grace(
+                    token,
+                    request_id,
+                    address,
+                    path,
+                    Duration::from_millis(duration_ms),
+                )
             }
             Message::GraceQuery { request_id } => {
                 let entries = self.failover.grace.active(self.now());
-                self.reply(token, Message::GraceState { request_id, entries }, None)
+                self.reply(
+                    token,
+                    Message::GraceState {
+                        request_id,
+                        entries,
+                    },
+                    None,
+                )
             }
-            Message::ReleaseReport { .. } | Message::ReleaseRequest { .. } | Message::GraceState { .. } => {
-                Err(Gone::Failed("peer sent a message only the bridge sends".to_string()))
-            }
+            Message::ReleaseReport { .. }
+            | Message::ReleaseRequest { .. }
+            | Message::GraceState { .. } => Err(Gone::Failed(
+                "peer sent a message only the bridge sends".to_string(),
+            )),
             other => return Err(other),
         };
         Ok(result)
@@ -151,7 +176,10 @@ impl Daemon {
             return self.fail(token, request_id, libc::ENOSPC);
         }
         let entries = grace.active(now);
-        let state = Message::GraceState { request_id: 0, entries: entries.clone() };
+        let state = Message::GraceState {
+            request_id: 0,
+            entries: entries.clone(),
+        };
         if state.encode().len() > MAX_MESSAGE_LEN {
             return self.fail(token, request_id, libc::ENOSPC);
         }
@@ -159,13 +187,23 @@ impl Daemon {
         if duration.is_zero() {
             info!(address, path, "grace period ended");
         } else {
-            info!(address, path, seconds = duration.as_secs_f64(), "grace period started: only reclaims there");
+            info!(
+                address,
+                path,
+                seconds = duration.as_secs_f64(),
+                "grace period started: only reclaims there"
+            );
         }
         let smbds: Vec<u64> = self.failover.smbd_tokens.iter().copied().collect();
         for smbd in smbds {
-            let Some(connection) = self.connections.get_mut(&smbd) else { continue };
+            let Some(connection) = self.connections.get_mut(&smbd) else {
+                continue;
+            };
             let request_id = connection.next_request_id();
-            let message = Message::GraceState { request_id, entries: entries.clone() };
+            let message = Message::GraceState {
+                request_id,
+                entries: entries.clone(),
+            };
             if let Err(gone) = connection.send(&message, None) {
                 self.drop_connection(smbd, gone);
             }
@@ -173,7 +211,13 @@ impl Daemon {
         self.reply(token, Message::Done { request_id }, None)
     }
 
-    fn start_release(&mut self, admin_token: u64, request_id: u64, scope: ReleaseScope, timeout: Duration) {
+    fn start_release(
+        &mut self,
+        admin_token: u64,
+        request_id: u64,
+        scope: ReleaseScope,
+        timeout: Duration,
+    ) {
         let now = self.now();
         info!(%scope, timeout_s = timeout.as_secs_f64(), smbds = self.failover.smbd_tokens.len(), "release requested");
         self.failover.releases.push(PendingRelease {
@@ -196,13 +240,18 @@ impl Daemon {
 
     /// Sends release `index`'s request to the smbd on connection `token`.
     fn ask_release(&mut self, index: usize, token: u64) {
-        let Some(connection) = self.connections.get_mut(&token) else { return };
+        let Some(connection) = self.connections.get_mut(&token) else {
+            return;
+        };
         let pid = connection.peer.pid;
         let release = &mut self.failover.releases[index];
         let request_id = connection.next_request_id();
         release.notices.insert((token, request_id), pid);
         release.asked.entry(pid).or_insert(Answer::Waiting);
-        let message = Message::ReleaseRequest { request_id, scope: release.scope.clone() };
+        let message = Message::ReleaseRequest {
+            request_id,
+            scope: release.scope.clone(),
+        };
         if let Err(gone) = connection.send(&message, None) {
             self.drop_connection(token, gone);
         }
@@ -250,7 +299,9 @@ impl Daemon {
     }
 
     fn is_connected(&self, pid: u32) -> bool {
-        self.connections.values().any(|connection| connection.peer.pid == pid)
+        self.connections
+            .values()
+            .any(|connection| connection.peer.pid == pid)
     }
 
     fn in_scope(scope: &ReleaseScope, inode: InodeKey, server_address: &str) -> bool {
@@ -341,7 +392,9 @@ impl Daemon {
             let result = match sent {
                 Ok(memfd) => self.reply(
                     release.admin_token,
-                    Message::ReleaseReport { request_id: release.request_id },
+                    Message::ReleaseReport {
+                        request_id: release.request_id,
+                    },
                     Some(memfd),
                 ),
                 Err(errno) => self.fail(release.admin_token, release.request_id, errno),
@@ -357,10 +410,16 @@ impl Daemon {
 fn report_memfd(report: &ReleaseReport) -> io::Result<OwnedFd> {
     use rustix::fs::{MemfdFlags, SealFlags};
     let json = serde_json::to_vec(report).map_err(io::Error::other)?;
-    let memfd = rustix::fs::memfd_create("nfsbridge-release", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    let memfd = rustix::fs::memfd_create(
+        "nfsbridge-release",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
     let mut file = std::fs::File::from(memfd);
     file.write_all(&json)?;
     file.rewind()?;
-    rustix::fs::fcntl_add_seals(&file, SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL)?;
+    rustix::fs::fcntl_add_seals(
+        &file,
+        SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
+    )?;
     Ok(file.into())
 }
