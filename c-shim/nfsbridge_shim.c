@@ -16,6 +16,7 @@
 #include "librpc/gen_ndr/idmap.h"
 #include "librpc/gen_ndr/ndr_open_files.h"
 #include "locking/share_mode_lock.h"
+#include "locking/leases_db.h"
 #include "messages.h"
 #include "lib/tsocket/tsocket.h"
 
@@ -345,8 +346,9 @@ static bool leases_on(void *state)
 	return state != NULL && rust_ops->leases_enabled(state);
 }
 
-static void bridge_socket_readable(struct tevent_context *ev, struct tevent_fd *fde,
-				   uint16_t flags, void *private_data)
+static struct tevent_immediate *bridge_queued_im;
+
+static void bridge_take_requests(void)
 {
 	if (!rust_ops->bridge_readable()) {
 		/* The daemon is gone: stop watching before Rust closes the socket. */
@@ -354,6 +356,37 @@ static void bridge_socket_readable(struct tevent_context *ev, struct tevent_fd *
 		bridge_watched_fd = -1;
 		rust_ops->bridge_disconnect();
 	}
+}
+
+static void bridge_socket_readable(struct tevent_context *ev, struct tevent_fd *fde,
+				   uint16_t flags, void *private_data)
+{
+	bridge_take_requests();
+}
+
+static void bridge_queued_requests(struct tevent_context *ev, struct tevent_immediate *im,
+				   void *private_data)
+{
+	bridge_take_requests();
+}
+
+/* Break requests that arrived while a request (open, grant) waited for its reply were read
+ * off the socket, so its readability will not announce them: take them from the main loop,
+ * after the current request (never inside an open, where smbd holds the share-mode lock). */
+static void bridge_schedule_queued(void)
+{
+	if (bridge_sconn == NULL || !rust_ops->bridge_has_queued_requests()) {
+		return;
+	}
+	if (bridge_queued_im == NULL) {
+		bridge_queued_im = tevent_create_immediate(bridge_sconn);
+		if (bridge_queued_im == NULL) {
+			DBG_ERR("nfsbridge: cannot schedule the lease bridge's queued requests\n");
+			return;
+		}
+	}
+	tevent_schedule_immediate(bridge_queued_im, bridge_sconn->ev_ctx, bridge_queued_requests,
+				  NULL);
 }
 
 /* Connects to the bridge if needed (Rust rate-limits attempts) and watches its socket. */
@@ -463,6 +496,7 @@ static int bridge_open(struct vfs_handle_struct *handle, void *state, int refere
 	bridge_ensure(handle, state);
 	fd = rust_ops->bridge_open(state, reference, wants_write(how),
 				   (how->flags & O_NONBLOCK) != 0);
+	bridge_schedule_queued();
 	*unreachable = (fd == NFSB_BRIDGE_UNREACHABLE);
 	if (fd < 0) {
 		errno = *unreachable ? EIO : -fd;
@@ -735,6 +769,51 @@ static const char *peer_address(TALLOC_CTX *mem_ctx, const struct tsocket_addres
 	return text == NULL ? "" : text;
 }
 
+/* Takes back, before the create response is sent, the part of what smbd just granted that no
+ * kernel lease backs, so that the client never caches what a local or NFS opener would not
+ * break. Leases: the lease record (leases.tdb) and the fsp's copy, which the create response
+ * is built from; a lease without R is no lease. Oplocks: smbd's own downgrade. False when
+ * that cannot be done here (a break of the lease is already under way). */
+static bool reduce_grant(struct files_struct *fsp, uint32_t backed)
+{
+	const struct GUID *client_guid;
+	struct share_mode_lock *lck;
+	uint32_t current_state, breaking_to_requested, breaking_to_required, reduced;
+	uint16_t lease_version, epoch;
+	bool breaking;
+	NTSTATUS status;
+
+	if (fsp->oplock_type != LEASE_OPLOCK) {
+		if (!(backed & SMB2_LEASE_READ) || !lp_level2_oplocks(SNUM(fsp->conn))) {
+			return remove_oplock(fsp);
+		}
+		return fsp->oplock_type == LEVEL_II_OPLOCK || downgrade_oplock(fsp);
+	}
+	client_guid = fsp_client_guid(fsp);
+	lck = get_existing_share_mode_lock(talloc_tos(), fsp->file_id);
+	if (lck == NULL) {
+		return false;
+	}
+	status = leases_db_get(client_guid, &fsp->lease->lease.lease_key, &fsp->file_id,
+			       &current_state, &breaking, &breaking_to_requested,
+			       &breaking_to_required, &lease_version, &epoch);
+	if (!NT_STATUS_IS_OK(status) || breaking) {
+		TALLOC_FREE(lck);
+		return false;
+	}
+	reduced = current_state & backed;
+	if (!(reduced & SMB2_LEASE_READ)) {
+		reduced = SMB2_LEASE_NONE;
+	}
+	status = leases_db_set(client_guid, &fsp->lease->lease.lease_key, reduced, false, 0, 0,
+			       lease_version, epoch);
+	if (NT_STATUS_IS_OK(status)) {
+		(void)fsp_lease_update(fsp);
+	}
+	TALLOC_FREE(lck);
+	return NT_STATUS_IS_OK(status);
+}
+
 /* smbd has granted caching on a regular file: have the bridge back it with a kernel lease,
  * and break at once whatever the kernel lease cannot back. */
 static void bridge_back_grant(struct vfs_handle_struct *handle, void *state,
@@ -762,10 +841,15 @@ static void bridge_back_grant(struct vfs_handle_struct *handle, void *state,
 					peer_address(talloc_tos(), sconn->remote_address),
 					peer_address(talloc_tos(), sconn->local_address));
 	unbecome_root();
+	bridge_schedule_queued();
 	if ((granted & ~backed) != 0) {
-		DBG_INFO("nfsbridge: %s: caching 0x%x granted, 0x%x backed by a kernel lease; "
-			 "breaking the rest\n", fsp_str_dbg(fsp), granted, backed);
-		(void)send_break_request(fsp, backed);
+		DBG_INFO("nfsbridge: %s: caching 0x%x granted, 0x%x backed by a kernel lease\n",
+			 fsp_str_dbg(fsp), granted, backed);
+		if (!reduce_grant(fsp, backed)) {
+			/* Already breaking (or the lease record is gone): let smbd's break code take
+			 * it down, as soon as this request is answered. */
+			(void)send_break_request(fsp, backed);
+		}
 	}
 }
 

@@ -112,6 +112,9 @@ struct nfsb_rust_ops {
 	/* Whether a request found the connection broken (timeout, reset): the shim stops
 	 * watching the socket and calls bridge_disconnect, which closes it. */
 	bool (*bridge_broken)(void);
+	/* Whether break requests arrived while a request waited for its reply: the socket does
+	 * not read as ready for them, so the shim schedules bridge_readable itself. */
+	bool (*bridge_has_queued_requests)(void);
 	void (*bridge_disconnect)(void);
 	/* The break nfsb_request_break started with `token` ended: the client now caches
 	 * `lease_state` (or NFSB_BREAK_ABANDONED: its open closed first). */

@@ -74,9 +74,10 @@ pub const OPTIONS: &[OptionSpec] = &[
                kernel lease held by the nfsbridge lease bridge (nfsbridge lease-bridge), so that \
                a local or NFS opener breaks the client's caching first. SMB opens of regular \
                files share one open file description per file, handed out by the bridge. When \
-               the bridge cannot be reached, opens work as without the module and any caching \
-               smbd grants on them is broken to none at once. 'no' leaves oplocks and leases \
-               to smbd alone (not coherent with NFS or local access).",
+               the bridge cannot be reached, opens work as without the module and nothing smbd \
+               grants on them is cached (the grant is reduced before the client sees it). With \
+               'yes' the module also sets 'smbd force process locks = yes' for the share. 'no' \
+               leaves oplocks and leases to smbd alone (not coherent with NFS or local access).",
     },
     OptionSpec {
         name: "lease bridge socket",

@@ -221,6 +221,11 @@ pub fn socket(path: &str) -> RawFd {
     bridge().socket(Path::new(path))
 }
 
+/// Break requests that arrived during a request and wait to be taken (see `readable`).
+pub fn has_queued_requests() -> bool {
+    bridge().client.as_ref().is_some_and(BridgeClient::has_queued_requests)
+}
+
 pub fn is_broken() -> bool {
     bridge().broken
 }

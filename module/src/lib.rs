@@ -35,6 +35,7 @@ static RUST_OPS: ffi::nfsb_rust_ops = ffi::nfsb_rust_ops {
     bridge_close: Some(bridge_close),
     bridge_readable: Some(bridge_readable),
     bridge_broken: Some(bridge_broken),
+    bridge_has_queued_requests: Some(bridge_has_queued_requests),
     bridge_disconnect: Some(bridge_disconnect),
     break_answered: Some(break_answered),
 };
@@ -239,6 +240,10 @@ unsafe extern "C" fn bridge_close(fd: c_int) {
 
 unsafe extern "C" fn bridge_readable() -> bool {
     guard::call("bridge_readable", false, lease::readable)
+}
+
+unsafe extern "C" fn bridge_has_queued_requests() -> bool {
+    guard::call("bridge_has_queued_requests", false, lease::has_queued_requests)
 }
 
 unsafe extern "C" fn bridge_broken() -> bool {

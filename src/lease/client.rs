@@ -221,6 +221,12 @@ impl BridgeClient {
         )
     }
 
+    /// Whether break requests arrived while a request waited for its reply. The socket no
+    /// longer reads as ready for them, so the caller must take them without waiting for it.
+    pub fn has_queued_requests(&self) -> bool {
+        !self.queued.is_empty()
+    }
+
     /// Every break request queued or readable now, without waiting. `UnexpectedEof` once the
     /// bridge is gone (after the requests that arrived before it went).
     pub fn take_break_requests(&mut self) -> io::Result<Vec<BreakRequest>> {

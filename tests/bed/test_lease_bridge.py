@@ -205,3 +205,102 @@ def test_a_thousand_leased_files_broken_at_once(bed):
         assert contents == [b"new"] * len(names)
         for o in opens.values():
             o.close()
+
+
+def test_second_smb_open_is_decided_by_smbd_without_a_poll_open_delay(bed):
+    """SMB opens share the bridge's description, so a second client's open never meets our
+    kernel lease (smbd would retry such an open once a second)."""
+    with bed.smb() as first, bed.smb() as second:
+        first.open("quick.txt", lease="RWH").close()
+        a = first.open("quick.txt", lease="RH", write=False)
+        started = time.monotonic()
+        b = second.open("quick.txt", lease="RH", write=False)
+        assert time.monotonic() - started < 0.5
+        assert lease_text(b.lease_state) == "RH" and not first.pending_breaks()
+        a.close()
+        b.close()
+
+
+def test_lease_bridge_killed_breaks_caching_to_none_and_the_share_keeps_serving(bed):
+    _local_file(bed, "orphan.txt", b"old contents\n")
+    with bed.smb() as smb:
+        f = smb.open("orphan.txt", lease="RWH")
+        assert lease_text(f.lease_state) == "RWH"
+        bed.smbd.stop_bridge(signal.SIGKILL)
+        # The module finds the bridge gone and breaks what its clients cache, itself.
+        brk = smb.wait_break(timeout=10)
+        assert isinstance(brk, LeaseBreak) and brk.new == 0
+        f.write(FLUSHED)
+        assert smb.ack_lease_break(brk) == STATUS_SUCCESS
+        # The kernel lease the bridge left on the shared description is released by smbd.
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(bed.local.read, "orphan.txt").result(timeout=10).startswith(FLUSHED)
+        # Without the bridge: opens still work, and nothing is cached that nobody would break.
+        g = smb.open("no-bridge.txt", lease="RWH")
+        assert g.lease_state == 0
+        g.write(b"served without the bridge")
+        g.close()
+        f.close()
+        assert bed.local.read("no-bridge.txt") == b"served without the bridge"
+        # Back again: the next opens (after the module's one-second retry pause) are backed.
+        bed.smbd.start_bridge()
+        time.sleep(1.2)
+        h = smb.open("after-restart.txt", lease="RWH")
+        assert lease_text(h.lease_state) == "RWH"
+        with ThreadPoolExecutor(1) as pool:
+            read = pool.submit(bed.local.read, "after-restart.txt")
+            brk = smb.wait_break(timeout=10)
+            assert smb.ack_lease_break(brk) == STATUS_SUCCESS
+            assert read.result(timeout=10) == b""
+        h.close()
+
+
+def test_smb_byte_range_lock_is_seen_by_a_local_process(bed):
+    """Every SMB open shares one description, so the module turns on 'smbd force process locks':
+    a local F_GETLK sees the SMB client's lock as on a plain share."""
+    import fcntl
+    import struct
+    _local_file(bed, "locked.txt", b"0123456789")
+    with bed.smb() as smb:
+        f = smb.open("locked.txt", lease=None)
+        f.handle.lock([_lock_element(0, 4, exclusive=True)])
+        fd = os.open(bed.local.path("locked.txt"), os.O_RDWR)
+        try:
+            query = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 4, 0)
+            l_type, _, start, length, pid = struct.unpack("hhqqi", fcntl.fcntl(fd, fcntl.F_GETLK, query))
+        finally:
+            os.close(fd)
+        assert l_type == fcntl.F_WRLCK and (start, length) == (0, 4), (l_type, start, length)
+        assert pid == _smbd_child_serving(bed)
+        f.close()
+
+
+def _lock_element(offset: int, length: int, exclusive: bool):
+    from smbprotocol.open import SMB2LockElement, LockFlags
+    element = SMB2LockElement()
+    element["offset"] = offset
+    element["length"] = length
+    element["flags"] = (LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK if exclusive
+                        else LockFlags.SMB2_LOCKFLAG_SHARED_LOCK) | LockFlags.SMB2_LOCKFLAG_FAIL_IMMEDIATELY
+    return element
+
+
+def test_immutable_and_append_only_files_keep_their_kernel_rules(bed):
+    """The bridge opens descriptions as root; what root may not do to the file either is still
+    refused to SMB writers (chattr +i / +a), while reads work."""
+    import subprocess
+    for name, flag in (("immutable.txt", "+i"), ("append-only.txt", "+a")):
+        _local_file(bed, name, b"kept\n")
+        if subprocess.run(["chattr", flag, str(bed.local.path(name))]).returncode != 0:
+            pytest.skip("the file system does not support chattr +i/+a")
+    try:
+        with bed.smb() as smb:
+            for name in ("immutable.txt", "append-only.txt"):
+                with pytest.raises(Exception, match="ACCESS_DENIED|0xc0000022|3221225506"):
+                    smb.open(name, lease="RWH", write=True, create=False)
+                f = smb.open(name, lease="RH", write=False, create=False)
+                assert f.read(0, 5) == b"kept\n"
+                f.close()
+    finally:
+        for name in ("immutable.txt", "append-only.txt"):
+            subprocess.run(["chattr", "-i", "-a", str(bed.local.path(name))])
