@@ -221,10 +221,11 @@ impl BridgeClient {
         )
     }
 
-    /// Whether break requests arrived while a request waited for its reply. The socket no
-    /// longer reads as ready for them, so the caller must take them without waiting for it.
+    /// Whether break (or failover) requests arrived while a request waited for its reply. The
+    /// socket no longer reads as ready for them, so the caller must take them without waiting
+    /// for it.
     pub fn has_queued_requests(&self) -> bool {
-        !self.queued.is_empty()
+        !self.queued.is_empty() || !self.failover_queued.is_empty()
     }
 
     /// Every break request queued or readable now, without waiting. `UnexpectedEof` once the
