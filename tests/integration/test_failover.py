@@ -29,6 +29,7 @@ from harness.smb_lease_client import STATUS_SUCCESS, LeaseBreak, SmbLeaseClient,
 
 NFSBRIDGE = {"vfs objects": "nfsbridge"}
 IP1, IP2 = "127.0.0.1", "127.0.0.2"
+BATCH = 0x09  # SMB2_OPLOCK_LEVEL_BATCH
 
 
 @pytest.fixture(scope="module")
@@ -114,20 +115,25 @@ def posix_locks_on(path: Path) -> list[str]:
 def test_unlock_ip_releases_only_the_clients_of_that_address(smbd, test_user):
     one = share_dir(smbd, "one")
     local_file(one / "via1.txt")
+    local_file(one / "via1-oplock.txt")
     local_file(one / "via2.txt")
     c1 = client(smbd, test_user, "one", IP1)
     c2 = client(smbd, test_user, "one", IP2)
     try:
         f1 = c1.open("via1.txt", lease="RWH")
+        o1 = c1.open("via1-oplock.txt", lease=None, oplock=BATCH)
         f2 = c2.open("via2.txt", lease="RWH")
         assert lease_text(f1.lease_state) == "RWH" and lease_text(f2.lease_state) == "RWH"
+        assert o1.oplock_level == BATCH
         lock = SMB2LockElement()
         lock["offset"], lock["length"] = 0, 10
         lock["flags"] = LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK | LockFlags.SMB2_LOCKFLAG_FAIL_IMMEDIATELY
         f1.handle.lock([lock])
         assert posix_locks_on(one / "via1.txt"), "smbd's byte-range lock is not a POSIX lock"
-        servers = {holder["server_address"] for holder in holders(smbd)}
-        assert servers == {IP1, IP2}, servers
+        before = holders(smbd)
+        assert {holder["server_address"] for holder in before} == {IP1, IP2}, before
+        assert any(h["path"].endswith("/via1-oplock.txt") and h["lease_key"] is None
+                   and h["server_address"] == IP1 for h in before), before
 
         started = time.monotonic()
         result = cli(smbd, "unlock-ip", IP1, "--timeout", "20")
@@ -138,6 +144,7 @@ def test_unlock_ip_releases_only_the_clients_of_that_address(smbd, test_user):
 
         # IP1's client let go of everything: lease, kernel lease and byte-range lock.
         assert not local_open_blocks(one / "via1.txt"), "IP1's kernel lease is still held"
+        assert not local_open_blocks(one / "via1-oplock.txt"), "IP1's oplock is still backed"
         assert posix_locks_on(one / "via1.txt") == []
         fd = os.open(one / "via1.txt", os.O_WRONLY)
         try:
