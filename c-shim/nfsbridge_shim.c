@@ -25,6 +25,7 @@
 
 #include "nfsbridge_shim.h"
 #include "nfsbridge_internal.h"
+#include "nfsbridge_failover.h"
 
 _Static_assert(SMB_VFS_INTERFACE_VERSION == NFSB_VFS_INTERFACE_VERSION,
 	       "nfsbridge is written for another SMB_VFS_INTERFACE_VERSION than these Samba headers "
@@ -897,6 +898,9 @@ static NTSTATUS nfsb_create_file(struct vfs_handle_struct *handle, struct smb_re
 	uint32_t oplock = oplock_request & ~SAMBA_PRIVATE_OPLOCK_MASK;
 	NTSTATUS status;
 
+	if (leases_on(state) && nfsb_failover_create_deferred(handle, req, smb_fname, &status)) {
+		return status; /* waits for the end of a grace period (nfsbridge_failover.c) */
+	}
 	if (leases_on(state)) {
 		create_request.pending = false;
 		if (oplock == LEASE_OPLOCK && lease != NULL) {

@@ -27,6 +27,10 @@ enum Command {
     LeaseBridge(cli::lease_bridge::LeaseBridgeArgs),
     /// List the leases the lease bridge holds for SMB clients (root only).
     Leases(cli::leases::LeasesArgs),
+    // Failover (docs/failover.md); the help text is on each command's arguments.
+    UnlockIp(cli::failover::UnlockIpArgs),
+    UnlockFs(cli::failover::UnlockFsArgs),
+    Grace(cli::failover::GraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,9 @@ fn main() -> ExitCode {
         Command::Acl(args) => cli::acl::run(args),
         Command::LeaseBridge(args) => cli::lease_bridge::run(args),
         Command::Leases(args) => cli::leases::run(args),
+        Command::UnlockIp(args) => cli::failover::unlock_ip(args),
+        Command::UnlockFs(args) => cli::failover::unlock_fs(args),
+        Command::Grace(args) => cli::failover::grace(args),
     }
 }
 

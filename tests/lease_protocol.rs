@@ -3,6 +3,7 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 
+use nfsbridge::lease::failover::{GraceEntry, ReleaseScope};
 use nfsbridge::lease::kernel::LeaseType;
 use nfsbridge::lease::protocol::{
     decode, DecodeError, Message, PeerPolicy, PeerRefused, Provisional, WireUnit, MAX_STRING_LEN,
@@ -160,7 +161,45 @@ fn message() -> impl Strategy<Value = Message> {
     ]
 }
 
+fn scope() -> impl Strategy<Value = ReleaseScope> {
+    prop_oneof![
+        text().prop_map(ReleaseScope::ServerAddress),
+        (any::<u64>(), text()).prop_map(|(dev, path)| ReleaseScope::FileSystem { dev, path }),
+    ]
+}
+
+fn failover_message() -> impl Strategy<Value = Message> {
+    let entry = (text(), text(), any::<u64>())
+        .prop_map(|(address, path, remaining_ms)| GraceEntry { address, path, remaining_ms });
+    prop_oneof![
+        (any::<u64>(), scope(), any::<u64>())
+            .prop_map(|(request_id, scope, timeout_ms)| Message::Release { request_id, scope, timeout_ms }),
+        any::<u64>().prop_map(|request_id| Message::ReleaseReport { request_id }),
+        (any::<u64>(), scope()).prop_map(|(request_id, scope)| Message::ReleaseRequest { request_id, scope }),
+        (any::<u64>(), any::<bool>())
+            .prop_map(|(request_id, releasing)| Message::ReleaseAnswer { request_id, releasing }),
+        (any::<u64>(), text(), text(), any::<u64>()).prop_map(|(request_id, address, path, duration_ms)| {
+            Message::Grace { request_id, address, path, duration_ms }
+        }),
+        any::<u64>().prop_map(|request_id| Message::GraceQuery { request_id }),
+        (any::<u64>(), proptest::collection::vec(entry, 0..5))
+            .prop_map(|(request_id, entries)| Message::GraceState { request_id, entries }),
+    ]
+}
+
 proptest! {
+    #[test]
+    fn every_failover_message_round_trips(message in failover_message()) {
+        prop_assert_eq!(decode(&message.encode()), Ok(message));
+    }
+
+    #[test]
+    fn every_proper_prefix_of_a_failover_message_is_refused(message in failover_message()) {
+        let bytes = message.encode();
+        for len in 0..bytes.len() {
+            prop_assert!(decode(&bytes[..len]).is_err());
+        }
+    }
     #[test]
     fn every_message_round_trips(message in message()) {
         prop_assert_eq!(decode(&message.encode()), Ok(message));

@@ -134,9 +134,10 @@ impl Bridge {
         }
         self.last_attempt = Some(Instant::now());
         match BridgeClient::connect(path) {
-            Ok(client) => {
+            Ok(mut client) => {
                 self.generation += 1;
                 tracing::info!("connected to the lease bridge at {}", path.display());
+                crate::failover::connected(&mut client);
                 let fd = client.as_raw_fd();
                 self.client = Some(client);
                 self.socket_path = Some(path.to_path_buf());
@@ -403,6 +404,13 @@ pub fn close(fd: RawFd) {
     }
 }
 
+/// Applies failover requests the client queued while it waited for other replies.
+pub fn drain_failover_requests() {
+    if let Some(client) = bridge().client.as_mut() {
+        crate::failover::handle_requests(client);
+    }
+}
+
 /// The socket is readable. False when the daemon is gone.
 pub fn readable() -> bool {
     let orders = {
@@ -415,6 +423,7 @@ pub fn readable() -> bool {
                 return false;
             }
         };
+        crate::failover::handle_requests(client);
         requests
             .into_iter()
             .filter_map(|request| bridge.order_break(request))

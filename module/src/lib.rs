@@ -12,6 +12,7 @@ use nfsbridge::lease::table::{Caching, GrantKind};
 
 mod acl;
 mod dirlease;
+mod failover;
 mod ffi;
 mod guard;
 mod lease;
@@ -62,6 +63,7 @@ pub unsafe extern "C" fn samba_init_module(_ctx: *mut c_void) -> u32 {
         dirlease::register();
         // SAFETY: RUST_OPS is a static, so it outlives the process as nfsb_register requires.
         let status = unsafe { ffi::nfsb_register(&RUST_OPS) };
+        failover::register();
         if status != 0 {
             tracing::error!("registering the nfsbridge VFS module failed: NTSTATUS {status:#010x}");
         }

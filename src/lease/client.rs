@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
 
+use super::failover::{GraceEntry, ReleaseReport, ReleaseScope};
 use super::kernel::LeaseType;
 use super::listing::LeaseListing;
 use super::protocol::{self, Message, Provisional, WireUnit};
@@ -46,11 +47,23 @@ pub struct OpenedDescription {
     pub caching: Caching,
 }
 
+/// A failover request the bridge sends unasked (`super::failover`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailoverRequest {
+    /// End this smbd's client connection if it is within `scope`; answer with
+    /// [`BridgeClient::release_answer`] and this `request_id`.
+    Release { request_id: u64, scope: ReleaseScope },
+    /// The grace periods in force now (they replace the ones known before).
+    Grace(Vec<GraceEntry>),
+}
+
 pub struct BridgeClient {
     socket: OwnedFd,
     next_request_id: u64,
     /// Break requests received while waiting for a reply.
     queued: VecDeque<BreakRequest>,
+    /// Failover requests received while waiting for a reply or reading break requests.
+    failover_queued: VecDeque<FailoverRequest>,
     timeout: Duration,
 }
 
@@ -74,6 +87,7 @@ impl BridgeClient {
             socket,
             next_request_id: 1,
             queued: VecDeque::new(),
+            failover_queued: VecDeque::new(),
             timeout: DEFAULT_TIMEOUT,
         })
     }
@@ -257,10 +271,11 @@ impl BridgeClient {
         )
     }
 
-    /// Whether break requests arrived while a request waited for its reply. The socket no
-    /// longer reads as ready for them, so the caller must take them without waiting for it.
+    /// Whether break (or failover) requests arrived while a request waited for its reply. The
+    /// socket no longer reads as ready for them, so the caller must take them without waiting
+    /// for it.
     pub fn has_queued_requests(&self) -> bool {
-        !self.queued.is_empty()
+        !self.queued.is_empty() || !self.failover_queued.is_empty()
     }
 
     /// Every break request queued or readable now, without waiting. `UnexpectedEof` once the
@@ -293,6 +308,76 @@ impl BridgeClient {
                 serde_json::from_slice(&json)
                     .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
             }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    /// Failover requests received so far (by any call that read the socket), without reading
+    /// it: call after [`BridgeClient::take_break_requests`].
+    pub fn take_failover_requests(&mut self) -> Vec<FailoverRequest> {
+        self.failover_queued.drain(..).collect()
+    }
+
+    /// The grace periods in force now (smbd asks once after connecting; changes come as
+    /// [`FailoverRequest::Grace`]).
+    pub fn grace_query(&mut self) -> io::Result<Vec<GraceEntry>> {
+        let request_id = self.new_request_id();
+        match self.request(&Message::GraceQuery { request_id }, &[])? {
+            (Message::GraceState { entries, .. }, _) => Ok(entries),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    /// Answers a [`FailoverRequest::Release`]. Sends and returns.
+    pub fn release_answer(&mut self, request_id: u64, releasing: bool) -> io::Result<()> {
+        self.send(
+            &Message::ReleaseAnswer {
+                request_id,
+                releasing,
+            },
+            &[],
+            self.deadline(),
+        )
+    }
+
+    /// Admin (root only): releases everything held through `scope` and waits for the bridge's
+    /// report, at most `timeout` plus the client's own bound.
+    pub fn release(&mut self, scope: ReleaseScope, timeout: Duration) -> io::Result<ReleaseReport> {
+        let request_id = self.new_request_id();
+        let saved = self.timeout;
+        self.timeout = timeout + saved;
+        let reply = self.request(
+            &Message::Release {
+                request_id,
+                scope,
+                timeout_ms: timeout.as_millis() as u64,
+            },
+            &[],
+        );
+        self.timeout = saved;
+        match reply? {
+            (Message::ReleaseReport { .. }, fds) if fds.len() == 1 => {
+                let mut json = Vec::new();
+                let mut memfd = std::fs::File::from(fds.into_iter().next().expect("one fd"));
+                memfd.read_to_end(&mut json)?;
+                serde_json::from_slice(&json)
+                    .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    /// Admin (root only): starts, replaces or (zero `duration`) ends a grace period.
+    pub fn set_grace(&mut self, address: &str, path: &str, duration: Duration) -> io::Result<()> {
+        let request_id = self.new_request_id();
+        let request = Message::Grace {
+            request_id,
+            address: address.to_string(),
+            path: path.to_string(),
+            duration_ms: duration.as_millis() as u64,
+        };
+        match self.request(&request, &[])? {
+            (Message::Done { .. }, _) => Ok(()),
             (other, _) => Err(unexpected(&other)),
         }
     }
@@ -337,8 +422,21 @@ impl BridgeClient {
         }
     }
 
-    /// Queues a break request; anything else arriving unasked is a stale reply.
+    /// Queues a break or failover request; anything else arriving unasked is a stale reply.
     fn keep_if_break_request(&mut self, message: Message) {
+        match message {
+            Message::ReleaseRequest { request_id, scope } => {
+                self.failover_queued
+                    .push_back(FailoverRequest::Release { request_id, scope });
+                return;
+            }
+            Message::GraceState { entries, .. } => {
+                self.failover_queued
+                    .push_back(FailoverRequest::Grace(entries));
+                return;
+            }
+            _ => {}
+        }
         if let Message::BreakNotify {
             request_id,
             inode,

@@ -30,6 +30,7 @@ use super::table::{
 use super::transport;
 
 mod connection;
+mod failover;
 use connection::{Connection, Gone};
 
 /// Where smbd finds the bridge unless configured otherwise.
@@ -114,6 +115,7 @@ pub fn run(config: DaemonConfig) -> io::Result<()> {
         next_token: 0,
         started: Instant::now(),
         shutdown: false,
+        failover: Default::default(),
     };
     let result = daemon.serve();
     let _ = std::fs::remove_file(&daemon.config.socket_path);
@@ -235,6 +237,7 @@ struct Daemon {
     next_token: u64,
     started: Instant,
     shutdown: bool,
+    failover: failover::FailoverState,
 }
 
 /// `read`, `write` or `none`, for log lines.
@@ -336,6 +339,7 @@ impl Daemon {
                 }
             }
             self.expire_breaks();
+            self.progress_releases();
         }
         Ok(())
     }
@@ -357,6 +361,7 @@ impl Daemon {
             .inodes()
             .filter_map(|(_, entry)| entry.pending_break())
             .map(|pending| pending.started + self.config.break_timeout)
+            .chain(self.failover_deadline())
             .min()
     }
 
@@ -447,6 +452,11 @@ impl Daemon {
     ) -> Result<(), Gone> {
         let Some(peer) = self.peer_of(token) else {
             return Ok(());
+        };
+        self.failover_note(token, &message);
+        let message = match self.failover_message(token, message) {
+            Ok(result) => return result,
+            Err(other) => other,
         };
         match message {
             Message::OpenDescription {
@@ -601,6 +611,14 @@ impl Daemon {
             | Message::LeaseList { .. } => Err(Gone::Failed(
                 "peer sent a message only the bridge sends".to_string(),
             )),
+            // Handled by failover_message above.
+            Message::Release { .. }
+            | Message::ReleaseReport { .. }
+            | Message::ReleaseRequest { .. }
+            | Message::ReleaseAnswer { .. }
+            | Message::Grace { .. }
+            | Message::GraceQuery { .. }
+            | Message::GraceState { .. } => Ok(()),
         }
     }
 
@@ -1064,6 +1082,7 @@ impl Daemon {
         let Some(connection) = self.connections.remove(&token) else {
             return;
         };
+        self.failover_forget(token);
         let pid = connection.peer.pid;
         match gone {
             Gone::Eof => info!(pid, "peer disconnected"),

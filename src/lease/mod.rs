@@ -3,6 +3,7 @@
 //! daemon, the daemon itself, and the client library the smbd module uses.
 pub mod client;
 pub mod daemon;
+pub mod failover;
 pub mod fcntl;
 pub mod kernel;
 pub mod listing;

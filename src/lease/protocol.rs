@@ -9,10 +9,13 @@
 //!
 //! Versions: 1 (the first layer) had no file id in `OpenDescription` and no `ListLeases`;
 //! 2 adds both; 3 adds the provisional grant of `OpenDescription` (answered in
-//! `DescriptionOpened`), `AdjustGrant`, and sends no reply to `Close`. A peer speaking another version is refused at its first message.
+//! `DescriptionOpened`), `AdjustGrant`, the failover messages (`Release` … `GraceState`,
+//! `super::failover`), and sends no reply to `Close`. A peer speaking another version is
+//! refused at its first message.
 //!
 //! The sending smbd's pid is never in a message: the daemon takes it from SO_PEERCRED, so an
 //! smbd can only act on its own opens and break units.
+use super::failover::{GraceEntry, ReleaseScope};
 use super::kernel::LeaseType;
 use super::table::{BreakUnit, Caching, GrantKind, InodeKey, LeaseKey};
 use super::transport::PeerCredentials;
@@ -139,6 +142,36 @@ pub enum Message {
     /// daemon → admin, carrying one descriptor: a sealed memfd holding the table as JSON
     /// (`super::listing::LeaseListing`), which has no size limit a packet would impose.
     LeaseList { request_id: u64 },
+    /// admin (uid 0) → daemon: release everything held through `scope` (`nfsbridge unlock-ip`,
+    /// `unlock-fs`), answering when done or after `timeout_ms`.
+    Release {
+        request_id: u64,
+        scope: ReleaseScope,
+        timeout_ms: u64,
+    },
+    /// daemon → admin, carrying one descriptor: a sealed memfd holding the outcome as JSON
+    /// (`super::failover::ReleaseReport`).
+    ReleaseReport { request_id: u64 },
+    /// daemon → smbd: end your client connection if it is within `scope`; answer with
+    /// `ReleaseAnswer`.
+    ReleaseRequest { request_id: u64, scope: ReleaseScope },
+    /// smbd → daemon: whether this smbd is ending its client connection for the request.
+    ReleaseAnswer { request_id: u64, releasing: bool },
+    /// admin (uid 0) → daemon: a grace period for clients through `address` on shares at or
+    /// below `path` (`nfsbridge grace`); 0 ms ends it. Answered with `Done`.
+    Grace {
+        request_id: u64,
+        address: String,
+        path: String,
+        duration_ms: u64,
+    },
+    /// smbd → daemon: the grace periods in force now (answered with `GraceState`); daemon →
+    /// smbd: the same, unasked, whenever they change.
+    GraceQuery { request_id: u64 },
+    GraceState {
+        request_id: u64,
+        entries: Vec<GraceEntry>,
+    },
 }
 
 mod tag {
@@ -153,7 +186,14 @@ mod tag {
     pub const FAILED: u8 = 9;
     pub const LIST_LEASES: u8 = 10;
     pub const LEASE_LIST: u8 = 11;
-    pub const ADJUST_GRANT: u8 = 12;
+    pub const RELEASE: u8 = 12;
+    pub const RELEASE_REPORT: u8 = 13;
+    pub const RELEASE_REQUEST: u8 = 14;
+    pub const RELEASE_ANSWER: u8 = 15;
+    pub const GRACE: u8 = 16;
+    pub const GRACE_QUERY: u8 = 17;
+    pub const GRACE_STATE: u8 = 18;
+    pub const ADJUST_GRANT: u8 = 19;
 }
 
 /// Why bytes are not a message.
@@ -191,7 +231,14 @@ impl Message {
             | Message::Done { request_id }
             | Message::Failed { request_id, .. }
             | Message::ListLeases { request_id }
-            | Message::LeaseList { request_id } => *request_id,
+            | Message::LeaseList { request_id }
+            | Message::Release { request_id, .. }
+            | Message::ReleaseReport { request_id }
+            | Message::ReleaseRequest { request_id, .. }
+            | Message::ReleaseAnswer { request_id, .. }
+            | Message::Grace { request_id, .. }
+            | Message::GraceQuery { request_id }
+            | Message::GraceState { request_id, .. } => *request_id,
         }
     }
 
@@ -200,7 +247,8 @@ impl Message {
         match self {
             Message::OpenDescription { .. }
             | Message::DescriptionOpened { .. }
-            | Message::LeaseList { .. } => 1,
+            | Message::LeaseList { .. }
+            | Message::ReleaseReport { .. } => 1,
             _ => 0,
         }
     }
@@ -313,7 +361,40 @@ impl Message {
                 out.unit(*unit);
                 out.caching(*caching);
             }
-            Message::Done { .. } | Message::ListLeases { .. } | Message::LeaseList { .. } => {}
+            Message::Done { .. }
+            | Message::ListLeases { .. }
+            | Message::LeaseList { .. }
+            | Message::ReleaseReport { .. }
+            | Message::GraceQuery { .. } => {}
+            Message::Release {
+                scope, timeout_ms, ..
+            } => {
+                out.scope(scope);
+                out.u64(*timeout_ms);
+            }
+            Message::ReleaseRequest { scope, .. } => out.scope(scope),
+            Message::ReleaseAnswer { releasing, .. } => out.u8(u8::from(*releasing)),
+            Message::Grace {
+                address,
+                path,
+                duration_ms,
+                ..
+            } => {
+                out.string(address);
+                out.string(path);
+                out.u64(*duration_ms);
+            }
+            Message::GraceState { entries, .. } => {
+                // At most a few hundred entries (one per address and export); a packet holds
+                // 64 KiB, and the daemon refuses to keep more than MAX_GRACE_ENTRIES.
+                out.0
+                    .extend_from_slice(&(entries.len() as u16).to_le_bytes());
+                for entry in entries {
+                    out.string(&entry.address);
+                    out.string(&entry.path);
+                    out.u64(entry.remaining_ms);
+                }
+            }
             Message::Failed { errno, .. } => out.u32(*errno as u32),
         }
         out.0
@@ -333,6 +414,13 @@ impl Message {
             Message::Failed { .. } => tag::FAILED,
             Message::ListLeases { .. } => tag::LIST_LEASES,
             Message::LeaseList { .. } => tag::LEASE_LIST,
+            Message::Release { .. } => tag::RELEASE,
+            Message::ReleaseReport { .. } => tag::RELEASE_REPORT,
+            Message::ReleaseRequest { .. } => tag::RELEASE_REQUEST,
+            Message::ReleaseAnswer { .. } => tag::RELEASE_ANSWER,
+            Message::Grace { .. } => tag::GRACE,
+            Message::GraceQuery { .. } => tag::GRACE_QUERY,
+            Message::GraceState { .. } => tag::GRACE_STATE,
         }
     }
 }
@@ -451,6 +539,42 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         },
         tag::LIST_LEASES => Message::ListLeases { request_id },
         tag::LEASE_LIST => Message::LeaseList { request_id },
+        tag::RELEASE => Message::Release {
+            request_id,
+            scope: input.scope()?,
+            timeout_ms: input.u64()?,
+        },
+        tag::RELEASE_REPORT => Message::ReleaseReport { request_id },
+        tag::RELEASE_REQUEST => Message::ReleaseRequest {
+            request_id,
+            scope: input.scope()?,
+        },
+        tag::RELEASE_ANSWER => Message::ReleaseAnswer {
+            request_id,
+            releasing: input.flag("releasing")?,
+        },
+        tag::GRACE => Message::Grace {
+            request_id,
+            address: input.string()?,
+            path: input.string()?,
+            duration_ms: input.u64()?,
+        },
+        tag::GRACE_QUERY => Message::GraceQuery { request_id },
+        tag::GRACE_STATE => {
+            let count = u16::from_le_bytes(input.array()?);
+            let mut entries = Vec::with_capacity(usize::from(count).min(256));
+            for _ in 0..count {
+                entries.push(GraceEntry {
+                    address: input.string()?,
+                    path: input.string()?,
+                    remaining_ms: input.u64()?,
+                });
+            }
+            Message::GraceState {
+                request_id,
+                entries,
+            }
+        }
         other => return Err(DecodeError::UnknownTag(other)),
     };
     if !input.0.is_empty() {
@@ -517,6 +641,19 @@ impl Writer {
         self.0
             .extend_from_slice(&(value.len() as u16).to_le_bytes());
         self.0.extend_from_slice(value.as_bytes());
+    }
+    fn scope(&mut self, scope: &ReleaseScope) {
+        match scope {
+            ReleaseScope::ServerAddress(address) => {
+                self.u8(0);
+                self.string(address);
+            }
+            ReleaseScope::FileSystem { dev, path } => {
+                self.u8(1);
+                self.u64(*dev);
+                self.string(path);
+            }
+        }
     }
     fn inode(&mut self, inode: InodeKey) {
         self.u64(inode.dev);
@@ -591,6 +728,19 @@ impl<'a> Reader<'a> {
         }
         let bytes = self.take(len)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::NotUtf8)
+    }
+    fn scope(&mut self) -> Result<ReleaseScope, DecodeError> {
+        match self.u8()? {
+            0 => Ok(ReleaseScope::ServerAddress(self.string()?)),
+            1 => Ok(ReleaseScope::FileSystem {
+                dev: self.u64()?,
+                path: self.string()?,
+            }),
+            other => Err(DecodeError::InvalidValue {
+                field: "release scope",
+                value: other.into(),
+            }),
+        }
     }
     fn inode(&mut self) -> Result<InodeKey, DecodeError> {
         Ok(InodeKey {

@@ -66,7 +66,10 @@ def smbd_factory(work_root, test_user, module_path):
     started: list[SambaInstance] = []
     namespaces: list[NetNamespace] = []
 
-    def start(shares: list[Share], module: Path = module_path, **kw) -> SambaInstance:
+    def start(shares: list[Share], module: Path = module_path, addresses: tuple[str, ...] = (),
+              **kw) -> SambaInstance:
+        """`addresses`: further addresses (CIDR, on lo) of the namespace smbd runs in; add them
+        to smbd's `interfaces` through global_options to have it listen there too."""
         import tempfile
         root = Path(tempfile.mkdtemp(prefix="smbd-", dir=work_root))
         # mkdtemp makes 0700. smbd's children, running as the connected user, message each
@@ -79,6 +82,8 @@ def smbd_factory(work_root, test_user, module_path):
             os.chown(share.path, _uid(test_user.name), -1)
         netns = NetNamespace()
         namespaces.append(netns)
+        for address in addresses:
+            netns.add_address(address)
         instance = SambaInstance(root, shares, module=module, netns=netns, **kw)
         instance.write_config()
         instance.add_user(test_user)

@@ -45,6 +45,11 @@ class NetNamespace:
             os.close(target)
             os.close(own)
 
+    def add_address(self, cidr: str, device: str = "lo") -> None:
+        """A further address (e.g. "127.0.0.2/8" on lo), so that a server inside can listen on
+        two addresses and the tests can tell its clients apart by the address they reached."""
+        subprocess.run(["ip", "-n", self.name, "addr", "add", cidr, "dev", device], check=True)
+
     def close(self) -> None:
         subprocess.run(["ip", "netns", "del", self.name], check=False, capture_output=True)
 

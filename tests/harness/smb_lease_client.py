@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from smbprotocol.connection import Connection
 from smbprotocol.create_contexts import (CreateContextName, SMB2CreateContextRequest,
+                                         SMB2CreateDurableHandleReconnectV2,
+                                         SMB2CreateDurableHandleRequestV2,
                                          SMB2CreateRequestLeaseV2, SMB2CreateResponseLeaseV2)
 from smbprotocol.file_info import FileDispositionInformation, FileRenameInformation
 from smbprotocol.header import Commands, NtStatus
@@ -131,6 +133,8 @@ class SmbOpen:
     lease_key: bytes | None
     lease_state: int          # granted lease state (0 when none)
     oplock_level: int         # granted oplock level (0xFF when a lease was granted)
+    create_guid: uuid.UUID | None = None   # set when a durable (v2) handle was asked for
+    durable: bool = False     # the server granted a durable handle
 
     def read(self, offset: int = 0, length: int | None = None) -> bytes:
         size = self.handle.end_of_file if length is None else length
@@ -143,15 +147,38 @@ class SmbOpen:
         self.handle.close()
 
 
+@dataclass
+class PendingOpen:
+    """A create sent and not yet answered: `result()` waits for it (raising the server's
+    error status as smbprotocol's SMBResponseException); `cancel()` sends SMB2 CANCEL."""
+    request: object
+    _finish: object
+
+    def interim_received(self) -> bool:
+        """The server answered STATUS_PENDING (the request went async)."""
+        return self.request.async_id is not None
+
+    def cancel(self) -> None:
+        self.request.cancel()
+
+    def result(self) -> SmbOpen:
+        return self._finish()
+
+
 class SmbLeaseClient:
-    """One SMB connection, session and tree connect to //127.0.0.1/`share`, made inside
-    `netns` when given (the socket stays there for the connection's lifetime)."""
+    """One SMB connection, session and tree connect to //`server`/`share` (127.0.0.1 unless
+    given), made inside `netns` when given (the socket stays there for the connection's
+    lifetime). `client_guid`: the SMB client GUID (a durable reconnect must reuse the one of
+    the original connection)."""
 
     def __init__(self, share: str, user: str, password: str, port: int = 445,
-                 netns: NetNamespace | None = None, timeout: float = 30.0):
+                 netns: NetNamespace | None = None, timeout: float = 30.0,
+                 server: str = "127.0.0.1", client_guid: uuid.UUID | None = None):
         self.timeout = timeout
+        self.server = server
+        self.client_guid = client_guid or uuid.uuid4()
         # Signing: against Samba without encryption, smbprotocol's tree connect fails otherwise.
-        self.connection = Connection(uuid.uuid4(), "127.0.0.1", port, require_signing=True)
+        self.connection = Connection(self.client_guid, server, port, require_signing=True)
         if netns:
             with netns.entered():
                 self.connection.connect(timeout=timeout)
@@ -162,18 +189,23 @@ class SmbLeaseClient:
         self.session = Session(self.connection, user, password, require_encryption=False,
                                auth_protocol="ntlm")
         self.session.connect()
-        self.tree = TreeConnect(self.session, rf"\\127.0.0.1\{share}")
+        self.tree = TreeConnect(self.session, rf"\\{server}\{share}")
         self.tree.connect()
 
     def open(self, path: str, lease: str | None = "RWH", oplock: int | None = None,
              write: bool = True, create: bool = True, share_access: int | None = None,
              directory: bool = False, parent_lease_key: bytes | None = None,
-             delete: bool = False) -> SmbOpen:
+             delete: bool = False, durable: bool = False, lease_key: bytes | None = None,
+             reconnect: SmbOpen | None = None, pending: bool = False) -> SmbOpen:
         """Opens `path` asking for a v2 lease of state `lease` (e.g. "RWH", "RH", "R"), or for
         oplock level `oplock` (RequestedOplockLevel) when `lease` is None. `directory` opens
         (or creates) a directory; `parent_lease_key` is the lease key the client holds on the
         parent directory (MS-SMB2 2.2.13.2.10: smbd then spares that directory lease when
-        this create changes the directory); `delete` asks for DELETE access too."""
+        this create changes the directory); `delete` asks for DELETE access too. `durable`
+        asks for a durable v2 handle (MS-SMB2 2.2.13.2.11); `reconnect` reclaims the durable
+        handle of an earlier open of `path` instead (2.2.13.2.12, with that open's lease key).
+        `pending`: send the create and return a `PendingOpen` at once (to see it wait, or to
+        cancel it)."""
         handle = Open(self.tree, path)
         access = FilePipePrinterAccessMask.FILE_READ_DATA | FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES
         if write:
@@ -182,10 +214,31 @@ class SmbLeaseClient:
             access |= FilePipePrinterAccessMask.DELETE
         if share_access is None:
             share_access = ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE
-        contexts, key = [], None
+        contexts, key, create_guid = [], None, None
         level = RequestedOplockLevel.SMB2_OPLOCK_LEVEL_NONE if oplock is None else oplock
+        if reconnect is not None:
+            lease_key = reconnect.lease_key
+            create_guid = reconnect.create_guid
+            request = SMB2CreateDurableHandleReconnectV2()
+            request["file_id"] = reconnect.handle.file_id
+            request["create_guid"] = create_guid
+            request["flags"] = 0
+            context = SMB2CreateContextRequest()
+            context["buffer_name"] = CreateContextName.SMB2_CREATE_DURABLE_HANDLE_RECONNECT_V2
+            context["buffer_data"] = request
+            contexts.append(context)
+        elif durable:
+            create_guid = uuid.uuid4()
+            request = SMB2CreateDurableHandleRequestV2()
+            request["timeout"] = 0          # the server's default (Samba: 60 s)
+            request["flags"] = 0
+            request["create_guid"] = create_guid
+            context = SMB2CreateContextRequest()
+            context["buffer_name"] = CreateContextName.SMB2_CREATE_DURABLE_HANDLE_REQUEST_V2
+            context["buffer_data"] = request
+            contexts.append(context)
         if lease is not None:
-            key = uuid.uuid4().bytes
+            key = lease_key or uuid.uuid4().bytes
             request = SMB2CreateRequestLeaseV2()
             request["lease_key"] = key
             request["lease_state"] = lease_state(lease)
@@ -198,16 +251,27 @@ class SmbLeaseClient:
             context["buffer_data"] = request
             contexts.append(context)
             level = RequestedOplockLevel.SMB2_OPLOCK_LEVEL_LEASE
-        responses = handle.create(
+        create_request, receive = handle.create(
             ImpersonationLevel.Impersonation, access, 0, share_access,
             CreateDisposition.FILE_OPEN_IF if create else CreateDisposition.FILE_OPEN,
             CreateOptions.FILE_DIRECTORY_FILE if directory else CreateOptions.FILE_NON_DIRECTORY_FILE,
-            create_contexts=contexts, oplock_level=level)
-        granted = 0
-        for response in responses or []:
-            if isinstance(response, SMB2CreateResponseLeaseV2):
-                granted = response["lease_state"].get_value()
-        return SmbOpen(handle, key, granted, handle.oplock_level)
+            create_contexts=contexts, oplock_level=level, send=False)
+
+        def finish(responses) -> SmbOpen:
+            granted, got_durable = 0, False
+            for response in responses or []:
+                if isinstance(response, SMB2CreateResponseLeaseV2):
+                    granted = response["lease_state"].get_value()
+                elif type(response).__name__ == "SMB2CreateDurableHandleResponseV2":
+                    got_durable = True
+            return SmbOpen(handle, key, granted, handle.oplock_level, create_guid,
+                           got_durable or reconnect is not None)
+
+        request = self.connection.send(create_request, self.session.session_id,
+                                       self.tree.tree_connect_id)
+        if pending:
+            return PendingOpen(request, lambda: finish(receive(request)))
+        return finish(receive(request))
 
     def rename(self, old: str, new: str) -> None:
         """Renames `old` to `new` (share-relative) through smbd (FileRenameInformation)."""
