@@ -596,9 +596,10 @@ static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_stru
 	if (own_reference) {
 		close(reference);
 	}
-	if (fd == -1 && unreachable) {
-		/* Serve the open without the bridge; create_file breaks any caching granted on
-		 * it (nothing backs it). */
+	if (fd == -1 && (unreachable || created)) {
+		/* Serve the open without the bridge (for a file this open created, whatever the
+		 * bridge answered: smbd must get the file it created); create_file then takes back
+		 * any caching granted on it (nothing backs it). */
 		struct vfs_open_how plain_how = *how;
 		plain_how.flags &= ~(O_CREAT | O_EXCL);
 		return openat_with_root_retry(handle, dirfsp, smb_fname, fsp, &plain_how);

@@ -26,6 +26,7 @@ pub const DECODERS: &[DecoderCheck] = &[
     DecoderCheck { name: "sd_sddl", check: sd_sddl },
     DecoderCheck { name: "sd_smbcacls", check: sd_smbcacls },
     DecoderCheck { name: "sd_json", check: sd_json_check },
+    DecoderCheck { name: "lease_protocol", check: lease_protocol },
 ];
 
 pub fn nfs40(data: &[u8]) {
@@ -108,6 +109,15 @@ pub fn sd_json_check(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(sd) = sd_json::from_json(text) {
         assert_eq!(sd_json::from_json(&sd_json::to_json(&sd)).expect("printed JSON parses"), sd);
+    }
+}
+
+/// The lease bridge's messages: the bridge decodes what any process that can connect sends
+/// before it checks who that is.
+pub fn lease_protocol(data: &[u8]) {
+    use crate::lease::protocol::decode;
+    if let Ok(message) = decode(data) {
+        assert_eq!(decode(&message.encode()).expect("an encoded message decodes"), message);
     }
 }
 
