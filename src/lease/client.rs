@@ -67,6 +67,14 @@ pub struct BridgeClient {
     timeout: Duration,
 }
 
+/// The JSON answer the bridge sent in its one memfd (see `Message::LeaseList`).
+fn read_json_memfd<T: serde::de::DeserializeOwned>(fds: Vec<OwnedFd>) -> io::Result<T> {
+    let mut json = Vec::new();
+    let mut memfd = std::fs::File::from(fds.into_iter().next().expect("one fd"));
+    memfd.read_to_end(&mut json)?;
+    serde_json::from_slice(&json).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
+}
+
 fn timed_out() -> io::Error {
     io::Error::from_raw_os_error(libc::ETIMEDOUT)
 }
@@ -301,13 +309,7 @@ impl BridgeClient {
     pub fn list_leases(&mut self) -> io::Result<LeaseListing> {
         let request_id = self.new_request_id();
         match self.request(&Message::ListLeases { request_id }, &[])? {
-            (Message::LeaseList { .. }, fds) if fds.len() == 1 => {
-                let mut json = Vec::new();
-                let mut memfd = std::fs::File::from(fds.into_iter().next().expect("one fd"));
-                memfd.read_to_end(&mut json)?;
-                serde_json::from_slice(&json)
-                    .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
-            }
+            (Message::LeaseList { .. }, fds) if fds.len() == 1 => read_json_memfd(fds),
             (other, _) => Err(unexpected(&other)),
         }
     }
@@ -356,13 +358,7 @@ impl BridgeClient {
         );
         self.timeout = saved;
         match reply? {
-            (Message::ReleaseReport { .. }, fds) if fds.len() == 1 => {
-                let mut json = Vec::new();
-                let mut memfd = std::fs::File::from(fds.into_iter().next().expect("one fd"));
-                memfd.read_to_end(&mut json)?;
-                serde_json::from_slice(&json)
-                    .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
-            }
+            (Message::ReleaseReport { .. }, fds) if fds.len() == 1 => read_json_memfd(fds),
             (other, _) => Err(unexpected(&other)),
         }
     }

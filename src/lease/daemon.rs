@@ -1173,23 +1173,26 @@ impl Daemon {
         }
     }
 
-    /// The listing as JSON in a sealed memfd, its offset at 0 (the reader shares it).
+    /// The listing as JSON in a sealed memfd.
     fn listing_memfd(&self) -> io::Result<OwnedFd> {
-        use rustix::fs::{MemfdFlags, SealFlags};
-        let json = serde_json::to_vec(&self.listing()).map_err(io::Error::other)?;
-        let memfd = rustix::fs::memfd_create(
-            "nfsbridge-leases",
-            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-        )?;
-        let mut file = std::fs::File::from(memfd);
-        file.write_all(&json)?;
-        file.rewind()?;
-        rustix::fs::fcntl_add_seals(
-            &file,
-            SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
-        )?;
-        Ok(file.into())
+        sealed_json_memfd("nfsbridge-leases", &self.listing())
     }
+}
+
+/// `value` as JSON in a sealed memfd named `name`, its offset at 0 (the reader shares it):
+/// how answers too large for one packet (the lease listing, a release report) travel.
+fn sealed_json_memfd(name: &str, value: &impl serde::Serialize) -> io::Result<OwnedFd> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let json = serde_json::to_vec(value).map_err(io::Error::other)?;
+    let memfd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    let mut file = std::fs::File::from(memfd);
+    file.write_all(&json)?;
+    file.rewind()?;
+    rustix::fs::fcntl_add_seals(
+        &file,
+        SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
+    )?;
+    Ok(file.into())
 }
 
 /// Logs an error that ends the daemon.

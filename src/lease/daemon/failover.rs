@@ -4,8 +4,6 @@
 //! their holders and the kernel leases, and smbd released their byte-range locks); `Grace`
 //! keeps grace periods and pushes them to every smbd, which applies them in its create path.
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{self, Seek, Write};
-use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -385,7 +383,7 @@ impl Daemon {
                     "release timed out with caching or smbds left in scope"
                 );
             }
-            let sent = report_memfd(&report).map_err(|error| {
+            let sent = super::sealed_json_memfd("nfsbridge-release", &report).map_err(|error| {
                 warn!(%error, "cannot write the release report");
                 error.raw_os_error().unwrap_or(libc::EIO)
             });
@@ -406,20 +404,3 @@ impl Daemon {
     }
 }
 
-/// The report as JSON in a sealed memfd.
-fn report_memfd(report: &ReleaseReport) -> io::Result<OwnedFd> {
-    use rustix::fs::{MemfdFlags, SealFlags};
-    let json = serde_json::to_vec(report).map_err(io::Error::other)?;
-    let memfd = rustix::fs::memfd_create(
-        "nfsbridge-release",
-        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-    )?;
-    let mut file = std::fs::File::from(memfd);
-    file.write_all(&json)?;
-    file.rewind()?;
-    rustix::fs::fcntl_add_seals(
-        &file,
-        SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
-    )?;
-    Ok(file.into())
-}
