@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,106 +19,11 @@ use nfsbridge::lease::protocol::{Provisional, WireUnit};
 use nfsbridge::lease::table::{Caching, GrantKind, InodeKey};
 use nfsbridge::lease::transport;
 
-const WAIT: Duration = Duration::from_secs(10);
+mod common;
+use common::{exclusive, reference, Bridge, WAIT};
 
-/// Held while this process forks a helper and while it has a test file open: between `fork`
-/// and `exec` a child holds every descriptor of the test process, and a write descriptor a
-/// test just closed would stay open in it long enough to make the kernel refuse a write
-/// lease (EAGAIN) to another test's bridge. smbd forks too, but its shared descriptions are
-/// dups, never new opens.
-static FORKS_AND_OPENS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    FORKS_AND_OPENS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 const CLIENT: &str = "ipv4:127.0.0.2:50000";
 const SERVER: &str = "ipv4:127.0.0.1:445";
-
-/// A running bridge with its own directory: `share/` is the configured share root.
-struct Bridge {
-    child: Child,
-    dir: tempfile::TempDir,
-    share: String,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Bridge {
-    fn start(extra: &[&str]) -> Bridge {
-        let dir = tempfile::tempdir().unwrap();
-        let share = dir.path().join("share");
-        std::fs::create_dir(&share).unwrap();
-        let socket = dir.path().join("run").join("bridge.sock");
-        let log = dir.path().join("bridge.log");
-        let forking = exclusive();
-        let child = Command::new(env!("CARGO_BIN_EXE_nfsbridge"))
-            .arg("lease-bridge")
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--share")
-            .arg(&share)
-            .args(extra)
-            .env("NFSBRIDGE_LOG", "debug")
-            .stdin(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("the bridge starts");
-        drop(forking);
-        let bridge = Bridge {
-            child,
-            share: share.to_str().unwrap().to_string(),
-            dir,
-            socket,
-            log,
-        };
-        let start = Instant::now();
-        while transport::connect_seqpacket(&bridge.socket).is_err() {
-            assert!(
-                start.elapsed() < WAIT,
-                "bridge never listened: {}",
-                bridge.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        bridge
-    }
-
-    fn client(&self) -> BridgeClient {
-        BridgeClient::connect(&self.socket).expect("client connects")
-    }
-
-    fn file(&self, name: &str, content: &[u8]) -> PathBuf {
-        let path = Path::new(&self.share).join(name);
-        let _opening = exclusive();
-        std::fs::write(&path, content).unwrap();
-        path
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        // Our own child, by its id. The log helps when a test failed.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- bridge log ---\n{}", self.log_text());
-        }
-    }
-}
-
-fn reference(path: &Path) -> File {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH)
-        .open(path)
-        .unwrap()
-}
 
 fn inode_of(path: &Path) -> InodeKey {
     let metadata = std::fs::metadata(path).unwrap();

@@ -3,96 +3,36 @@
 //! the real `nfsbridge unlock-ip` / `unlock-fs` / `grace` CLI in a child process (another pid,
 //! so the bridge can tell it from the smbd), and a local opener is this process opening the
 //! file with O_NONBLOCK. The whole path through a real smbd is `tests/integration/test_failover.py`.
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nfsbridge::lease::client::{BridgeClient, FailoverRequest};
 use nfsbridge::lease::failover::{GraceEntry, ReleaseReport, ReleaseScope};
 use nfsbridge::lease::table::{Caching, GrantKind, InodeKey};
-use nfsbridge::lease::transport;
 
-const WAIT: Duration = Duration::from_secs(10);
+mod common;
+use common::{exclusive, reference, Bridge, WAIT};
+
 const CLIENT: &str = "127.0.0.9";
 
-/// Serialises forks and test-file opens (see `tests/lease_daemon.rs`: a child forked while a
-/// test file is open for writing would make the kernel refuse another test's write lease).
-static FORKS_AND_OPENS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    FORKS_AND_OPENS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-struct Bridge {
-    child: Child,
-    _dir: tempfile::TempDir,
-    share: String,
-    socket: PathBuf,
-    log: PathBuf,
+/// The failover tests' bridge admits uid 65534 besides root (the non-root admin test).
+fn start_bridge() -> Bridge {
+    Bridge::start(&["--allow-uid", "65534"])
 }
 
 impl Bridge {
-    fn start() -> Bridge {
-        let dir = tempfile::tempdir().unwrap();
-        let share = dir.path().join("share");
-        std::fs::create_dir(&share).unwrap();
-        let socket = dir.path().join("run").join("bridge.sock");
-        let log = dir.path().join("bridge.log");
-        let child = {
-            let _forking = exclusive();
-            Command::new(env!("CARGO_BIN_EXE_nfsbridge"))
-                .arg("lease-bridge")
-                .arg("--socket")
-                .arg(&socket)
-                .arg("--share")
-                .arg(&share)
-                .arg("--allow-uid")
-                .arg("65534")
-                .env("NFSBRIDGE_LOG", "debug")
-                .stdin(Stdio::null())
-                .stderr(File::create(&log).unwrap())
-                .spawn()
-                .expect("the bridge starts")
-        };
-        let bridge = Bridge {
-            child,
-            share: share.to_str().unwrap().to_string(),
-            _dir: dir,
-            socket,
-            log,
-        };
-        let start = Instant::now();
-        while transport::connect_seqpacket(&bridge.socket).is_err() {
-            assert!(
-                start.elapsed() < WAIT,
-                "bridge never listened: {}",
-                bridge.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        bridge
-    }
-
     /// A connection that speaks as an smbd (it asks for the grace periods first, as the module
     /// does right after connecting).
     fn smbd(&self) -> (BridgeClient, Vec<GraceEntry>) {
         let mut client = BridgeClient::connect(&self.socket).expect("client connects");
         let grace = client.grace_query().expect("grace query");
         (client, grace)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        let path = Path::new(&self.share).join(name);
-        let _opening = exclusive();
-        std::fs::write(&path, b"x").unwrap();
-        path
     }
 
     /// The CLI, started (not waited for).
@@ -109,28 +49,6 @@ impl Bridge {
             .expect("the CLI runs")
     }
 
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        // Our own child, by its id.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- bridge log ---\n{}", self.log_text());
-        }
-    }
-}
-
-fn reference(path: &Path) -> File {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH)
-        .open(path)
-        .unwrap()
 }
 
 fn local_open_blocks(path: &Path) -> bool {
@@ -205,8 +123,8 @@ fn report(output: &Output) -> ReleaseReport {
 
 #[test]
 fn unlock_ip_returns_once_the_smbd_of_that_address_has_gone() {
-    let bridge = Bridge::start();
-    let path = bridge.file("a.txt");
+    let bridge = start_bridge();
+    let path = bridge.file("a.txt", b"x");
     let (mut smbd, _) = bridge.smbd();
     cached_open(&bridge, &mut smbd, &path, 1, "ipv4:127.0.0.1:445");
     assert!(local_open_blocks(&path));
@@ -245,8 +163,8 @@ fn unlock_ip_returns_once_the_smbd_of_that_address_has_gone() {
 
 #[test]
 fn smbds_of_other_addresses_and_file_systems_are_left_alone() {
-    let bridge = Bridge::start();
-    let path = bridge.file("b.txt");
+    let bridge = start_bridge();
+    let path = bridge.file("b.txt", b"x");
     let (mut smbd, _) = bridge.smbd();
     cached_open(&bridge, &mut smbd, &path, 1, "ipv4:127.0.0.2:445");
     let admin = bridge.cli(&["unlock-ip", "127.0.0.1", "--timeout", "10", "--json"]);
@@ -270,8 +188,8 @@ fn smbds_of_other_addresses_and_file_systems_are_left_alone() {
 
 #[test]
 fn what_is_left_at_the_timeout_is_reported() {
-    let bridge = Bridge::start();
-    let path = bridge.file("c.txt");
+    let bridge = start_bridge();
+    let path = bridge.file("c.txt", b"x");
     let (mut keeper, _) = bridge.smbd();
     cached_open(&bridge, &mut keeper, &path, 1, "ipv4:127.0.0.1:445");
     let admin = bridge.cli(&["unlock-fs", &bridge.share, "--timeout", "2.5", "--json"]);
@@ -308,7 +226,7 @@ fn what_is_left_at_the_timeout_is_reported() {
 
 #[test]
 fn a_silent_smbd_is_asked_again() {
-    let bridge = Bridge::start();
+    let bridge = start_bridge();
     let (mut smbd, _) = bridge.smbd();
     let admin = bridge.cli(&["unlock-ip", "127.0.0.1", "--timeout", "2.6", "--json"]);
     let output = finish(admin);
@@ -324,7 +242,7 @@ fn a_silent_smbd_is_asked_again() {
 
 #[test]
 fn grace_periods_reach_every_smbd_now_and_later() {
-    let bridge = Bridge::start();
+    let bridge = start_bridge();
     let (mut early, grace) = bridge.smbd();
     assert!(grace.is_empty());
     let output = finish(bridge.cli(&["grace", "10.0.0.1", "/export", "--seconds", "30"]));
@@ -371,7 +289,7 @@ fn grace_periods_reach_every_smbd_now_and_later() {
 /// start a grace period: the request in the wire format, from a process running as 65534.
 #[test]
 fn only_root_may_release_or_start_grace() {
-    let bridge = Bridge::start();
+    let bridge = start_bridge();
     let script = r#"
 import socket, struct, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -392,7 +310,7 @@ for _ in range(2):
     let run = bridge.socket.parent().unwrap();
     std::fs::set_permissions(run, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
     std::fs::set_permissions(
-        bridge._dir.path(),
+        bridge.dir.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o711),
     )
     .unwrap();
