@@ -20,7 +20,7 @@ use nfsbridge::lease::table::{Caching, GrantKind, InodeKey};
 use nfsbridge::lease::transport;
 
 mod common;
-use common::{exclusive, reference, Bridge, WAIT};
+use common::{eventually, exclusive, reference, Bridge, WAIT};
 
 const CLIENT: &str = "ipv4:127.0.0.2:50000";
 const SERVER: &str = "ipv4:127.0.0.1:445";
@@ -48,17 +48,6 @@ fn errno(error: &std::io::Error) -> i32 {
     error
         .raw_os_error()
         .unwrap_or_else(|| panic!("not an OS error: {error}"))
-}
-
-fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    condition()
 }
 
 /// Waits until the client has received at least `count` break requests.

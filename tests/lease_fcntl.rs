@@ -10,25 +10,14 @@
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nfsbridge::lease::fcntl;
 use nfsbridge::lease::kernel::{self, LeaseState, LeaseType};
 use nfsbridge::lease::signals::{self, SignalSet};
 
-fn test_file(dir: &tempfile::TempDir, content: &[u8]) -> PathBuf {
-    let path = dir.path().join("leased");
-    std::fs::write(&path, content).expect("test file written");
-    path
-}
-
-fn open_nonblocking(path: &Path, write: bool) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(!write)
-        .write(write)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-}
+mod common;
+use common::{kernel_version, open_nonblocking, test_file};
 
 fn open_holder(path: &Path, write: bool) -> File {
     let file = OpenOptions::new()
@@ -126,16 +115,6 @@ fn a_second_open_refuses_a_write_lease_and_o_path_does_not_count() {
         .expect_err("another open of the file");
     assert_eq!(errno(&refused), libc::EAGAIN);
     drop((other, reference));
-}
-
-/// The running kernel's (major, minor) version.
-fn kernel_version() -> (u32, u32) {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut numbers = release
-        .trim()
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse().unwrap());
-    (numbers.next().unwrap(), numbers.next().unwrap())
 }
 
 #[test]

@@ -8,14 +8,16 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use nfsbridge::lease::kernel::{self, LeaseState, LeaseType, F_RDLCK, F_UNLCK, F_WRLCK};
 use nfsbridge::lease::transport;
+
+mod common;
+use common::{eventually, kernel_version, open_nonblocking, test_file};
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -153,32 +155,6 @@ impl Drop for Holder {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn test_file(dir: &tempfile::TempDir, content: &[u8]) -> PathBuf {
-    let path = dir.path().join("leased");
-    std::fs::write(&path, content).expect("test file written");
-    path
-}
-
-fn open_nonblocking(path: &Path, write: bool) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(!write)
-        .write(write)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)
-}
-
-/// Polls `condition` every few milliseconds until it holds or `limit` passes.
-fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    condition()
 }
 
 /// Opens `path` read-only on another thread; the result arrives on the returned channel.
@@ -410,16 +386,6 @@ fn lease_on_a_shared_description_survives_io_through_a_dup_passed_with_scm_right
         .recv_timeout(REPLY_TIMEOUT)
         .expect("closing the last dup ends the lease");
     result.expect("reader opens");
-}
-
-/// The running kernel's (major, minor) version.
-fn kernel_version() -> (u32, u32) {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut numbers = release
-        .trim()
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse().unwrap());
-    (numbers.next().unwrap(), numbers.next().unwrap())
 }
 
 #[test]

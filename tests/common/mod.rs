@@ -114,3 +114,41 @@ pub fn reference(path: &Path) -> File {
         .open(path)
         .unwrap()
 }
+
+/// The running kernel's (major, minor) version.
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut numbers = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse().unwrap());
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
+/// A file `leased` with `content` in `dir`.
+pub fn test_file(dir: &tempfile::TempDir, content: &[u8]) -> PathBuf {
+    let path = dir.path().join("leased");
+    std::fs::write(&path, content).expect("test file written");
+    path
+}
+
+/// A foreign opener: never waits for a lease, EWOULDBLOCK instead.
+pub fn open_nonblocking(path: &Path, write: bool) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// Polls `condition` every 2 ms until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    condition()
+}
