@@ -112,6 +112,17 @@ def posix_locks_on(path: Path) -> list[str]:
             if " POSIX " in line and line.split()[5].endswith(f":{ino}")]
 
 
+def assert_still_leased(smb, leased, path) -> None:
+    """The client still caches `path` through `leased`: a local writer has to wait for its
+    lease break, which the client acknowledges; then the open is closed."""
+    assert local_open_blocks(path)
+    brk = smb.wait_break(timeout=10)
+    assert isinstance(brk, LeaseBreak) and brk.lease_key == leased.lease_key
+    if brk.ack_required:
+        assert smb.ack_lease_break(brk) == STATUS_SUCCESS
+    leased.close()
+
+
 def test_unlock_ip_releases_only_the_clients_of_that_address(smbd, test_user):
     one = share_dir(smbd, "one")
     local_file(one / "via1.txt")
@@ -154,12 +165,7 @@ def test_unlock_ip_releases_only_the_clients_of_that_address(smbd, test_user):
         assert [h for h in holders(smbd) if h["server_address"] == IP1] == []
 
         # IP2's client still caches: a local writer has to break its lease first.
-        assert local_open_blocks(one / "via2.txt")
-        brk = c2.wait_break(timeout=10)
-        assert isinstance(brk, LeaseBreak) and brk.lease_key == f2.lease_key
-        if brk.ack_required:
-            assert c2.ack_lease_break(brk) == STATUS_SUCCESS
-        f2.close()
+        assert_still_leased(c2, f2, one / "via2.txt")
     finally:
         c1.close()
         c2.close()
@@ -184,12 +190,7 @@ def test_unlock_fs_releases_only_that_file_system(smbd, test_user, filesystems):
         left = holders(smbd)
         assert [h for h in left if h["path"].startswith(str(fs1) + "/")] == []
 
-        assert local_open_blocks(two / "on-fs2.txt")
-        brk = c2.wait_break(timeout=10)
-        assert isinstance(brk, LeaseBreak) and brk.lease_key == f2.lease_key
-        if brk.ack_required:
-            assert c2.ack_lease_break(brk) == STATUS_SUCCESS
-        f2.close()
+        assert_still_leased(c2, f2, two / "on-fs2.txt")
     finally:
         c1.close()
         c2.close()
