@@ -341,6 +341,18 @@ static int nfsb_mkdirat(struct vfs_handle_struct *handle, struct files_struct *d
 static struct smbd_server_connection *bridge_sconn;
 static struct tevent_fd *bridge_fde;
 static int bridge_watched_fd = -1;
+/* The client's and the server's address of this process's connection, for the bridge's
+ * table: the same for every open, so made once. */
+static const char *bridge_client_address = "";
+static const char *bridge_server_address = "";
+
+/* The address without the port ("127.0.0.1"), or "" */
+static const char *peer_address(TALLOC_CTX *mem_ctx, const struct tsocket_address *addr)
+{
+	char *text = (addr == NULL) ? NULL : tsocket_address_inet_addr_string(addr, mem_ctx);
+	return text == NULL ? "" : text;
+}
+
 
 static bool leases_on(void *state)
 {
@@ -397,6 +409,8 @@ static void bridge_ensure(struct vfs_handle_struct *handle, void *state)
 
 	if (bridge_sconn == NULL) {
 		bridge_sconn = handle->conn->sconn;
+		bridge_client_address = peer_address(bridge_sconn, bridge_sconn->remote_address);
+		bridge_server_address = peer_address(bridge_sconn, bridge_sconn->local_address);
 	}
 	if (rust_ops->bridge_broken()) {
 		TALLOC_FREE(bridge_fde);
@@ -499,8 +513,6 @@ static struct {
 	struct smb2_lease_key key;
 } create_request;
 
-static const char *peer_address(TALLOC_CTX *mem_ctx, const struct tsocket_address *addr);
-
 /* Hands `reference` to the bridge; the shared description's dup, or -1 and errno. Sets
  * *unreachable when the bridge could not be asked (the caller opens without it). */
 static int bridge_open(struct vfs_handle_struct *handle, void *state, int reference,
@@ -509,19 +521,17 @@ static int bridge_open(struct vfs_handle_struct *handle, void *state, int refere
 	struct nfsb_create_request request = { .requested = 0 };
 	int fd;
 
+	bridge_ensure(handle, state);
 	if (create_request.pending) {
-		struct smbd_server_connection *sconn = handle->conn->sconn;
-
 		create_request.pending = false;
 		request = (struct nfsb_create_request){
 			.requested = create_request.requested,
 			.lease_key = create_request.is_lease ?
 					     (const uint8_t *)&create_request.key : NULL,
-			.client_address = peer_address(talloc_tos(), sconn->remote_address),
-			.server_address = peer_address(talloc_tos(), sconn->local_address),
+			.client_address = bridge_client_address,
+			.server_address = bridge_server_address,
 		};
 	}
-	bridge_ensure(handle, state);
 	fd = rust_ops->bridge_open(state, reference, wants_write(how),
 				   (how->flags & O_NONBLOCK) != 0, &request);
 	bridge_schedule_queued();
@@ -793,13 +803,6 @@ bool nfsb_request_break(int fd, const uint8_t *lease_key, uint32_t break_to, uin
 	return true;
 }
 
-/* "ipv4:..." without the port, or "" */
-static const char *peer_address(TALLOC_CTX *mem_ctx, const struct tsocket_address *addr)
-{
-	char *text = (addr == NULL) ? NULL : tsocket_address_inet_addr_string(addr, mem_ctx);
-	return text == NULL ? "" : text;
-}
-
 /* Takes back, before the create response is sent, the part of what smbd just granted that no
  * kernel lease backs, so that the client never caches what a local or NFS opener would not
  * break. Leases: the lease record (leases.tdb) and the fsp's copy, which the create response
@@ -852,7 +855,6 @@ static void bridge_back_grant(struct vfs_handle_struct *handle, void *state,
 {
 	uint32_t granted, backed;
 	const uint8_t *lease_key = NULL;
-	struct smbd_server_connection *sconn = fsp->conn->sconn;
 	int fd = fsp_get_pathref_fd(fsp);
 
 	if (fsp->fsp_flags.is_directory || fsp_is_alternate_stream(fsp) || fd == -1 ||
@@ -869,9 +871,8 @@ static void bridge_back_grant(struct vfs_handle_struct *handle, void *state,
 	}
 	/* Nothing granted still goes to Rust: a grant made with the open is taken back. */
 	bridge_ensure(handle, state);
-	backed = rust_ops->bridge_grant(state, fd, lease_key, granted,
-					peer_address(talloc_tos(), sconn->remote_address),
-					peer_address(talloc_tos(), sconn->local_address));
+	backed = rust_ops->bridge_grant(state, fd, lease_key, granted, bridge_client_address,
+					bridge_server_address);
 	bridge_schedule_queued();
 	if ((granted & ~backed) != 0) {
 		DBG_INFO("nfsbridge: %s: caching 0x%x granted, 0x%x backed by a kernel lease\n",
