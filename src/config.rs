@@ -17,6 +17,8 @@ pub enum OptionKind {
     XattrName,
     /// An absolute file system path, kept as written.
     AbsolutePath,
+    /// Whole seconds, 0 to 3600.
+    Seconds,
 }
 
 /// One `nfsbridge:NAME = VALUE` option: its name as written after the colon, how it is
@@ -84,6 +86,19 @@ pub const OPTIONS: &[OptionSpec] = &[
         kind: OptionKind::AbsolutePath,
         default: DEFAULT_LEASE_BRIDGE_SOCKET,
         help: "The unix socket of the lease bridge (nfsbridge lease-bridge --socket).",
+    },
+    OptionSpec {
+        name: "recall timeout",
+        kind: OptionKind::Seconds,
+        default: "35",
+        help: "How long an SMB create waits for a delegation to be given back. An SMB open that \
+               may delete, rename or change a file (DELETE, write or attribute access), or any \
+               data open of a file with a write delegation, finds the delegations nfsd or a local \
+               F_SETDELEG holder has on it; the module starts their recall without blocking and \
+               the create waits (STATUS_PENDING, other requests go on) until they are given back, \
+               instead of smbd waiting inside the kernel. After this many seconds the create fails \
+               with STATUS_SHARING_VIOLATION. 0 turns the recall off (smbd then waits in the kernel \
+               as plain Samba does).",
     },
     OptionSpec {
     name: "fault injection",
@@ -167,6 +182,8 @@ pub struct ModuleConfig {
     pub posix_mirror: bool,
     pub leases: bool,
     pub lease_bridge_socket: String,
+    /// Seconds an SMB create waits for a delegation recall; 0: no recall by the module.
+    pub recall_timeout_secs: u32,
     pub fault_injection: FaultInjection,
 }
 
@@ -179,6 +196,7 @@ impl Default for ModuleConfig {
             posix_mirror: true,
             leases: true,
             lease_bridge_socket: DEFAULT_LEASE_BRIDGE_SOCKET.to_string(),
+            recall_timeout_secs: 35,
             fault_injection: FaultInjection::default(),
         }
     }
@@ -209,6 +227,7 @@ impl ModuleConfig {
                 ("posix mirror", Value::Bool(on)) => config.posix_mirror = on,
                 ("leases", Value::Bool(on)) => config.leases = on,
                 ("lease bridge socket", Value::Text(path)) => config.lease_bridge_socket = path,
+                ("recall timeout", Value::Seconds(secs)) => config.recall_timeout_secs = secs,
                 ("fault injection", Value::Keyword(word)) => {
                     config.fault_injection = FaultInjection::from_keyword(word)
                 }
@@ -231,13 +250,14 @@ impl fmt::Display for ModuleConfig {
         write!(
             f,
             "acls={} acl encoding={} acl xattr={} posix mirror={} leases={} lease bridge socket={} \
-             fault injection={fault}",
+             recall timeout={} fault injection={fault}",
             yes_no(self.acls),
             self.acl_encoding.keyword(),
             self.acl_xattr,
             yes_no(self.posix_mirror),
             yes_no(self.leases),
-            self.lease_bridge_socket
+            self.lease_bridge_socket,
+            self.recall_timeout_secs
         )
     }
 }
@@ -250,6 +270,7 @@ pub enum Value {
     Keyword(&'static str),
     /// Free text (trimmed, case kept).
     Text(String),
+    Seconds(u32),
 }
 
 /// Namespaces an ACL xattr may live in.
@@ -292,6 +313,10 @@ pub fn parse_value(spec: &OptionSpec, raw: &str) -> Result<Value, ConfigError> {
             }
             Ok(Value::Text(path.to_string()))
         }
+        OptionKind::Seconds => match normalized.parse::<u32>() {
+            Ok(secs) if secs <= 3600 => Ok(Value::Seconds(secs)),
+            _ => Err(error("expected whole seconds from 0 to 3600".into())),
+        },
     }
 }
 
@@ -347,6 +372,17 @@ mod tests {
         let err = config_from(&[("lease bridge socket", "run/bridge.sock")]).unwrap_err();
         assert_eq!(err.option, "lease bridge socket");
         assert!(err.to_string().contains("absolute path"));
+    }
+
+    #[test]
+    fn recall_timeout_is_whole_seconds_up_to_an_hour() {
+        assert_eq!(config_from(&[]).unwrap().recall_timeout_secs, 35);
+        assert_eq!(config_from(&[("recall timeout", " 0 ")]).unwrap().recall_timeout_secs, 0);
+        assert_eq!(config_from(&[("recall timeout", "3600")]).unwrap().recall_timeout_secs, 3600);
+        for bad in ["3601", "-1", "1.5", "soon", ""] {
+            let err = config_from(&[("recall timeout", bad)]).unwrap_err();
+            assert!(err.to_string().contains("whole seconds"), "{bad}: {err}");
+        }
     }
 
     #[test]

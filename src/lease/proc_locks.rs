@@ -1,0 +1,188 @@
+//! Delegations held on a file, read from `/proc/locks`.
+//!
+//! An SMB delete, rename or attribute change of a file that nfsd (or a local `F_SETDELEG`
+//! holder) has delegated makes the kernel recall the delegation and wait for it inside the
+//! system call, which would stall smbd's main loop. The module looks here first: a file with a
+//! delegation gets its recall started without blocking and the SMB create waits (deferred)
+//! until this table no longer lists the delegation. `/proc/locks` is the only place the kernel
+//! shows another holder's delegation without breaking it.
+//!
+//! One line per lock (fs/locks.c `lock_get_status`), e.g.
+//! `3: DELEG  ACTIVE    READ  1234 fe:00:10011114 0 EOF`: id, class (`POSIX`, `FLOCK`,
+//! `OFDLCK`, `LEASE`, `DELEG`, …), for leases and delegations `ACTIVE`, `BREAKING` or `BREAKER`,
+//! the type (during a break: the break target), the pid, `major:minor:inode` (device numbers in
+//! hex, the inode in decimal), the range. Lines of waiters start with `->` after the id.
+//! Anything that does not parse is skipped: the kernel writes this file, so an unknown line is
+//! a newer format, not an attack, and skipping it only costs the non-blocking recall.
+
+/// A delegation found on a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delegation {
+    /// A write delegation (any open conflicts with it), else a read delegation (only opens for
+    /// writing, and namespace or attribute changes, do).
+    pub write: bool,
+    /// Being recalled already (`BREAKING`): its holder was told to give it back.
+    pub breaking: bool,
+}
+
+/// The delegations on the file `(major, minor, inode)` in `text` (the contents of
+/// `/proc/locks`): `None` when there is none, otherwise the strongest one (write over read)
+/// and whether every one of them is being recalled already.
+pub fn delegation_on(text: &str, major: u32, minor: u32, inode: u64) -> Option<Delegation> {
+    holders_on(text, major, minor, inode).delegation
+}
+
+/// Who holds the file `(major, minor, inode)` in `text`, leases and delegations alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Holders {
+    /// As [`delegation_on`].
+    pub delegation: Option<Delegation>,
+    /// Some plain lease (`F_SETLEASE`, any holder: the lease bridge's own among them).
+    pub lease: bool,
+}
+
+/// The leases and delegations on the file `(major, minor, inode)` in `text`.
+pub fn holders_on(text: &str, major: u32, minor: u32, inode: u64) -> Holders {
+    let mut found: Option<Delegation> = None;
+    let mut lease = false;
+    for line in text.lines() {
+        let Some(entry) = parse_line(line) else { continue };
+        if entry.device != (major, minor) || entry.inode != inode {
+            continue;
+        }
+        if entry.class == "LEASE" {
+            lease = true;
+            continue;
+        }
+        let this = Delegation {
+            // A breaking delegation shows its target: "UNLCK" means it was a write (or read)
+            // delegation on its way out; treat it as write so that nothing opens past it.
+            write: entry.kind != "READ",
+            breaking: entry.state == "BREAKING",
+        };
+        found = Some(match found {
+            None => this,
+            Some(before) => Delegation {
+                write: before.write || this.write,
+                breaking: before.breaking && this.breaking,
+            },
+        });
+    }
+    Holders { delegation: found, lease }
+}
+
+struct Entry<'a> {
+    class: &'a str,
+    state: &'a str,
+    kind: &'a str,
+    device: (u32, u32),
+    inode: u64,
+}
+
+/// One lease or delegation line; `None` for locks of other classes, waiters and anything
+/// that does not parse.
+fn parse_line(line: &str) -> Option<Entry<'_>> {
+    let mut fields = line.split_ascii_whitespace();
+    let id = fields.next()?;
+    if !id.ends_with(':') {
+        return None;
+    }
+    let class = fields.next()?;
+    if class != "LEASE" && class != "DELEG" {
+        return None; // POSIX/FLOCK/OFDLCK locks, and "->" waiter lines
+    }
+    let state = fields.next()?;
+    let kind = fields.next()?;
+    let _pid = fields.next()?;
+    let mut location = fields.next()?.split(':');
+    let major = u32::from_str_radix(location.next()?, 16).ok()?;
+    let minor = u32::from_str_radix(location.next()?, 16).ok()?;
+    let inode = location.next()?.parse().ok()?;
+    if location.next().is_some() {
+        return None;
+    }
+    Some(Entry { class, state, kind, device: (major, minor), inode })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+1: POSIX  ADVISORY  WRITE 611 fe:00:131 0 EOF
+2: LEASE  ACTIVE    READ 20698 fe:00:10011114 0 EOF
+3: DELEG  ACTIVE    READ 4242 fe:00:77 0 EOF
+3: -> DELEG  ACTIVE    READ 4242 fe:00:77 0 EOF
+4: DELEG  BREAKING  UNLCK 4243 103:02:88 0 EOF
+5: FLOCK  ADVISORY  WRITE 9 fe:00:77 0 EOF
+";
+
+    #[test]
+    fn finds_a_read_delegation_by_device_and_inode() {
+        assert_eq!(
+            delegation_on(SAMPLE, 0xfe, 0, 77),
+            Some(Delegation { write: false, breaking: false })
+        );
+    }
+
+    #[test]
+    fn a_lease_is_not_a_delegation() {
+        // Plain leases (ours among them) are not broken by unlink, rename or setattr.
+        assert_eq!(delegation_on(SAMPLE, 0xfe, 0, 10011114), None);
+    }
+
+    #[test]
+    fn holders_report_leases_and_delegations() {
+        assert_eq!(
+            holders_on(SAMPLE, 0xfe, 0, 10011114),
+            Holders { delegation: None, lease: true }
+        );
+        assert_eq!(
+            holders_on(SAMPLE, 0xfe, 0, 77),
+            Holders { delegation: Some(Delegation { write: false, breaking: false }), lease: false }
+        );
+        assert_eq!(holders_on(SAMPLE, 0xfe, 0, 131), Holders::default()); // a POSIX lock only
+    }
+
+    #[test]
+    fn device_numbers_are_hex() {
+        assert_eq!(
+            delegation_on(SAMPLE, 0x103, 2, 88),
+            Some(Delegation { write: true, breaking: true })
+        );
+        assert_eq!(delegation_on(SAMPLE, 103, 2, 88), None);
+    }
+
+    #[test]
+    fn same_inode_on_another_device_does_not_match() {
+        assert_eq!(delegation_on(SAMPLE, 0xfe, 1, 77), None);
+    }
+
+    #[test]
+    fn several_delegations_combine_strongest_first() {
+        let text = "1: DELEG  BREAKING  READ 1 fe:00:5 0 EOF\n2: DELEG  ACTIVE    WRITE 2 fe:00:5 0 EOF\n";
+        assert_eq!(
+            delegation_on(text, 0xfe, 0, 5),
+            Some(Delegation { write: true, breaking: false })
+        );
+        let both_breaking = "1: DELEG  BREAKING  READ 1 fe:00:5 0 EOF\n2: DELEG  BREAKING  READ 2 fe:00:5 0 EOF\n";
+        assert_eq!(
+            delegation_on(both_breaking, 0xfe, 0, 5),
+            Some(Delegation { write: false, breaking: true })
+        );
+    }
+
+    #[test]
+    fn malformed_lines_are_skipped() {
+        let text = "garbage\n1: DELEG\n2: DELEG ACTIVE READ 1 zz:00:5 0 EOF\n3: DELEG ACTIVE READ 1 fe:00:5:9 0 EOF\n\
+                    4: DELEG ACTIVE READ 1 fe:00:x 0 EOF\n5 DELEG ACTIVE READ 1 fe:00:5 0 EOF\n";
+        assert_eq!(delegation_on(text, 0xfe, 0, 5), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(text in "\\PC*", major in 0u32..300, minor in 0u32..300, inode in 0u64..100) {
+            let _ = holders_on(&text, major, minor, inode);
+        }
+    }
+}
