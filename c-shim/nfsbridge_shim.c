@@ -26,6 +26,7 @@
 #include "nfsbridge_shim.h"
 #include "nfsbridge_internal.h"
 #include "nfsbridge_failover.h"
+#include "nfsbridge_recall.h"
 
 _Static_assert(SMB_VFS_INTERFACE_VERSION == NFSB_VFS_INTERFACE_VERSION,
 	       "nfsbridge is written for another SMB_VFS_INTERFACE_VERSION than these Samba headers "
@@ -513,6 +514,13 @@ static struct {
 	struct smb2_lease_key key;
 } create_request;
 
+/* The file whose bridged open in the SMB create in progress met a lease or delegation of
+ * someone else (EWOULDBLOCK), for create_file's post-hook. */
+static struct {
+	bool seen;
+	uint64_t dev, ino;
+} bridge_conflict;
+
 /* Hands `reference` to the bridge; the shared description's dup, or -1 and errno. Sets
  * *unreachable when the bridge could not be asked (the caller opens without it). */
 static int bridge_open(struct vfs_handle_struct *handle, void *state, int reference,
@@ -603,6 +611,11 @@ static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_stru
 	}
 	fd = bridge_open(handle, state, reference, how, &unreachable);
 	err = errno;
+	if (fd == -1 && err == EWOULDBLOCK) {
+		bridge_conflict.seen = true;
+		bridge_conflict.dev = (uint64_t)st.st_dev;
+		bridge_conflict.ino = (uint64_t)st.st_ino;
+	}
 	if (own_reference) {
 		close(reference);
 	}
@@ -903,6 +916,10 @@ static NTSTATUS nfsb_create_file(struct vfs_handle_struct *handle, struct smb_re
 	if (leases_on(state) && nfsb_failover_create_deferred(handle, req, smb_fname, &status)) {
 		return status; /* waits for the end of a grace period (nfsbridge_failover.c) */
 	}
+	if (nfsb_recall_create_deferred(handle, state, req, dirfsp, smb_fname, access_mask,
+					create_disposition, leases_on(state), &status)) {
+		return status; /* waits for a delegation recall (nfsbridge_recall.c) */
+	}
 	if (leases_on(state)) {
 		create_request.pending = false;
 		if (oplock == LEASE_OPLOCK && lease != NULL) {
@@ -916,11 +933,17 @@ static NTSTATUS nfsb_create_file(struct vfs_handle_struct *handle, struct smb_re
 		}
 		create_request.pending = (create_request.requested != 0);
 	}
+	bridge_conflict.seen = false;
 	status = SMB_VFS_NEXT_CREATE_FILE(
 		handle, req, dirfsp, smb_fname, access_mask, share_access, create_disposition,
 		create_options, file_attributes, oplock_request, lease, allocation_size,
 		private_flags, sd, ea_list, result, pinfo, in_context_blobs, out_context_blobs);
 	create_request.pending = false;
+	if (!NT_STATUS_IS_OK(status) && bridge_conflict.seen) {
+		/* smbd deferred it (poll-open): retry as soon as the file is free. */
+		nfsb_recall_watch_deferred(req, bridge_conflict.dev, bridge_conflict.ino);
+	}
+	bridge_conflict.seen = false;
 
 	if (NT_STATUS_IS_OK(status) && *result != NULL && leases_on(state)) {
 		bridge_back_grant(handle, state, *result);

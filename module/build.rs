@@ -38,7 +38,7 @@ fn main() {
         .unwrap_or_else(|e| fail(&format!("cannot read {}/samba-cflags.txt: {e}", headers.display())));
 
     let mut build = cc::Build::new();
-    build.file(shim_dir.join("nfsbridge_shim.c")).file(shim_dir.join("nfsbridge_dirlease.c")).file(shim_dir.join("nfsbridge_failover.c")).include(&shim_dir).warnings(false);
+    build.file(shim_dir.join("nfsbridge_shim.c")).file(shim_dir.join("nfsbridge_dirlease.c")).file(shim_dir.join("nfsbridge_failover.c")).file(shim_dir.join("nfsbridge_recall.c")).include(&shim_dir).warnings(false);
     for flag in cflags.split_whitespace() {
         build.flag(flag);
     }
@@ -54,6 +54,7 @@ fn main() {
         .header(shim_dir.join("nfsbridge_shim.h").to_string_lossy())
         .header(shim_dir.join("nfsbridge_dirlease.h").to_string_lossy())
         .header(shim_dir.join("nfsbridge_failover.h").to_string_lossy())
+        .header(shim_dir.join("nfsbridge_recall.h").to_string_lossy())
         .allowlist_function("nfsb_.*")
         .allowlist_type("nfsb_.*")
         .allowlist_var("NFSB_.*")

@@ -17,6 +17,7 @@ mod ffi;
 mod guard;
 mod lease;
 mod log;
+mod recall;
 mod samba;
 
 use samba::{c_text, status, File};
@@ -64,6 +65,7 @@ pub unsafe extern "C" fn samba_init_module(_ctx: *mut c_void) -> u32 {
         // SAFETY: RUST_OPS is a static, so it outlives the process as nfsb_register requires.
         let status = unsafe { ffi::nfsb_register(&RUST_OPS) };
         failover::register();
+        recall::register();
         if status != 0 {
             tracing::error!("registering the nfsbridge VFS module failed: NTSTATUS {status:#010x}");
         }

@@ -196,7 +196,8 @@ class SmbLeaseClient:
              write: bool = True, create: bool = True, share_access: int | None = None,
              directory: bool = False, parent_lease_key: bytes | None = None,
              delete: bool = False, durable: bool = False, lease_key: bytes | None = None,
-             reconnect: SmbOpen | None = None, pending: bool = False) -> SmbOpen:
+             reconnect: SmbOpen | None = None, pending: bool = False,
+             data: bool = True) -> SmbOpen:
         """Opens `path` asking for a v2 lease of state `lease` (e.g. "RWH", "RH", "R"), or for
         oplock level `oplock` (RequestedOplockLevel) when `lease` is None. `directory` opens
         (or creates) a directory; `parent_lease_key` is the lease key the client holds on the
@@ -205,11 +206,16 @@ class SmbLeaseClient:
         asks for a durable v2 handle (MS-SMB2 2.2.13.2.11); `reconnect` reclaims the durable
         handle of an earlier open of `path` instead (2.2.13.2.12, with that open's lease key).
         `pending`: send the create and return a `PendingOpen` at once (to see it wait, or to
-        cancel it)."""
+        cancel it). `data=False` asks for no data access (as Windows opens to delete, rename
+        or set attributes): `write` then means FILE_WRITE_ATTRIBUTES alone."""
         handle = Open(self.tree, path)
-        access = FilePipePrinterAccessMask.FILE_READ_DATA | FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES
+        access = FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES
+        if data:
+            access |= FilePipePrinterAccessMask.FILE_READ_DATA
         if write:
-            access |= FilePipePrinterAccessMask.FILE_WRITE_DATA | FilePipePrinterAccessMask.FILE_WRITE_ATTRIBUTES
+            access |= FilePipePrinterAccessMask.FILE_WRITE_ATTRIBUTES
+            if data:
+                access |= FilePipePrinterAccessMask.FILE_WRITE_DATA
         if delete:
             access |= FilePipePrinterAccessMask.DELETE
         if share_access is None:
@@ -273,22 +279,30 @@ class SmbLeaseClient:
             return PendingOpen(request, lambda: finish(receive(request)))
         return finish(receive(request))
 
-    def rename(self, old: str, new: str) -> None:
+    def rename(self, old: str, new: str, data: bool = True) -> None:
         """Renames `old` to `new` (share-relative) through smbd (FileRenameInformation)."""
-        f = self.open(old, lease=None, write=False, create=False, delete=True)
+        f = self.open(old, lease=None, write=False, create=False, delete=True, data=data)
+        self.rename_open(f, new)
+        f.close()
+
+    def rename_open(self, f: SmbOpen, new: str) -> None:
+        """Renames the file open as `f` (opened with DELETE access) to `new`."""
         info = FileRenameInformation()
         info["replace_if_exists"] = False
         info["file_name"] = new.replace("/", "\\")
         self._set_info(f, info)
+
+    def delete(self, path: str, data: bool = True) -> None:
+        """Deletes `path` through smbd (FileDispositionInformation, then close)."""
+        f = self.open(path, lease=None, write=False, create=False, delete=True, data=data)
+        self.mark_deleted(f)
         f.close()
 
-    def delete(self, path: str) -> None:
-        """Deletes `path` through smbd (FileDispositionInformation, then close)."""
-        f = self.open(path, lease=None, write=False, create=False, delete=True)
+    def mark_deleted(self, f: SmbOpen) -> None:
+        """Sets delete-pending on `f` (opened with DELETE access): its close deletes it."""
         info = FileDispositionInformation()
         info["delete_pending"] = True
         self._set_info(f, info)
-        f.close()
 
     def _set_info(self, f: SmbOpen, info) -> None:
         request = SMB2SetInfoRequest()
