@@ -27,6 +27,7 @@
 #include "lib/util/tevent_ntstatus.h"
 
 #include "nfsbridge_failover.h"
+#include "nfsbridge_internal.h"
 
 static const struct nfsb_failover_ops *failover_ops;
 static bool release_scheduled;
@@ -188,28 +189,17 @@ void nfsb_failover_grace_changed(void)
 	}
 }
 
-/*
- * SMB2 CANCEL of a create waiting for the grace period. smbd's own cancel function for
- * deferred creates (smbd_smb2_create_cancel) looks at the deferred open record, which ours
- * does not have (struct deferred_open_record is private to open.c); this does the rest of
- * what it does: forget the deferral and answer STATUS_CANCELLED.
- */
+/* SMB2 CANCEL of a create waiting for the grace period. */
 static bool grace_wait_cancel(struct tevent_req *req)
 {
 	struct grace_wait *wait;
 
-	for (wait = grace_waits; wait != NULL; wait = wait->next) {
-		if (wait->subreq == req) {
-			break;
-		}
+	for (wait = grace_waits; wait != NULL && wait->subreq != req; wait = wait->next) {
 	}
 	if (wait == NULL) {
 		return false;
 	}
-	remove_deferred_open_message_smb(wait->xconn, wait->mid);
-	tevent_req_defer_callback(req, wait->ev);
-	TALLOC_FREE(wait);
-	tevent_req_nterror(req, NT_STATUS_CANCELLED);
+	nfsb_cancel_deferred_create(req, wait->xconn, wait->mid, wait->ev, wait);
 	return true;
 }
 

@@ -15,4 +15,13 @@ bool send_break_request(struct files_struct *fsp, uint32_t break_to);
  * granted it a lease: watch what a directory or handle lease on it needs watched. */
 void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_struct *fsp);
 
+/* nfsbridge_shim.c: the end of an SMB2 CANCEL of a create the module deferred itself (grace
+ * periods, delegation recalls). smbd's own cancel function for deferred creates looks at the
+ * deferred open record, which the module's deferrals do not have (struct deferred_open_record
+ * is private to open.c); this does the rest of what it does: forgets the deferral of message
+ * `mid`, frees `wait` (the module's record of it, with its timers) and answers `req` with
+ * STATUS_CANCELLED. */
+void nfsb_cancel_deferred_create(struct tevent_req *req, struct smbXsrv_connection *xconn,
+				 uint64_t mid, struct tevent_context *ev, void *wait);
+
 #endif /* NFSBRIDGE_INTERNAL_H */

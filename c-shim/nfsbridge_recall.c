@@ -31,6 +31,7 @@
 
 #include "nfsbridge_recall.h"
 #include "nfsbridge_shim.h"
+#include "nfsbridge_internal.h"
 
 static const struct nfsb_recall_ops *recall_ops;
 static int recall_debug_class = DBGC_VFS;
@@ -130,28 +131,17 @@ static void recall_poll(struct tevent_context *ev, struct tevent_timer *te, stru
 	}
 }
 
-/*
- * SMB2 CANCEL of a create waiting for a recall. smbd's own cancel function for deferred
- * creates looks at the deferred open record, which ours does not have (struct
- * deferred_open_record is private to open.c): forget the deferral and answer
- * STATUS_CANCELLED, as it does.
- */
+/* SMB2 CANCEL of a create waiting for a recall (only creates the module deferred itself). */
 static bool recall_wait_cancel(struct tevent_req *req)
 {
 	struct recall_wait *wait;
 
-	for (wait = recall_waits; wait != NULL; wait = wait->next) {
-		if (wait->subreq == req) {
-			break;
-		}
+	for (wait = recall_waits; wait != NULL && wait->subreq != req; wait = wait->next) {
 	}
-	if (wait == NULL) {
+	if (wait == NULL || wait->smbd_owned) {
 		return false;
 	}
-	remove_deferred_open_message_smb(wait->xconn, wait->mid);
-	tevent_req_defer_callback(req, wait->ev);
-	TALLOC_FREE(wait);
-	tevent_req_nterror(req, NT_STATUS_CANCELLED);
+	nfsb_cancel_deferred_create(req, wait->xconn, wait->mid, wait->ev, wait);
 	return true;
 }
 

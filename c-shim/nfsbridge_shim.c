@@ -19,6 +19,7 @@
 #include "locking/leases_db.h"
 #include "messages.h"
 #include "lib/tsocket/tsocket.h"
+#include "lib/util/tevent_ntstatus.h"
 
 #include <linux/capability.h>
 #include <sys/syscall.h>
@@ -896,6 +897,15 @@ static void bridge_back_grant(struct vfs_handle_struct *handle, void *state,
 			(void)send_break_request(fsp, backed);
 		}
 	}
+}
+
+void nfsb_cancel_deferred_create(struct tevent_req *req, struct smbXsrv_connection *xconn,
+				 uint64_t mid, struct tevent_context *ev, void *wait)
+{
+	remove_deferred_open_message_smb(xconn, mid);
+	tevent_req_defer_callback(req, ev);
+	TALLOC_FREE(wait);
+	tevent_req_nterror(req, NT_STATUS_CANCELLED);
 }
 
 static NTSTATUS nfsb_create_file(struct vfs_handle_struct *handle, struct smb_request *req,

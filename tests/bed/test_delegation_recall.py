@@ -22,6 +22,8 @@ import pytest
 from smbprotocol.exceptions import SMBResponseException
 from smbprotocol.header import NtStatus
 
+from harness.waiting import eventually
+
 pytestmark = [pytest.mark.kernel_tier, pytest.mark.bed_share("nfsbridge")]
 
 # How long the local holder keeps its delegation after the recall started.
@@ -30,13 +32,15 @@ HOLD = 1.5
 PROMPT = 0.5
 
 
-def _eventually(limit: float, condition) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
+def _waiting_delete_open(smb, name: str, holder):
+    """A create of `name` for DELETE (no data access, as Windows opens to delete or rename),
+    sent while `holder` has a delegation on it: returns it once the recall started and the
+    create went async (STATUS_PENDING)."""
+    pending = smb.open(name, lease=None, write=False, create=False, delete=True, data=False,
+                       pending=True)
+    holder.wait_broken(timeout=10)
+    assert eventually(5, pending.interim_received), "the create did not wait (STATUS_PENDING)"
+    return pending
 
 
 def _result(pending, timeout: float = 30):
@@ -80,10 +84,7 @@ def test_smb_change_of_a_delegated_file_waits_for_the_recall_without_stalling_th
     _files(bed, "deleg.txt", "other.txt")
     holder = bed.local.hold_lease("deleg.txt", "read", kind="deleg")
     with bed.smb() as smb:
-        pending = smb.open("deleg.txt", lease=None, write=False, create=False, delete=True,
-                           data=False, pending=True)
-        holder.wait_broken(timeout=10)
-        assert _eventually(5, pending.interim_received), "the create did not wait (STATUS_PENDING)"
+        pending = _waiting_delete_open(smb, "deleg.txt", holder)
         # The client's other requests go on while the recall is outstanding.
         assert _other_request_time(smb, "other.txt") < PROMPT
         time.sleep(HOLD)
@@ -113,7 +114,7 @@ def test_attribute_change_waits_for_the_recall(bed):
         pending = smb.open("attrs.txt", lease=None, write=True, create=False, data=False,
                            pending=True)
         holder.wait_broken(timeout=10)
-        assert _eventually(5, pending.interim_received)
+        assert eventually(5, pending.interim_received)
         holder.release()
         _result(pending).close()
 
@@ -124,10 +125,7 @@ def test_a_delegation_never_given_back_fails_the_create_after_the_timeout(bed):
     holder = bed.local.hold_lease("stuck.txt", "read", kind="deleg")
     with bed.smb() as smb:
         started = time.monotonic()
-        pending = smb.open("stuck.txt", lease=None, write=False, create=False, delete=True,
-                           data=False, pending=True)
-        holder.wait_broken(timeout=10)
-        assert _eventually(5, pending.interim_received)
+        pending = _waiting_delete_open(smb, "stuck.txt", holder)
         assert _other_request_time(smb, "other.txt") < PROMPT
         with pytest.raises(SMBResponseException) as refused:
             _result(pending)
@@ -145,10 +143,7 @@ def test_a_cancelled_wait_answers_cancelled(bed):
     _files(bed, "cancel.txt", "other.txt")
     holder = bed.local.hold_lease("cancel.txt", "read", kind="deleg")
     with bed.smb() as smb:
-        pending = smb.open("cancel.txt", lease=None, write=False, create=False, delete=True,
-                           data=False, pending=True)
-        holder.wait_broken(timeout=10)
-        assert _eventually(5, pending.interim_received)
+        pending = _waiting_delete_open(smb, "cancel.txt", holder)
         pending.cancel()
         with pytest.raises(SMBResponseException) as cancelled:
             _result(pending)
@@ -186,7 +181,7 @@ def test_smb_delete_of_a_file_an_nfs_client_holds_a_delegation_on(bed):
     with open(bed.nfs.path("nfs-deleg.txt"), "rb") as nfs_reader:
         assert nfs_reader.read() == b"contents of nfs-deleg.txt"
         # nfsd hands the Linux client a read delegation for this open.
-        assert _eventually(5, lambda: _delegations(bed, "nfs-deleg.txt")), "nfsd granted no delegation"
+        assert eventually(5, lambda: _delegations(bed, "nfs-deleg.txt")), "nfsd granted no delegation"
         with bed.smb() as smb:
             started = time.monotonic()
             smb.delete("nfs-deleg.txt", data=False)
@@ -206,7 +201,7 @@ def test_smb_data_open_of_an_nfs_delegated_file_is_retried_as_soon_as_it_is_free
     _files(bed, "nfs-read.txt")
     with open(bed.nfs.path("nfs-read.txt"), "rb") as nfs_reader:
         nfs_reader.read()
-        assert _eventually(5, lambda: _delegations(bed, "nfs-read.txt")), "nfsd granted no delegation"
+        assert eventually(5, lambda: _delegations(bed, "nfs-read.txt")), "nfsd granted no delegation"
         with bed.smb() as smb:
             started = time.monotonic()
             f = smb.open("nfs-read.txt", lease="RWH")

@@ -26,6 +26,7 @@ from smbprotocol.open import LockFlags, SMB2LockElement
 
 from harness.samba import DEFAULT_CLI, Share
 from harness.smb_lease_client import STATUS_SUCCESS, LeaseBreak, SmbLeaseClient, lease_text
+from harness.waiting import eventually
 
 NFSBRIDGE = {"vfs objects": "nfsbridge"}
 IP1, IP2 = "127.0.0.1", "127.0.0.2"
@@ -94,15 +95,6 @@ def local_open_blocks(path: Path, flags: int = os.O_WRONLY) -> bool:
         return True
     os.close(fd)
     return False
-
-
-def eventually(limit: float, condition) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def posix_locks_on(path: Path) -> list[str]:
