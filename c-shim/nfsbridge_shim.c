@@ -1224,6 +1224,13 @@ int nfsb_sid_to_unixid(const struct nfsb_sid *in, uint32_t *id)
 	}
 }
 
+uint32_t nfsb_idmap_negative_cache_time(void)
+{
+	int seconds = lp_idmap_negative_cache_time();
+
+	return seconds > 0 ? (uint32_t)seconds : 0;
+}
+
 bool nfsb_handle_set_parameter(nfsb_handle *h, const char *name, const char *value)
 {
 	return lp_do_parameter(SNUM(to_vfs(h)->conn), name, value);

@@ -200,6 +200,8 @@ void nfsb_uid_to_sid(uint32_t uid, struct nfsb_sid *sid);
 void nfsb_gid_to_sid(uint32_t gid, struct nfsb_sid *sid);
 /* Returns an NFSB_ID_TYPE_*; *id is set unless NOT_SPECIFIED (unmappable or malformed). */
 int nfsb_sid_to_unixid(const struct nfsb_sid *sid, uint32_t *id);
+/* Samba's `idmap negative cache time` (seconds). */
+uint32_t nfsb_idmap_negative_cache_time(void);
 
 /* The NTSTATUS smbd uses for a Unix errno value. */
 uint32_t nfsb_ntstatus_from_errno(int err);

@@ -56,6 +56,7 @@ fn print_options() {
             OptionKind::Keyword(words) => words.join("|"),
             OptionKind::XattrName => "XATTR-NAME".to_string(),
             OptionKind::AbsolutePath => "PATH".to_string(),
+            OptionKind::Seconds => "SECONDS".to_string(),
         };
         let default = if spec.default.is_empty() { "see below" } else { spec.default };
         println!("nfsbridge:{} = {}   (default: {})", spec.name, values, default);

@@ -165,7 +165,7 @@ fn select_parts(mut sd: SecurityDescriptor, security_info: u32) -> SecurityDescr
 /// SMB_VFS_FGET_NT_ACL: the self-relative security descriptor of `file`.
 pub fn get_nt_acl(file: &File, config: &ModuleConfig, security_info: u32) -> Result<Vec<u8>, AclFailure> {
     let current = current_acl(file, config, true)?;
-    let sd = select_parts(to_sd(&current, &SambaIdMap::default())?, security_info);
+    let sd = select_parts(to_sd(&current, &SambaIdMap::new(config.idmap_cache_time))?, security_info);
     binary::encode(&sd).map_err(|e| failure(status::INTERNAL_ERROR, format!("cannot encode the security descriptor: {e}")))
 }
 
@@ -176,7 +176,7 @@ pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, s
         .map_err(|e| failure(status::INVALID_SECURITY_DESCR, format!("malformed security descriptor from the client: {e}")))?;
     let replaces_dacl = security_info_sent & SECINFO_DACL != 0;
     let mut current = current_acl(file, config, !replaces_dacl)?;
-    let idmap = SambaIdMap::default();
+    let idmap = SambaIdMap::new(config.idmap_cache_time);
     if replaces_dacl {
         // Only the stored SACL survives; do not map DACL ACEs that are about to be replaced.
         current.acl.aces.retain(|ace| matches!(ace.ace_type, Nfs4AceType::Audit | Nfs4AceType::Alarm));
