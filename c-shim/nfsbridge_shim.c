@@ -1017,6 +1017,10 @@ bool nfsb_fsp_info(const nfsb_fsp *nfsp, struct nfsb_file_info *info)
 	info->gid = st->st_ex_gid;
 	info->mode = st->st_ex_mode;
 	info->is_dir = S_ISDIR(st->st_ex_mode);
+	info->dev = (uint64_t)st->st_ex_dev;
+	info->ino = (uint64_t)st->st_ex_ino;
+	info->ctime_sec = (int64_t)st->st_ex_ctime.tv_sec;
+	info->ctime_nsec = (uint32_t)st->st_ex_ctime.tv_nsec;
 	return true;
 }
 

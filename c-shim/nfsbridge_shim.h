@@ -26,12 +26,17 @@ typedef struct nfsb_fsp nfsb_fsp;
 /* Opaque to Rust: where fget_nt_acl's security descriptor goes. */
 typedef struct nfsb_sd_result nfsb_sd_result;
 
-/* What the ACL bridge needs to know of a file (from smbd's cached stat). */
+/* What the ACL bridge needs to know of a file (from a fresh stat). */
 struct nfsb_file_info {
 	uint32_t uid;
 	uint32_t gid;
 	uint32_t mode; /* st_mode: type and permission bits */
 	bool is_dir;
+	/* Which file, and when its inode last changed (for the ACL state cache). */
+	uint64_t dev;
+	uint64_t ino;
+	int64_t ctime_sec;
+	uint32_t ctime_nsec;
 };
 
 /* Samba's id types (enum id_type). */
@@ -149,7 +154,8 @@ const char *nfsb_handle_option(const nfsb_handle *handle, const char *option);
 /* The share's path after substitutions (conn->connectpath). */
 const char *nfsb_handle_connectpath(const nfsb_handle *handle);
 
-/* The file's cached stat. False if smbd has no valid stat for it. */
+/* Re-stats the file (smbd's cached stat is updated) and returns it. False if smbd has no
+ * valid stat for it. */
 bool nfsb_fsp_info(const nfsb_fsp *fsp, struct nfsb_file_info *info);
 
 /* The file's name for log lines (share-relative). */

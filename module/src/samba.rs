@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use nfsbridge::acl::idcache::{IdCache, IdCacheTimes};
 use nfsbridge::acl::idmap::{IdMap, IdMapError, UnixId};
+use nfsbridge::acl::statecache::{trusts_ctime, Stamp, StateCache};
 use nfsbridge::acl::sid::Sid;
 
 use crate::ffi;
@@ -49,13 +50,32 @@ fn errno_result(err: i32) -> Result<(), Errno> {
     }
 }
 
-/// What the ACL bridge knows of a file from smbd's cached stat.
+/// What the ACL bridge knows of a file from a fresh stat.
 #[derive(Debug, Clone, Copy)]
 pub struct FileInfo {
     pub uid: u32,
     pub gid: u32,
     pub mode: u32,
     pub is_dir: bool,
+    pub dev: u64,
+    pub ino: u64,
+    pub ctime_sec: i64,
+    pub ctime_nsec: u32,
+}
+
+impl FileInfo {
+    /// What must be unchanged for a cached read of the file's ACL xattrs to stand.
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            dev: self.dev,
+            ino: self.ino,
+            ctime_sec: self.ctime_sec,
+            ctime_nsec: self.ctime_nsec,
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
 }
 
 /// One file (files_struct) of a share, during one VFS call.
@@ -75,11 +95,30 @@ impl File {
         File { handle, fsp }
     }
 
+    /// A fresh stat of the file (smbd's cached one is updated too).
     pub fn info(&self) -> Option<FileInfo> {
-        let mut info = ffi::nfsb_file_info { uid: 0, gid: 0, mode: 0, is_dir: false };
+        let mut info = ffi::nfsb_file_info {
+            uid: 0,
+            gid: 0,
+            mode: 0,
+            is_dir: false,
+            dev: 0,
+            ino: 0,
+            ctime_sec: 0,
+            ctime_nsec: 0,
+        };
         // SAFETY: fsp is live (type invariant); info is a valid out pointer.
         let valid = unsafe { ffi::nfsb_fsp_info(self.fsp, &mut info) };
-        valid.then_some(FileInfo { uid: info.uid, gid: info.gid, mode: info.mode, is_dir: info.is_dir })
+        valid.then_some(FileInfo {
+            uid: info.uid,
+            gid: info.gid,
+            mode: info.mode,
+            is_dir: info.is_dir,
+            dev: info.dev,
+            ino: info.ino,
+            ctime_sec: info.ctime_sec,
+            ctime_nsec: info.ctime_nsec,
+        })
     }
 
     /// The file's name for log lines.
@@ -181,6 +220,26 @@ thread_local! {
     /// Samba's identity-mapping answers, for this smbd process: VFS calls run on smbd's main
     /// thread only. See [`nfsbridge::acl::idcache`] for what is kept and for how long.
     static ID_CACHE: RefCell<IdCache> = RefCell::new(IdCache::default());
+    /// The ACL xattrs of the files this smbd process read last, see
+    /// [`nfsbridge::acl::statecache`].
+    static STATE_CACHE: RefCell<StateCache> = RefCell::new(StateCache::default());
+}
+
+/// Runs `f` on the process's ACL state cache; `None` if it is not reachable (thread exit).
+pub fn with_state_cache<T>(f: impl FnOnce(&mut StateCache) -> T) -> Option<T> {
+    STATE_CACHE.try_with(|cache| cache.try_borrow_mut().ok().map(|mut cache| f(&mut cache))).ok().flatten()
+}
+
+/// The device of `path` if it is on a file system whose ctimes the ACL state cache may trust
+/// ([`nfsbridge::acl::statecache::trusts_ctime`]); `None` otherwise or when it cannot be told.
+pub fn ctime_trusted_dev(path: &str) -> Option<u64> {
+    let path = CString::new(path).ok()?;
+    // SAFETY: an all-zero statfs and stat are valid values of these plain C structs.
+    let (mut fs, mut st): (libc::statfs, libc::stat) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: path is NUL-terminated; fs and st are valid out pointers for the calls.
+    let ok = unsafe { libc::statfs(path.as_ptr(), &mut fs) == 0 && libc::stat(path.as_ptr(), &mut st) == 0 };
+    // f_type is a signed word on some targets; the magic numbers are 32-bit.
+    (ok && trusts_ctime(fs.f_type as u64 & 0xFFFF_FFFF)).then_some(st.st_dev)
 }
 
 /// Samba's own identity mapping: passdb, idmap and winbind as smbd is configured.

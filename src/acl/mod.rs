@@ -8,6 +8,8 @@
 //! - [`idcache`]: a bounded, expiring memo of identity-mapping answers (the smbd module's).
 //! - [`mapping`]: NT security descriptor ↔ NFSv4 ACL mapping.
 //! - [`bridge`]: stored NFSv4 ACL ↔ POSIX ACL + mode coherence (pure).
+//! - [`statecache`]: a file's ACL xattrs from its last read, trusted only while a stat proves
+//!   them current (the smbd module's).
 //! - [`store`]: the xattr, stat, chmod and chown I/O the bridge needs.
 pub mod bridge;
 pub mod idcache;
@@ -17,4 +19,5 @@ pub mod nfs4;
 pub mod posix;
 pub mod sd;
 pub mod sid;
+pub mod statecache;
 pub mod store;
