@@ -407,10 +407,10 @@ def dacl_of(sd: bytes) -> list[tuple[int, int, str]]:
 
 def test_a_local_change_right_after_an_smb_read_is_seen_by_the_next_read(smbd, ids):
     """One SMB connection (one smbd process, so the module's per-process ACL state cache is in
-    play) reads the ACL again and again; between reads, local changes (chmod, setfacl, the
-    xattrs rewritten with setxattr, chown) land within milliseconds of a read, and each must be
-    seen by the next read. The first reads happen more than two seconds after the file last
-    changed, so that they are cached."""
+    play) reads the ACL again and again; between reads, local changes (chmod, setfacl, both
+    xattrs or only the NFSv4 one rewritten with setxattr) land within milliseconds of a read,
+    and each must be seen by the next read. The first reads happen more than two seconds
+    after the file last changed, so that they are cached."""
     import time
     from smbprotocol.connection import Connection
     from smbprotocol.file_info import InfoType
