@@ -979,6 +979,15 @@ const char *nfsb_handle_option(const nfsb_handle *handle, const char *option)
 	return lp_parm_const_string(SNUM(to_vfs(handle)->conn), MODULE_NAME, option, NULL);
 }
 
+bool nfsb_handle_next_is_default(const nfsb_handle *handle)
+{
+	/* smbd_vfs_init() puts vfs_default's handle at the end of the list and every module of
+	 * `vfs objects` (and vfs_widelinks) above it, in order. */
+	const struct vfs_handle_struct *next = to_vfs(handle)->next;
+
+	return next != NULL && next->next == NULL;
+}
+
 const char *nfsb_handle_connectpath(const nfsb_handle *handle)
 {
 	return to_vfs(handle)->conn->connectpath;

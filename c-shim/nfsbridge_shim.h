@@ -151,6 +151,11 @@ uint32_t nfsb_register(const struct nfsb_rust_ops *ops);
  * [global]), or NULL when unset. Valid until the configuration is reloaded. */
 const char *nfsb_handle_option(const nfsb_handle *handle, const char *option);
 
+/* Whether the module below this one is smbd's own file system access (vfs_default): nothing
+ * stacked below nfsbridge keeps xattrs somewhere else (vfs_xattr_tdb, a cluster file system's
+ * module), so a change of the ACL xattrs is a change of the file's ctime. */
+bool nfsb_handle_next_is_default(const nfsb_handle *handle);
+
 /* The share's path after substitutions (conn->connectpath). */
 const char *nfsb_handle_connectpath(const nfsb_handle *handle);
 

@@ -109,10 +109,17 @@ unsafe extern "C" fn connect(
             // Samba's OFD locks do (docs/lease-bridge.md, byte-range locks).
             set_parameter(handle, "smbd force process locks", "yes");
         }
-        let ctime_trusted_dev = if config.acls { samba::ctime_trusted_dev(&path) } else { None };
+        // SAFETY: handle is the live vfs handle of this connect.
+        let next_is_default = unsafe { ffi::nfsb_handle_next_is_default(handle) };
+        let ctime_trusted_dev = if config.acls && next_is_default { samba::ctime_trusted_dev(&path) } else { None };
         tracing::info!(
             "connect: share [{service}] path {path} user {user}; options: {config}; ACL state cache {}",
-            if ctime_trusted_dev.is_some() { "on" } else { "off (not a local file system with trusted ctimes)" }
+            match (ctime_trusted_dev, config.acls, next_is_default) {
+                (Some(_), _, _) => "on",
+                (None, false, _) => "off (acls = no)",
+                (None, true, false) => "off (another module is stacked below nfsbridge)",
+                (None, true, true) => "off (not a local file system with trusted ctimes)",
+            }
         );
         let share = Box::new(Share { service, path, config, ctime_trusted_dev });
         // SAFETY: state points to the shim's local variable; ownership of the box passes to

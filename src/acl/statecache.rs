@@ -22,7 +22,9 @@
 //! Anything else is a miss, and the caller reads the file again. A file changed within the
 //! margin before a read is simply not cached. The caller forgets a file before writing its
 //! ACL, and only uses the cache on file systems whose ctime is kept by the local kernel (a
-//! network file system's client may show a cached ctime while the server's xattrs changed).
+//! network file system's client may show a cached ctime while the server's xattrs changed)
+//! and when the xattrs are the file's own (in smbd: no VFS module stacked below nfsbridge,
+//! which might keep them elsewhere, as vfs_xattr_tdb does).
 //!
 //! Bounded: at most `capacity` files; when full, old entries go, and if none is old, all do.
 //! Pure data structure: the caller passes the clock readings (`SystemTime`, because ctimes are

@@ -52,7 +52,8 @@ def ids():
 
 @pytest.fixture(scope="module")
 def smbd(smbd_factory, data_dir, ids):
-    instance = smbd_factory([Share("acls", data_dir / "acls", {"vfs objects": "nfsbridge"})])
+    instance = smbd_factory([Share("acls", data_dir / "acls", {"vfs objects": "nfsbridge"}),
+                             Share("stacked", data_dir / "stacked", {"vfs objects": "nfsbridge streams_xattr"})])
     for user in USERS.values():
         instance.add_user(user)
     share = instance.shares[0].path
@@ -493,6 +494,20 @@ def test_a_local_change_right_after_an_smb_read_is_seen_by_the_next_read(smbd, i
         handle.close()
     finally:
         conn.disconnect()
+
+
+def test_the_acl_state_cache_is_off_when_a_module_is_stacked_below(smbd, ids):
+    """A module below nfsbridge might keep xattrs where the file's ctime does not witness
+    their changes (vfs_xattr_tdb): the ACL bridge then reads them every time."""
+    path = smbd.shares[1].path / "below.txt"
+    path.write_text("x\n")
+    os.chown(path, ids["uid"]["nfsb-alice"], ids["gid"])
+    os.chown(smbd.shares[1].path, ids["uid"]["nfsb-alice"], ids["gid"])
+    result = smbd.smbcacls("stacked", "below.txt", alice(), "--numeric")
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = smbd.log_text()
+    assert re.search(r"connect: share \[stacked\] .*ACL state cache off \(another module is stacked below nfsbridge\)",
+                     log), log[-3000:]
 
 
 def test_files_created_over_smb_inherit_as_windows_expects(smbd, ids, tmp_path):
