@@ -1012,6 +1012,15 @@ const char *nfsb_handle_option(const nfsb_handle *handle, const char *option)
 	return lp_parm_const_string(SNUM(to_vfs(handle)->conn), MODULE_NAME, option, NULL);
 }
 
+bool nfsb_handle_next_is_default(const nfsb_handle *handle)
+{
+	/* smbd_vfs_init() puts vfs_default's handle at the end of the list and every module of
+	 * `vfs objects` (and vfs_widelinks) above it, in order. */
+	const struct vfs_handle_struct *next = to_vfs(handle)->next;
+
+	return next != NULL && next->next == NULL;
+}
+
 const char *nfsb_handle_connectpath(const nfsb_handle *handle)
 {
 	return to_vfs(handle)->conn->connectpath;
@@ -1050,6 +1059,10 @@ bool nfsb_fsp_info(const nfsb_fsp *nfsp, struct nfsb_file_info *info)
 	info->gid = st->st_ex_gid;
 	info->mode = st->st_ex_mode;
 	info->is_dir = S_ISDIR(st->st_ex_mode);
+	info->dev = (uint64_t)st->st_ex_dev;
+	info->ino = (uint64_t)st->st_ex_ino;
+	info->ctime_sec = (int64_t)st->st_ex_ctime.tv_sec;
+	info->ctime_nsec = (uint32_t)st->st_ex_ctime.tv_nsec;
 	return true;
 }
 
@@ -1255,6 +1268,13 @@ int nfsb_sid_to_unixid(const struct nfsb_sid *in, uint32_t *id)
 	default:
 		return NFSB_ID_TYPE_NOT_SPECIFIED;
 	}
+}
+
+uint32_t nfsb_idmap_negative_cache_time(void)
+{
+	int seconds = lp_idmap_negative_cache_time();
+
+	return seconds > 0 ? (uint32_t)seconds : 0;
 }
 
 bool nfsb_handle_set_parameter(nfsb_handle *h, const char *name, const char *value)

@@ -26,12 +26,17 @@ typedef struct nfsb_fsp nfsb_fsp;
 /* Opaque to Rust: where fget_nt_acl's security descriptor goes. */
 typedef struct nfsb_sd_result nfsb_sd_result;
 
-/* What the ACL bridge needs to know of a file (from smbd's cached stat). */
+/* What the ACL bridge needs to know of a file (from a fresh stat). */
 struct nfsb_file_info {
 	uint32_t uid;
 	uint32_t gid;
 	uint32_t mode; /* st_mode: type and permission bits */
 	bool is_dir;
+	/* Which file, and when its inode last changed (for the ACL state cache). */
+	uint64_t dev;
+	uint64_t ino;
+	int64_t ctime_sec;
+	uint32_t ctime_nsec;
 };
 
 /* Samba's id types (enum id_type). */
@@ -146,10 +151,16 @@ uint32_t nfsb_register(const struct nfsb_rust_ops *ops);
  * [global]), or NULL when unset. Valid until the configuration is reloaded. */
 const char *nfsb_handle_option(const nfsb_handle *handle, const char *option);
 
+/* Whether the module below this one is smbd's own file system access (vfs_default): nothing
+ * stacked below nfsbridge keeps xattrs somewhere else (vfs_xattr_tdb, a cluster file system's
+ * module), so a change of the ACL xattrs is a change of the file's ctime. */
+bool nfsb_handle_next_is_default(const nfsb_handle *handle);
+
 /* The share's path after substitutions (conn->connectpath). */
 const char *nfsb_handle_connectpath(const nfsb_handle *handle);
 
-/* The file's cached stat. False if smbd has no valid stat for it. */
+/* Re-stats the file (smbd's cached stat is updated) and returns it. False if smbd has no
+ * valid stat for it. */
 bool nfsb_fsp_info(const nfsb_fsp *fsp, struct nfsb_file_info *info);
 
 /* The file's name for log lines (share-relative). */
@@ -200,6 +211,8 @@ void nfsb_uid_to_sid(uint32_t uid, struct nfsb_sid *sid);
 void nfsb_gid_to_sid(uint32_t gid, struct nfsb_sid *sid);
 /* Returns an NFSB_ID_TYPE_*; *id is set unless NOT_SPECIFIED (unmappable or malformed). */
 int nfsb_sid_to_unixid(const struct nfsb_sid *sid, uint32_t *id);
+/* Samba's `idmap negative cache time` (seconds). */
+uint32_t nfsb_idmap_negative_cache_time(void);
 
 /* The NTSTATUS smbd uses for a Unix errno value. */
 uint32_t nfsb_ntstatus_from_errno(int err);

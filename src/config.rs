@@ -17,9 +17,12 @@ pub enum OptionKind {
     XattrName,
     /// An absolute file system path, kept as written.
     AbsolutePath,
-    /// Whole seconds, 0 to 3600.
+    /// A whole number of seconds, 0 to [`MAX_SECONDS`].
     Seconds,
 }
+
+/// The largest value a [`OptionKind::Seconds`] option takes (one day).
+pub const MAX_SECONDS: u64 = 86_400;
 
 /// One `nfsbridge:NAME = VALUE` option: its name as written after the colon, how it is
 /// spelled, its default, and what it does (the man page repeats this text).
@@ -67,6 +70,18 @@ pub const OPTIONS: &[OptionSpec] = &[
                directories, default) ACL and mode, never granting more than the Windows ACL, so \
                that the kernel and nfsd enforce it. 'no' stores only the NFSv4 ACL (then only \
                smbd enforces it, as with vfs_nfs4acl_xattr).",
+    },
+    OptionSpec {
+        name: "idmap cache time",
+        kind: OptionKind::Seconds,
+        default: "60",
+        help: "How many seconds each smbd process remembers an answer of Samba's identity \
+               mapping (uid or gid to SID, SID to uid or gid) that the ACL bridge asked for. \
+               Every ACL read, and so smbd's access check on every open, maps the file's owner \
+               and group; without winbind Samba answers each time from passdb as root. An \
+               answer 'no mapping' is remembered for Samba's 'idmap negative cache time' if \
+               that is shorter. A changed mapping is seen by a connection after at most this \
+               long; 0 asks Samba every time.",
     },
     OptionSpec {
         name: "leases",
@@ -180,6 +195,8 @@ pub struct ModuleConfig {
     /// The xattr name; the encoding's default unless set.
     pub acl_xattr: String,
     pub posix_mirror: bool,
+    /// `idmap cache time`, in seconds.
+    pub idmap_cache_time: u64,
     pub leases: bool,
     pub lease_bridge_socket: String,
     /// Seconds an SMB create waits for a delegation recall; 0: no recall by the module.
@@ -194,6 +211,7 @@ impl Default for ModuleConfig {
             acl_encoding: AclEncoding::default(),
             acl_xattr: AclEncoding::default().default_xattr().to_string(),
             posix_mirror: true,
+            idmap_cache_time: 60,
             leases: true,
             lease_bridge_socket: DEFAULT_LEASE_BRIDGE_SOCKET.to_string(),
             recall_timeout_secs: 35,
@@ -225,9 +243,10 @@ impl ModuleConfig {
                 ("acl encoding", Value::Keyword(word)) => config.acl_encoding = AclEncoding::from_keyword(word),
                 ("acl xattr", Value::Text(name)) => xattr = Some(name),
                 ("posix mirror", Value::Bool(on)) => config.posix_mirror = on,
+                ("idmap cache time", Value::Seconds(seconds)) => config.idmap_cache_time = seconds,
                 ("leases", Value::Bool(on)) => config.leases = on,
                 ("lease bridge socket", Value::Text(path)) => config.lease_bridge_socket = path,
-                ("recall timeout", Value::Seconds(secs)) => config.recall_timeout_secs = secs,
+                ("recall timeout", Value::Seconds(secs)) => config.recall_timeout_secs = secs as u32, // at most MAX_SECONDS
                 ("fault injection", Value::Keyword(word)) => {
                     config.fault_injection = FaultInjection::from_keyword(word)
                 }
@@ -249,12 +268,13 @@ impl fmt::Display for ModuleConfig {
         let yes_no = |b: bool| if b { "yes" } else { "no" };
         write!(
             f,
-            "acls={} acl encoding={} acl xattr={} posix mirror={} leases={} lease bridge socket={} \
-             recall timeout={} fault injection={fault}",
+            "acls={} acl encoding={} acl xattr={} posix mirror={} idmap cache time={} leases={} \
+             lease bridge socket={} recall timeout={} fault injection={fault}",
             yes_no(self.acls),
             self.acl_encoding.keyword(),
             self.acl_xattr,
             yes_no(self.posix_mirror),
+            self.idmap_cache_time,
             yes_no(self.leases),
             self.lease_bridge_socket,
             self.recall_timeout_secs
@@ -270,7 +290,7 @@ pub enum Value {
     Keyword(&'static str),
     /// Free text (trimmed, case kept).
     Text(String),
-    Seconds(u32),
+    Seconds(u64),
 }
 
 /// Namespaces an ACL xattr may live in.
@@ -313,10 +333,12 @@ pub fn parse_value(spec: &OptionSpec, raw: &str) -> Result<Value, ConfigError> {
             }
             Ok(Value::Text(path.to_string()))
         }
-        OptionKind::Seconds => match normalized.parse::<u32>() {
-            Ok(secs) if secs <= 3600 => Ok(Value::Seconds(secs)),
-            _ => Err(error("expected whole seconds from 0 to 3600".into())),
-        },
+        OptionKind::Seconds => normalized
+            .parse::<u64>()
+            .ok()
+            .filter(|&seconds| seconds <= MAX_SECONDS && normalized.bytes().all(|b| b.is_ascii_digit()))
+            .map(Value::Seconds)
+            .ok_or_else(|| error(format!("expected a whole number of seconds from 0 to {MAX_SECONDS}"))),
     }
 }
 
@@ -375,13 +397,25 @@ mod tests {
     }
 
     #[test]
-    fn recall_timeout_is_whole_seconds_up_to_an_hour() {
+    fn recall_timeout_is_whole_seconds() {
         assert_eq!(config_from(&[]).unwrap().recall_timeout_secs, 35);
         assert_eq!(config_from(&[("recall timeout", " 0 ")]).unwrap().recall_timeout_secs, 0);
         assert_eq!(config_from(&[("recall timeout", "3600")]).unwrap().recall_timeout_secs, 3600);
-        for bad in ["3601", "-1", "1.5", "soon", ""] {
+        for bad in ["86401", "-1", "1.5", "soon", ""] {
             let err = config_from(&[("recall timeout", bad)]).unwrap_err();
-            assert!(err.to_string().contains("whole seconds"), "{bad}: {err}");
+            assert!(err.to_string().contains("whole number of seconds"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn idmap_cache_time_is_whole_seconds() {
+        assert_eq!(config_from(&[]).unwrap().idmap_cache_time, 60);
+        assert_eq!(config_from(&[("idmap cache time", " 0 ")]).unwrap().idmap_cache_time, 0);
+        assert_eq!(config_from(&[("idmap cache time", "86400")]).unwrap().idmap_cache_time, 86_400);
+        for bad in ["-1", "1.5", "+5", "60s", "", "86401", "99999999999999999999"] {
+            let err = config_from(&[("idmap cache time", bad)]).unwrap_err();
+            assert_eq!(err.option, "idmap cache time", "{bad:?}");
+            assert!(err.to_string().contains("whole number of seconds"), "{bad:?}");
         }
     }
 

@@ -13,9 +13,12 @@ use nfsbridge::acl::mapping::{nfs4_to_sd, sd_to_nfs4, FileContext, MappingOption
 use nfsbridge::acl::nfs4::{Nfs4AceType, Nfs4Acl, Nfs4Encoding};
 use nfsbridge::acl::posix::{widen_for_smb, PosixAcl};
 use nfsbridge::acl::sd::{binary, control, SecurityDescriptor};
+use nfsbridge::acl::statecache::AclXattrs;
 use nfsbridge::config::{AclEncoding, ModuleConfig};
 
-use crate::samba::{status, Errno, File, FileInfo, Privileged, SambaIdMap};
+use std::time::SystemTime;
+
+use crate::samba::{status, with_state_cache, Errno, File, FileInfo, Privileged, SambaIdMap};
 
 const POSIX_ACCESS: &str = "system.posix_acl_access";
 const POSIX_DEFAULT: &str = "system.posix_acl_default";
@@ -86,13 +89,12 @@ fn bridge_failure(err: BridgeError) -> AclFailure {
 /// `whole`: the caller needs the file's DACL as it stands (a get, or a set that keeps the
 /// DACL). A set that replaces the DACL only needs the stored SACL and the POSIX state to
 /// restore on failure, and skips the coherence comparison (a POSIX mirror computation).
-fn current_acl(file: &File, config: &ModuleConfig, whole: bool) -> Result<CurrentAcl, AclFailure> {
+fn current_acl(file: &File, config: &ModuleConfig, whole: bool, cache_dev: Option<u64>) -> Result<CurrentAcl, AclFailure> {
+    // Taken before the stat: the state cache's racy-timestamp rule compares the file's ctime
+    // with the moment the read began.
+    let began = SystemTime::now();
     let info = file.info().ok_or_else(|| failure(status::INTERNAL_ERROR, "smbd has no valid stat for the file"))?;
-    let stored = file
-        .xattr(&config.acl_xattr)
-        .map_err(|err| io_failure(&format!("reading {}", config.acl_xattr), err))?;
-    let access = read_posix(file, POSIX_ACCESS)?;
-    let default = if info.is_dir { read_posix(file, POSIX_DEFAULT)? } else { None };
+    let AclXattrs { stored, access, default, .. } = read_acl_xattrs(file, config, info, cache_dev, began)?;
     let bridge = Bridge::new(encoding(config));
     let with_xattr = |what: BridgeError| {
         let mut f = bridge_failure(what);
@@ -126,6 +128,36 @@ fn current_acl(file: &File, config: &ModuleConfig, whole: bool) -> Result<Curren
         }
     };
     Ok(CurrentAcl { info, acl, disk })
+}
+
+/// The file's NFSv4 ACL xattr and POSIX ACLs: from the process's state cache when a fresh
+/// stat (`info`, taken after `began`) proves that they cannot have changed since they were
+/// cached ([`nfsbridge::acl::statecache`]), else read (and cached) now. `cache_dev`: the
+/// device whose ctimes the cache may trust (the share's, when it is a local file system).
+fn read_acl_xattrs(
+    file: &File,
+    config: &ModuleConfig,
+    info: FileInfo,
+    cache_dev: Option<u64>,
+    began: SystemTime,
+) -> Result<AclXattrs, AclFailure> {
+    let cacheable = cache_dev == Some(info.dev);
+    let stamp = info.stamp();
+    if cacheable {
+        if let Some(hit) = with_state_cache(|cache| cache.get(&stamp, &config.acl_xattr, began).cloned()).flatten() {
+            return Ok(hit);
+        }
+    }
+    let stored = file
+        .xattr(&config.acl_xattr)
+        .map_err(|err| io_failure(&format!("reading {}", config.acl_xattr), err))?;
+    let access = read_posix(file, POSIX_ACCESS)?;
+    let default = if info.is_dir { read_posix(file, POSIX_DEFAULT)? } else { None };
+    let xattrs = AclXattrs { xattr_name: config.acl_xattr.clone(), stored, access, default };
+    if cacheable {
+        with_state_cache(|cache| cache.put(stamp, began, xattrs.clone()));
+    }
+    Ok(xattrs)
 }
 
 fn meta(info: FileInfo) -> FileMeta {
@@ -163,20 +195,26 @@ fn select_parts(mut sd: SecurityDescriptor, security_info: u32) -> SecurityDescr
 }
 
 /// SMB_VFS_FGET_NT_ACL: the self-relative security descriptor of `file`.
-pub fn get_nt_acl(file: &File, config: &ModuleConfig, security_info: u32) -> Result<Vec<u8>, AclFailure> {
-    let current = current_acl(file, config, true)?;
-    let sd = select_parts(to_sd(&current, &SambaIdMap::default())?, security_info);
+pub fn get_nt_acl(file: &File, config: &ModuleConfig, cache_dev: Option<u64>, security_info: u32) -> Result<Vec<u8>, AclFailure> {
+    let current = current_acl(file, config, true, cache_dev)?;
+    let sd = select_parts(to_sd(&current, &SambaIdMap::new(config.idmap_cache_time))?, security_info);
     binary::encode(&sd).map_err(|e| failure(status::INTERNAL_ERROR, format!("cannot encode the security descriptor: {e}")))
 }
 
 /// SMB_VFS_FSET_NT_ACL: store `sd_bytes` (the parts in `security_info_sent`) as the file's
 /// NFSv4 ACL and mirror it.
-pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, sd_bytes: &[u8]) -> Result<(), AclFailure> {
+pub fn set_nt_acl(
+    file: &File,
+    config: &ModuleConfig,
+    cache_dev: Option<u64>,
+    security_info_sent: u32,
+    sd_bytes: &[u8],
+) -> Result<(), AclFailure> {
     let new = binary::decode(sd_bytes)
         .map_err(|e| failure(status::INVALID_SECURITY_DESCR, format!("malformed security descriptor from the client: {e}")))?;
     let replaces_dacl = security_info_sent & SECINFO_DACL != 0;
-    let mut current = current_acl(file, config, !replaces_dacl)?;
-    let idmap = SambaIdMap::default();
+    let mut current = current_acl(file, config, !replaces_dacl, cache_dev)?;
+    let idmap = SambaIdMap::new(config.idmap_cache_time);
     if replaces_dacl {
         // Only the stored SACL survives; do not map DACL ACEs that are about to be replaced.
         current.acl.aces.retain(|ace| matches!(ace.ace_type, Nfs4AceType::Audit | Nfs4AceType::Alarm));
@@ -224,6 +262,8 @@ pub fn set_nt_acl(file: &File, config: &ModuleConfig, security_info_sent: u32, s
         tracing::debug!("{}: POSIX mirror narrower than the Windows ACL: {:?}", file.name(), narrowed);
     }
     let chown = owner.uid != info.uid || owner.gid != info.gid;
+    // Whatever happens next, no later read may take the file's xattrs from before this call.
+    with_state_cache(|cache| cache.forget(info.dev, info.ino));
     if chown {
         change_owner(file, info, &owner)?;
     }

@@ -50,6 +50,9 @@ struct Share {
     /// The share's path (connectpath), as the lease bridge's share roots name it.
     path: String,
     config: ModuleConfig,
+    /// The share's device when the ACL state cache may trust its ctimes (a local file system;
+    /// see `nfsbridge::acl::statecache`).
+    ctime_trusted_dev: Option<u64>,
 }
 
 /// smbd's entry point for a shared module (looked up by this exact name).
@@ -108,8 +111,19 @@ unsafe extern "C" fn connect(
             // Samba's OFD locks do (docs/lease-bridge.md, byte-range locks).
             set_parameter(handle, "smbd force process locks", "yes");
         }
-        tracing::info!("connect: share [{service}] path {path} user {user}; options: {config}");
-        let share = Box::new(Share { service, path, config });
+        // SAFETY: handle is the live vfs handle of this connect.
+        let next_is_default = unsafe { ffi::nfsb_handle_next_is_default(handle) };
+        let ctime_trusted_dev = if config.acls && next_is_default { samba::ctime_trusted_dev(&path) } else { None };
+        tracing::info!(
+            "connect: share [{service}] path {path} user {user}; options: {config}; ACL state cache {}",
+            match (ctime_trusted_dev, config.acls, next_is_default) {
+                (Some(_), _, _) => "on",
+                (None, false, _) => "off (acls = no)",
+                (None, true, false) => "off (another module is stacked below nfsbridge)",
+                (None, true, true) => "off (not a local file system with trusted ctimes)",
+            }
+        );
+        let share = Box::new(Share { service, path, config, ctime_trusted_dev });
         // SAFETY: state points to the shim's local variable; ownership of the box passes to
         // the shim, which hands it back exactly once through free_state.
         unsafe { *state = Box::into_raw(share).cast() };
@@ -167,7 +181,7 @@ unsafe extern "C" fn fget_nt_acl(
     guard::call("fget_nt_acl", status::INTERNAL_ERROR, || {
         // SAFETY: the shim passes this call's live handle, state and fsp.
         let (share, file) = unsafe { (share(state), File::new(handle, fsp)) };
-        match acl::get_nt_acl(&file, &share.config, security_info) {
+        match acl::get_nt_acl(&file, &share.config, share.ctime_trusted_dev, security_info) {
             Ok(sd) => samba::deliver_sd(result, &sd),
             Err(err) => {
                 tracing::error!("[{}] {}: reading the ACL failed: {}", share.service, file.name(), err.message);
@@ -189,7 +203,7 @@ unsafe extern "C" fn fset_nt_acl(
         // SAFETY: the shim passes this call's live handle, state and fsp, and the marshalled
         // descriptor, readable for sd_len bytes during the call.
         let (share, file, sd) = unsafe { (share(state), File::new(handle, fsp), std::slice::from_raw_parts(sd, sd_len)) };
-        match acl::set_nt_acl(&file, &share.config, security_info_sent, sd) {
+        match acl::set_nt_acl(&file, &share.config, share.ctime_trusted_dev, security_info_sent, sd) {
             Ok(()) => status::OK,
             Err(err) => {
                 tracing::error!("[{}] {}: setting the ACL failed: {}", share.service, file.name(), err.message);

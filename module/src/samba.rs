@@ -3,8 +3,11 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{c_char, CStr, CString};
+use std::time::{Duration, Instant};
 
+use nfsbridge::acl::idcache::{IdCache, IdCacheTimes};
 use nfsbridge::acl::idmap::{IdMap, IdMapError, UnixId};
+use nfsbridge::acl::statecache::{trusts_ctime, Stamp, StateCache};
 use nfsbridge::acl::sid::Sid;
 
 use crate::ffi;
@@ -47,13 +50,32 @@ fn errno_result(err: i32) -> Result<(), Errno> {
     }
 }
 
-/// What the ACL bridge knows of a file from smbd's cached stat.
+/// What the ACL bridge knows of a file from a fresh stat.
 #[derive(Debug, Clone, Copy)]
 pub struct FileInfo {
     pub uid: u32,
     pub gid: u32,
     pub mode: u32,
     pub is_dir: bool,
+    pub dev: u64,
+    pub ino: u64,
+    pub ctime_sec: i64,
+    pub ctime_nsec: u32,
+}
+
+impl FileInfo {
+    /// What must be unchanged for a cached read of the file's ACL xattrs to stand.
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            dev: self.dev,
+            ino: self.ino,
+            ctime_sec: self.ctime_sec,
+            ctime_nsec: self.ctime_nsec,
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
 }
 
 /// One file (files_struct) of a share, during one VFS call.
@@ -73,11 +95,30 @@ impl File {
         File { handle, fsp }
     }
 
+    /// A fresh stat of the file (smbd's cached one is updated too).
     pub fn info(&self) -> Option<FileInfo> {
-        let mut info = ffi::nfsb_file_info { uid: 0, gid: 0, mode: 0, is_dir: false };
+        let mut info = ffi::nfsb_file_info {
+            uid: 0,
+            gid: 0,
+            mode: 0,
+            is_dir: false,
+            dev: 0,
+            ino: 0,
+            ctime_sec: 0,
+            ctime_nsec: 0,
+        };
         // SAFETY: fsp is live (type invariant); info is a valid out pointer.
         let valid = unsafe { ffi::nfsb_fsp_info(self.fsp, &mut info) };
-        valid.then_some(FileInfo { uid: info.uid, gid: info.gid, mode: info.mode, is_dir: info.is_dir })
+        valid.then_some(FileInfo {
+            uid: info.uid,
+            gid: info.gid,
+            mode: info.mode,
+            is_dir: info.is_dir,
+            dev: info.dev,
+            ino: info.ino,
+            ctime_sec: info.ctime_sec,
+            ctime_nsec: info.ctime_nsec,
+        })
     }
 
     /// The file's name for log lines.
@@ -175,18 +216,72 @@ impl Drop for Privileged {
     }
 }
 
+thread_local! {
+    /// Samba's identity-mapping answers, for this smbd process: VFS calls run on smbd's main
+    /// thread only. See [`nfsbridge::acl::idcache`] for what is kept and for how long.
+    static ID_CACHE: RefCell<IdCache> = RefCell::new(IdCache::default());
+    /// The ACL xattrs of the files this smbd process read last, see
+    /// [`nfsbridge::acl::statecache`].
+    static STATE_CACHE: RefCell<StateCache> = RefCell::new(StateCache::default());
+}
+
+/// Runs `f` on the process's ACL state cache; `None` if it is not reachable (thread exit).
+pub fn with_state_cache<T>(f: impl FnOnce(&mut StateCache) -> T) -> Option<T> {
+    STATE_CACHE.try_with(|cache| cache.try_borrow_mut().ok().map(|mut cache| f(&mut cache))).ok().flatten()
+}
+
+/// The device of `path` if it is on a file system whose ctimes the ACL state cache may trust
+/// ([`nfsbridge::acl::statecache::trusts_ctime`]); `None` otherwise or when it cannot be told.
+pub fn ctime_trusted_dev(path: &str) -> Option<u64> {
+    let path = CString::new(path).ok()?;
+    // SAFETY: an all-zero statfs and stat are valid values of these plain C structs.
+    let (mut fs, mut st): (libc::statfs, libc::stat) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: path is NUL-terminated; fs and st are valid out pointers for the calls.
+    let ok = unsafe { libc::statfs(path.as_ptr(), &mut fs) == 0 && libc::stat(path.as_ptr(), &mut st) == 0 };
+    // f_type is a signed word on some targets; the magic numbers are 32-bit.
+    (ok && trusts_ctime(fs.f_type as u64 & 0xFFFF_FFFF)).then_some(st.st_dev)
+}
+
 /// Samba's own identity mapping: passdb, idmap and winbind as smbd is configured.
 ///
 /// Answers are remembered for the life of the value (one VFS call), since one call maps the
-/// same few SIDs and ids several times and each Samba lookup goes through its caches' tdbs.
-#[derive(Default)]
+/// same few SIDs and ids several times and each Samba lookup goes through its caches' tdbs;
+/// and across calls in the process-wide [`IdCache`] for the share's `idmap cache time`
+/// (with Samba's `idmap negative cache time` for "no mapping", if shorter).
 pub struct SambaIdMap {
+    times: IdCacheTimes,
+    /// When the call began: answers looked up during it count as looked up then.
+    now: Instant,
     sids: RefCell<HashMap<Sid, Result<UnixId, IdMapError>>>,
     users: RefCell<HashMap<u32, Result<Sid, IdMapError>>>,
     groups: RefCell<HashMap<u32, Result<Sid, IdMapError>>>,
 }
 
+/// Runs `f` on the process's identity-mapping cache; `None` if it is not reachable (thread
+/// exit, or a lookup re-entered the module while it was borrowed).
+fn with_id_cache<T>(f: impl FnOnce(&mut IdCache) -> T) -> Option<T> {
+    ID_CACHE.try_with(|cache| cache.try_borrow_mut().ok().map(|mut cache| f(&mut cache))).ok().flatten()
+}
+
 impl SambaIdMap {
+    /// A map for one VFS call of a share whose `idmap cache time` is `cache_seconds`.
+    pub fn new(cache_seconds: u64) -> Self {
+        let times = if cache_seconds == 0 {
+            IdCacheTimes::OFF
+        } else {
+            // SAFETY: reads one of Samba's global parameters.
+            let negative = unsafe { ffi::nfsb_idmap_negative_cache_time() };
+            IdCacheTimes::new(Duration::from_secs(cache_seconds), Duration::from_secs(u64::from(negative)))
+        };
+        SambaIdMap {
+            times,
+            now: Instant::now(),
+            sids: RefCell::default(),
+            users: RefCell::default(),
+            groups: RefCell::default(),
+        }
+    }
+
     fn lookup_sid(sid: &Sid) -> Result<UnixId, IdMapError> {
         let raw = to_raw_sid(sid);
         let mut id = 0u32;
@@ -217,15 +312,45 @@ impl SambaIdMap {
 
 impl IdMap for SambaIdMap {
     fn sid_to_unix(&self, sid: &Sid) -> Result<UnixId, IdMapError> {
-        self.sids.borrow_mut().entry(sid.clone()).or_insert_with(|| Self::lookup_sid(sid)).clone()
+        if let Some(answer) = self.sids.borrow().get(sid) {
+            return answer.clone();
+        }
+        let (now, times) = (self.now, &self.times);
+        let answer = with_id_cache(|cache| cache.sid_to_unix(sid, now, times)).flatten().unwrap_or_else(|| {
+            let answer = Self::lookup_sid(sid);
+            with_id_cache(|cache| cache.put_sid(sid, &answer, now, times));
+            answer
+        });
+        self.sids.borrow_mut().insert(sid.clone(), answer.clone());
+        answer
     }
 
     fn uid_to_sid(&self, uid: u32) -> Result<Sid, IdMapError> {
-        self.users.borrow_mut().entry(uid).or_insert_with(|| Self::lookup_uid(uid)).clone()
+        if let Some(answer) = self.users.borrow().get(&uid) {
+            return answer.clone();
+        }
+        let (now, times) = (self.now, &self.times);
+        let answer = with_id_cache(|cache| cache.uid_to_sid(uid, now, times)).flatten().unwrap_or_else(|| {
+            let answer = Self::lookup_uid(uid);
+            with_id_cache(|cache| cache.put_uid(uid, &answer, now, times));
+            answer
+        });
+        self.users.borrow_mut().insert(uid, answer.clone());
+        answer
     }
 
     fn gid_to_sid(&self, gid: u32) -> Result<Sid, IdMapError> {
-        self.groups.borrow_mut().entry(gid).or_insert_with(|| Self::lookup_gid(gid)).clone()
+        if let Some(answer) = self.groups.borrow().get(&gid) {
+            return answer.clone();
+        }
+        let (now, times) = (self.now, &self.times);
+        let answer = with_id_cache(|cache| cache.gid_to_sid(gid, now, times)).flatten().unwrap_or_else(|| {
+            let answer = Self::lookup_gid(gid);
+            with_id_cache(|cache| cache.put_gid(gid, &answer, now, times));
+            answer
+        });
+        self.groups.borrow_mut().insert(gid, answer.clone());
+        answer
     }
 }
 

@@ -52,7 +52,8 @@ def ids():
 
 @pytest.fixture(scope="module")
 def smbd(smbd_factory, data_dir, ids):
-    instance = smbd_factory([Share("acls", data_dir / "acls", {"vfs objects": "nfsbridge"})])
+    instance = smbd_factory([Share("acls", data_dir / "acls", {"vfs objects": "nfsbridge"}),
+                             Share("stacked", data_dir / "stacked", {"vfs objects": "nfsbridge streams_xattr"})])
     for user in USERS.values():
         instance.add_user(user)
     share = instance.shares[0].path
@@ -388,6 +389,125 @@ def test_a_set_by_a_user_granted_write_dac_writes_the_mirror_and_keeps_setgid(sm
     facl = getfacl(path)
     assert f"user:{ids['uid']['nfsb-carol']}:r--" in facl and "group::rw-" in facl, facl
     assert path.stat().st_mode & 0o7000 == 0o2000
+
+
+def dacl_of(sd: bytes) -> list[tuple[int, int, str]]:
+    """The DACL of a self-relative SD as (ACE type, mask, SID) triples."""
+    def sid_at(offset: int) -> str:
+        count, authority = sd[offset + 1], int.from_bytes(sd[offset + 2:offset + 8], "big")
+        subs = struct.unpack_from(f"<{count}I", sd, offset + 8)
+        return "-".join(["S", str(sd[offset]), str(authority), *map(str, subs)])
+    dacl = struct.unpack_from("<I", sd, 16)[0]
+    count, entries, offset = struct.unpack_from("<H", sd, dacl + 4)[0], [], dacl + 8
+    for _ in range(count):
+        ace_type, _flags, size, mask = struct.unpack_from("<BBHI", sd, offset)
+        entries.append((ace_type, mask, sid_at(offset + 8)))
+        offset += size
+    return entries
+
+
+def test_a_local_change_right_after_an_smb_read_is_seen_by_the_next_read(smbd, ids):
+    """One SMB connection (one smbd process, so the module's per-process ACL state cache is in
+    play) reads the ACL again and again; between reads, local changes (chmod, setfacl, both
+    xattrs or only the NFSv4 one rewritten with setxattr) land within milliseconds of a read,
+    and each must be seen by the next read. The first reads happen more than two seconds
+    after the file last changed, so that they are cached."""
+    import time
+    from smbprotocol.connection import Connection
+    from smbprotocol.file_info import InfoType
+    from smbprotocol.open import (CreateDisposition, CreateOptions, ImpersonationLevel, Open, ShareAccess,
+                                  SMB2QueryInfoRequest, SMB2QueryInfoResponse)
+    from smbprotocol.session import Session
+    from smbprotocol.tree import TreeConnect
+
+    alice_sid, bob, carol = user_sid(ids["uid"]["nfsb-alice"]), ids["uid"]["nfsb-bob"], ids["uid"]["nfsb-carol"]
+    create_file(smbd, "watched.txt")
+    create_file(smbd, "template.txt")
+    for name, bob_rights in (("watched.txt", READ | WRITE), ("template.txt", READ)):
+        assert set_acl(smbd, name, [(alice_sid, "ALLOWED", FULL), (user_sid(bob), "ALLOWED", bob_rights),
+                                    ("S-1-1-0", "ALLOWED", READ)], ids).returncode == 0
+    path, template = share_path(smbd) / "watched.txt", share_path(smbd) / "template.txt"
+    time.sleep(2.5)  # the ctime is now settled: reads from here on are cached
+
+    conn = Connection(uuid.uuid4(), "127.0.0.1", smbd.port, require_signing=True)
+    with smbd.netns.entered():
+        conn.connect(timeout=10)
+    try:
+        session = Session(conn, alice().name, alice().password, require_encryption=False)
+        session.connect()
+        tree = TreeConnect(session, r"\\127.0.0.1\acls")
+        tree.connect()
+        handle = Open(tree, "watched.txt")
+        handle.create(ImpersonationLevel.Impersonation, 0x20000 | 0x80, 0,  # READ_CONTROL | READ_ATTRIBUTES
+                      ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE,
+                      CreateDisposition.FILE_OPEN, CreateOptions.FILE_NON_DIRECTORY_FILE)
+
+        def read() -> list[tuple[int, int, str]]:
+            request = SMB2QueryInfoRequest()
+            request["info_type"] = InfoType.SMB2_0_INFO_SECURITY
+            request["output_buffer_length"] = 65536
+            request["additional_information"] = 0x7  # owner, group, DACL
+            request["file_id"] = handle.file_id
+            response = SMB2QueryInfoResponse()
+            response.unpack(conn.receive(conn.send(request, sid=session.session_id, tid=tree.tree_connect_id))["data"].get_value())
+            return dacl_of(response["buffer"].get_value())
+
+        def rights(dacl, sids) -> int:
+            return next((mask for ace_type, mask, sid in dacl if ace_type == 0 and sid in sids), 0)
+
+        everyone, bob_sids, carol_sids = {"S-1-1-0"}, shown_sids(smbd, "nfsb-bob"), shown_sids(smbd, "nfsb-carol")
+        first = read()
+        assert read() == first and rights(first, everyone) & FILE_READ_DATA, first
+        # The share is on a local file system, so the cache is in play (not silently off).
+        assert re.search(r"connect: share \[acls\] .*ACL state cache on", smbd.log_text()), smbd.log_text()[-3000:]
+
+        # chmod right after a (cached) read: others lose read.
+        os.chmod(path, 0o640)
+        after_chmod = read()
+        assert not rights(after_chmod, everyone) & FILE_READ_DATA, after_chmod
+        # setfacl within the same second as the chmod (same ctime second on coarse clocks).
+        subprocess.run(["setfacl", "-m", f"u:{carol}:rw", str(path)], check=True)
+        after_setfacl = read()
+        assert rights(after_setfacl, carol_sids) & FILE_WRITE_DATA, after_setfacl
+        # chmod back and the template's xattrs written over the file's with setxattr: the file
+        # now holds exactly the template's ACL (bob may only read), as SMB must say at once.
+        time.sleep(2.5)
+        settled = read()
+        assert read() == settled
+        os.chmod(path, template.stat().st_mode & 0o7777)
+        for name in (ACL_XATTR, "system.posix_acl_access"):
+            os.setxattr(path, name, os.getxattr(template, name))
+        after_setxattr = read()
+        assert rights(after_setxattr, bob_sids) & FILE_READ_DATA, after_setxattr
+        assert not rights(after_setxattr, bob_sids) & FILE_WRITE_DATA, after_setxattr
+        assert not rights(after_setxattr, carol_sids), after_setxattr
+        # Only the xattr itself, rewritten right after a read: an ACL that names carol.
+        time.sleep(2.5)
+        assert read() == read()
+        create_file(smbd, "carol.txt")
+        assert set_acl(smbd, "carol.txt", [(alice_sid, "ALLOWED", FULL), (user_sid(carol), "ALLOWED", READ)],
+                       ids).returncode == 0
+        os.setxattr(path, ACL_XATTR, os.getxattr(share_path(smbd) / "carol.txt", ACL_XATTR))
+        after_xattr_only = read()
+        assert not rights(after_xattr_only, bob_sids) & FILE_WRITE_DATA, after_xattr_only
+        assert after_xattr_only != after_setxattr
+        handle.close()
+    finally:
+        conn.disconnect()
+
+
+def test_the_acl_state_cache_is_off_when_a_module_is_stacked_below(smbd, ids):
+    """A module below nfsbridge might keep xattrs where the file's ctime does not witness
+    their changes (vfs_xattr_tdb): the ACL bridge then reads them every time."""
+    path = smbd.shares[1].path / "below.txt"
+    path.write_text("x\n")
+    os.chown(path, ids["uid"]["nfsb-alice"], ids["gid"])
+    os.chown(smbd.shares[1].path, ids["uid"]["nfsb-alice"], ids["gid"])
+    result = smbd.smbcacls("stacked", "below.txt", alice(), "--numeric")
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = smbd.log_text()
+    assert re.search(r"connect: share \[stacked\] .*ACL state cache off \(another module is stacked below nfsbridge\)",
+                     log), log[-3000:]
 
 
 def test_files_created_over_smb_inherit_as_windows_expects(smbd, ids, tmp_path):
