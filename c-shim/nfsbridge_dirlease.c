@@ -98,16 +98,29 @@ static bool dl_ensure_socket(struct smbd_server_connection *sconn, const char *p
 
 static int dl_entry_destructor(struct dl_entry *e)
 {
+	/* No privileges here: a watch's last user leaves its mark idle (removed later, by the
+	 * Rust side with root's capabilities). */
 	DLIST_REMOVE(dl_entries, e);
-	become_root();
 	if (e->self_watched) {
 		dl_ops->unwatch(e->self_dev, e->self_ino);
 	}
 	if (e->parent_watched) {
 		dl_ops->unwatch(e->parent_dev, e->parent_ino);
 	}
-	unbecome_root();
 	return 0;
+}
+
+/* stat as the user (who reached the directory), as root only if that is refused. */
+static int dl_stat_dir(const char *path, struct stat *st)
+{
+	int ret = stat(path, st);
+
+	if (ret != 0 && errno == EACCES) {
+		become_root();
+		ret = stat(path, st);
+		unbecome_root();
+	}
+	return ret;
 }
 
 /* The absolute path of a share-relative name ("." is the share's root). */
@@ -150,7 +163,8 @@ void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_s
 	if (dl_ensure_socket(conn->sconn, conn->connectpath)) {
 		char *path = dl_abs_path(e, conn, base_name);
 
-		become_root(); /* the directories are watched with root's access */
+		/* A new mark is made with root's capabilities by the Rust side; a directory
+		 * already watched costs no system call. */
 		if (want_self && path != NULL) {
 			e->self_dev = fsp->fsp_name->st.st_ex_dev;
 			e->self_ino = fsp->fsp_name->st.st_ex_ino;
@@ -164,7 +178,7 @@ void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_s
 
 			if (slash != NULL) {
 				*slash = '\0';
-				if (stat(parent, &st) == 0) {
+				if (dl_stat_dir(parent, &st) == 0) {
 					e->parent_dev = st.st_dev;
 					e->parent_ino = st.st_ino;
 					err = dl_ops->watch(e->parent_dev, e->parent_ino, parent);
@@ -173,7 +187,6 @@ void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_s
 			}
 			TALLOC_FREE(parent);
 		}
-		unbecome_root();
 		TALLOC_FREE(path);
 	}
 	if (want_self && !e->self_watched) {

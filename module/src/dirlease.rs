@@ -10,10 +10,12 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use nfsbridge::dirlease::{self, mask, DirHandle, DirKey, Mode, Watches};
 
+use crate::samba::Privileged;
 use crate::{ffi, guard};
 
 static OPS: ffi::nfsb_dirlease_ops = ffi::nfsb_dirlease_ops {
@@ -34,6 +36,10 @@ pub fn register() {
 
 /// How many processes' "is it an smbd?" answers are kept.
 const PID_CACHE: usize = 256;
+/// How long a directory's mark stays after its last open closed (Watches::expire), and how
+/// many such idle marks one smbd keeps at most.
+const IDLE_LINGER: Duration = Duration::from_secs(30);
+const MAX_IDLE: usize = 64;
 
 struct Watcher {
     group: Option<OwnedFd>,
@@ -43,10 +49,22 @@ struct Watcher {
     /// by an smbd, which breaks directory leases itself.
     smbd_exe: Option<(u64, u64)>,
     pids: BTreeMap<i32, bool>,
+    /// When idle marks were last looked at (on `CLOCK`).
+    last_expiry: Duration,
 }
 
-static WATCHER: Mutex<Watcher> =
-    Mutex::new(Watcher { group: None, watches: Watches::new(), smbd_exe: None, pids: BTreeMap::new() });
+static WATCHER: Mutex<Watcher> = Mutex::new(Watcher {
+    group: None,
+    watches: Watches::new(),
+    smbd_exe: None,
+    pids: BTreeMap::new(),
+    last_expiry: Duration::ZERO,
+});
+static CLOCK: OnceLock<Instant> = OnceLock::new();
+
+fn now() -> Duration {
+    CLOCK.get_or_init(Instant::now).elapsed()
+}
 
 fn watcher() -> std::sync::MutexGuard<'static, Watcher> {
     WATCHER.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -148,9 +166,12 @@ fn mark(group: RawFd, flags: u32, dir: &OwnedFd) -> io::Result<()> {
 
 fn add_watch(w: &mut Watcher, key: DirKey, path: &CStr) -> io::Result<()> {
     if w.watches.retain(key) {
-        return Ok(());
+        return Ok(()); // the common case: no system call
     }
     let group = w.group.as_ref().ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?.as_raw_fd();
+    // A new mark: the directory is opened and marked with root's access (fanotify checks read
+    // access to what it marks; smbd may reach it only through the ACL bridge's root retries).
+    let _root = Privileged::enter();
     // SAFETY: `path` is a C string that lives across the call; the result is a new
     // descriptor or -1.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
@@ -191,13 +212,28 @@ unsafe extern "C" fn watch(dev: u64, ino: u64, path: *const c_char) -> c_int {
 unsafe extern "C" fn unwatch(dev: u64, ino: u64) {
     guard::call("dirlease_unwatch", (), || {
         let mut w = watcher();
-        if let Some(dir) = w.watches.release((dev, ino)) {
-            if let Some(group) = &w.group {
-                // ENOENT when the directory was removed (its marks went with it).
-                let _ = mark(group.as_raw_fd(), libc::FAN_MARK_REMOVE, &dir);
-            }
-        }
+        let now = now();
+        w.watches.release((dev, ino), now);
+        expire_idle(&mut w, now);
     })
+}
+
+/// Removes the marks that have been idle for IDLE_LINGER (looked at once a second at most).
+fn expire_idle(w: &mut Watcher, now: Duration) {
+    if now.saturating_sub(w.last_expiry) < Duration::from_secs(1) && w.watches.len() <= MAX_IDLE {
+        return;
+    }
+    w.last_expiry = now;
+    let gone = w.watches.expire(now, IDLE_LINGER, MAX_IDLE);
+    if gone.is_empty() {
+        return;
+    }
+    let Some(group) = w.group.as_ref().map(|g| g.as_raw_fd()) else { return };
+    let _root = Privileged::enter();
+    for dir in gone {
+        // ENOENT when the directory was removed (its marks went with it).
+        let _ = mark(group, libc::FAN_MARK_REMOVE, &dir);
+    }
 }
 
 /// Whether `pid` runs the smbd binary (this process included). A process that is gone, or

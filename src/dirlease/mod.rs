@@ -13,6 +13,7 @@
 //! `smb2.dirlease` notices). With the pid, events from smbd processes are dropped, so only
 //! local and NFS changes break anything here.
 use std::collections::BTreeMap;
+use std::time::Duration;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
@@ -125,6 +126,11 @@ pub fn decode_events(buf: &[u8]) -> Result<Vec<Event>, DecodeError> {
 pub type DirKey = (u64, u64);
 
 /// The directories this process watches, each with the number of opens that need it.
+///
+/// A watch whose last user went keeps its mark for a while ([`Watches::expire`]): an open,
+/// close, open of files in one directory (what Windows clients do all the time) would
+/// otherwise add and remove the fanotify mark, with root's privileges, every time. An idle
+/// watch reports nothing (its events find no watch) and costs only the mark.
 #[derive(Default)]
 pub struct Watches<T> {
     by_key: BTreeMap<DirKey, Watch<T>>,
@@ -133,6 +139,8 @@ pub struct Watches<T> {
 pub struct Watch<T> {
     pub handle: DirHandle,
     pub users: usize,
+    /// When the last user went (on the caller's clock), for an idle watch.
+    pub idle_since: Option<Duration>,
     /// What the module keeps for the mark (its descriptor of the directory).
     pub resource: T,
 }
@@ -142,11 +150,12 @@ impl<T> Watches<T> {
         Watches { by_key: BTreeMap::new() }
     }
 
-    /// One more user of an existing watch; false when `key` is not watched yet.
+    /// One more user of an existing (active or idle) watch; false when `key` is not watched.
     pub fn retain(&mut self, key: DirKey) -> bool {
         match self.by_key.get_mut(&key) {
             Some(watch) => {
                 watch.users += 1;
+                watch.idle_since = None;
                 true
             }
             None => false,
@@ -155,28 +164,46 @@ impl<T> Watches<T> {
 
     /// A new watch with one user.
     pub fn insert(&mut self, key: DirKey, handle: DirHandle, resource: T) {
-        self.by_key.insert(key, Watch { handle, users: 1, resource });
+        self.by_key.insert(key, Watch { handle, users: 1, idle_since: None, resource });
     }
 
-    /// One user fewer; the watch's resource when that was the last one (remove the mark).
-    pub fn release(&mut self, key: DirKey) -> Option<T> {
-        let watch = self.by_key.get_mut(&key)?;
-        watch.users -= 1;
-        if watch.users > 0 {
-            return None;
+    /// One user fewer; the last one leaves the watch idle since `now`, mark kept.
+    pub fn release(&mut self, key: DirKey, now: Duration) {
+        if let Some(watch) = self.by_key.get_mut(&key) {
+            watch.users = watch.users.saturating_sub(1);
+            if watch.users == 0 && watch.idle_since.is_none() {
+                watch.idle_since = Some(now);
+            }
         }
-        self.by_key.remove(&key).map(|w| w.resource)
     }
 
-    /// The watched directory an event names.
+    /// Takes out the idle watches that have been idle for `linger` by `now`, and the oldest
+    /// idle ones beyond `max_idle`: their resources, to remove the marks.
+    pub fn expire(&mut self, now: Duration, linger: Duration, max_idle: usize) -> Vec<T> {
+        let mut idle: Vec<(Duration, DirKey)> =
+            self.by_key.iter().filter_map(|(k, w)| w.idle_since.map(|since| (since, *k))).collect();
+        idle.sort();
+        let over = idle.len().saturating_sub(max_idle);
+        let gone: Vec<DirKey> = idle
+            .iter()
+            .enumerate()
+            .filter(|(i, (since, _))| *i < over || now.saturating_sub(*since) >= linger)
+            .map(|(_, (_, k))| *k)
+            .collect();
+        gone.into_iter().filter_map(|k| self.by_key.remove(&k).map(|w| w.resource)).collect()
+    }
+
+    /// The watched directory an event names (idle watches report nothing).
     pub fn find(&self, handle: &DirHandle) -> Option<DirKey> {
-        self.by_key.iter().find(|(_, w)| &w.handle == handle).map(|(k, _)| *k)
+        self.by_key.iter().find(|(_, w)| w.users > 0 && &w.handle == handle).map(|(k, _)| *k)
     }
 
+    /// The directories with users.
     pub fn keys(&self) -> impl Iterator<Item = DirKey> + '_ {
-        self.by_key.keys().copied()
+        self.by_key.iter().filter(|(_, w)| w.users > 0).map(|(k, _)| *k)
     }
 
+    /// Every mark, idle ones included.
     pub fn len(&self) -> usize {
         self.by_key.len()
     }
@@ -325,15 +352,41 @@ mod tests {
     #[test]
     fn watches_count_users_and_find_by_handle() {
         let mut watches = Watches::new();
+        let t = Duration::from_secs;
         assert!(!watches.retain((1, 2)));
         watches.insert((1, 2), handle(&[1; 8]), "fd");
         assert!(watches.retain((1, 2)));
         assert_eq!(watches.find(&handle(&[1; 8])), Some((1, 2)));
         assert_eq!(watches.find(&handle(&[2; 8])), None);
-        assert_eq!(watches.release((1, 2)), None);
-        assert_eq!(watches.release((1, 2)), Some("fd"));
+        watches.release((1, 2), t(0));
+        watches.release((1, 2), t(1));
+        // Idle: reports nothing, keeps its mark, comes back on the next retain.
+        assert_eq!(watches.find(&handle(&[1; 8])), None);
+        assert_eq!(watches.keys().count(), 0);
+        assert_eq!(watches.len(), 1);
+        assert!(watches.expire(t(2), t(5), 8).is_empty());
+        assert!(watches.retain((1, 2)));
+        assert_eq!(watches.find(&handle(&[1; 8])), Some((1, 2)));
+        watches.release((1, 2), t(10));
+        assert!(watches.expire(t(14), t(5), 8).is_empty());
+        assert_eq!(watches.expire(t(15), t(5), 8), vec!["fd"]);
         assert!(watches.is_empty());
-        assert_eq!(watches.release((1, 2)), None);
+        watches.release((1, 2), t(16)); // not watched: nothing happens
+        assert!(watches.is_empty());
+    }
+
+    #[test]
+    fn idle_watches_beyond_the_bound_go_oldest_first() {
+        let mut watches = Watches::new();
+        let t = Duration::from_secs;
+        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+            watches.insert((1, i as u64), handle(&[i as u8; 8]), name);
+            watches.release((1, i as u64), t(10 - i as u64)); // c idle first, a last
+        }
+        watches.insert((1, 9), handle(&[9; 8]), "busy");
+        assert_eq!(watches.expire(t(11), t(60), 1), vec!["c", "b"]);
+        assert_eq!(watches.len(), 2);
+        assert_eq!(watches.keys().collect::<Vec<_>>(), vec![(1, 9)]);
     }
 
     #[test]
