@@ -3,8 +3,9 @@
  * smbd (nfsbridge_recall.h; docs/lease-bridge.md, "Delegations held by others").
  *
  * The create of an existing regular file that may change it (DELETE, write or attribute
- * access, an overwriting disposition; for a write delegation any data access) looks up the
- * file's delegations in /proc/locks (Rust, src/lease/proc_locks.rs). None: nothing happens.
+ * access, an overwriting disposition; on a share with the lease bridge only creates without
+ * data access, see below) looks up the file's delegations in /proc/locks (Rust,
+ * src/lease/proc_locks.rs). None: nothing happens.
  * Some: once smbd's own access check would let the user have that access, the module opens
  * the file for writing with O_NONBLOCK as root. That open is what starts the recall (the
  * kernel breaks every delegation an open for writing conflicts with, tells nfsd or the local
@@ -308,8 +309,13 @@ bool nfsb_recall_create_deferred(struct vfs_handle_struct *handle, void *share_s
 
 		se_map_generic(&mask, &recall_generic_mapping);
 		mask &= ~SEC_FLAG_MAXIMUM_ALLOWED;
-		if (mask != 0 && !NT_STATUS_IS_OK(smbd_check_access_rights_fsp(
-					 dirfsp, smb_fname->fsp, false, mask))) {
+		if (create_disposition == FILE_SUPERSEDE || create_disposition == FILE_OVERWRITE ||
+		    create_disposition == FILE_OVERWRITE_IF) {
+			mask |= FILE_WRITE_DATA; /* truncating needs it */
+		}
+		if (dirfsp == NULL || mask == 0 ||
+		    !NT_STATUS_IS_OK(smbd_check_access_rights_fsp(dirfsp, smb_fname->fsp, false,
+								  mask))) {
 			return false;
 		}
 	}

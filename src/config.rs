@@ -106,13 +106,15 @@ pub const OPTIONS: &[OptionSpec] = &[
         name: "recall timeout",
         kind: OptionKind::Seconds,
         default: "35",
-        help: "How long an SMB create waits for a delegation to be given back. An SMB open that \
-               may delete, rename or change a file (DELETE, write or attribute access), or any \
-               data open of a file with a write delegation, finds the delegations nfsd or a local \
-               F_SETDELEG holder has on it; the module starts their recall without blocking and \
-               the create waits (STATUS_PENDING, other requests go on) until they are given back, \
-               instead of smbd waiting inside the kernel. After this many seconds the create fails \
-               with STATUS_SHARING_VIOLATION. 0 turns the recall off (smbd then waits in the kernel \
+        help: "How long an SMB create waits for a delegation to be given back. An SMB create \
+               that may delete, rename or change a file (DELETE, write or attribute access, or an \
+               overwriting disposition) finds the delegations nfsd or a local F_SETDELEG holder \
+               has on it; the module starts their recall without blocking and the create waits \
+               (STATUS_PENDING, other requests go on) until they are given back, instead of smbd \
+               waiting inside the kernel. On a share with the lease bridge, data opens meet the \
+               delegation in the bridge, which starts the recall; they are retried as soon as the \
+               file is free. After this many seconds the create fails with \
+               STATUS_SHARING_VIOLATION. 0 turns the recall off (smbd then waits in the kernel \
                as plain Samba does).",
     },
     OptionSpec {
