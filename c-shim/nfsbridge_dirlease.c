@@ -64,9 +64,10 @@ void nfsb_dirlease_register(const struct nfsb_dirlease_ops *ops)
 static void dl_readable(struct tevent_context *ev, struct tevent_fd *fde, uint16_t flags,
 			void *private_data)
 {
-	become_root(); /* reading /proc/<pid>/exe of the process that made the change */
+	/* No privileges here: most events are on idle marks and need none. The Rust side raises
+	 * root's capabilities to look at a changer's /proc/<pid>/exe; acting on a change takes
+	 * root (nfsb_dirlease_changed). */
 	dl_ops->readable();
-	unbecome_root();
 }
 
 /* Watches the group's descriptor in smbd's event loop (the first time it is needed). */
@@ -231,6 +232,7 @@ void nfsb_dirlease_changed(uint64_t dev, uint64_t ino, const char *name)
 {
 	struct dl_entry *e, *next;
 
+	become_root(); /* leases.tdb, and lstat of names the user may not reach */
 	for (e = dl_entries; e != NULL; e = next) {
 		struct files_struct *fsp = e->fsp;
 		uint32_t state, target;
@@ -260,4 +262,5 @@ void nfsb_dirlease_changed(uint64_t dev, uint64_t ino, const char *name)
 			}
 		}
 	}
+	unbecome_root();
 }

@@ -248,7 +248,11 @@ fn is_smbd(pids: &mut BTreeMap<i32, bool>, smbd_exe: Option<(u64, u64)>, pid: i3
     if let Some(&known) = pids.get(&pid) {
         return known;
     }
-    let exe = std::fs::metadata(format!("/proc/{pid}/exe")).ok().map(|m| (m.dev(), m.ino()));
+    // Another user's process: reading its exe link takes root's capabilities.
+    let exe = {
+        let _root = Privileged::enter();
+        std::fs::metadata(format!("/proc/{pid}/exe")).ok().map(|m| (m.dev(), m.ino()))
+    };
     let smbd = exe.is_some() && exe == smbd_exe;
     if pids.len() >= PID_CACHE {
         pids.clear(); // pids are reused: a small cache, emptied rather than aged

@@ -233,10 +233,14 @@ pub fn changes<T>(events: &[Event], watches: &Watches<T>, mut is_smbd: impl FnMu
             out.extend(watches.keys().map(|dir| Change { dir, name: None, mask: event.mask }));
             continue;
         }
-        if event.mask & mask::NAMESPACE & !mask::ONDIR == 0 || is_smbd(event.pid) {
+        if event.mask & mask::NAMESPACE & !mask::ONDIR == 0 {
             continue;
         }
+        // The directory first: events on idle marks are common and need no look at the pid.
         let Some(dir) = event.dir.as_ref().and_then(|h| watches.find(h)) else { continue };
+        if is_smbd(event.pid) {
+            continue;
+        }
         out.push(Change { dir, name: event.name.clone(), mask: event.mask });
     }
     out
