@@ -70,7 +70,7 @@ def _other_request_time(smb, name: str) -> float:
 def _lock_location(bed, name: str) -> str:
     """How /proc/locks names the file `name`: major:minor:inode (device numbers in hex)."""
     st = os.stat(bed.local.path(name))
-    return f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino} "
+    return f" {os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino} "
 
 
 def _delegations(bed, name: str, where: str | None = None) -> list[str]:
