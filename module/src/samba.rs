@@ -2,6 +2,8 @@
 //! and NTSTATUS values. Every `unsafe` block of the ACL bridge lives here.
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::thread::LocalKey;
 use std::ffi::{c_char, CStr, CString};
 use std::time::{Duration, Instant};
 
@@ -225,9 +227,15 @@ thread_local! {
     static STATE_CACHE: RefCell<StateCache> = RefCell::new(StateCache::default());
 }
 
-/// Runs `f` on the process's ACL state cache; `None` if it is not reachable (thread exit).
+/// Runs `f` on one of the process's caches; `None` if it is not reachable (thread exit, or a
+/// call re-entered the module while it was borrowed).
+fn with_cache<C: 'static, T>(cache: &'static LocalKey<RefCell<C>>, f: impl FnOnce(&mut C) -> T) -> Option<T> {
+    cache.try_with(|cache| cache.try_borrow_mut().ok().map(|mut cache| f(&mut cache))).ok().flatten()
+}
+
+/// Runs `f` on the process's ACL state cache; `None` if it is not reachable.
 pub fn with_state_cache<T>(f: impl FnOnce(&mut StateCache) -> T) -> Option<T> {
-    STATE_CACHE.try_with(|cache| cache.try_borrow_mut().ok().map(|mut cache| f(&mut cache))).ok().flatten()
+    with_cache(&STATE_CACHE, f)
 }
 
 /// The device of `path` if it is on a file system whose ctimes the ACL state cache may trust
@@ -257,12 +265,6 @@ pub struct SambaIdMap {
     groups: RefCell<HashMap<u32, Result<Sid, IdMapError>>>,
 }
 
-/// Runs `f` on the process's identity-mapping cache; `None` if it is not reachable (thread
-/// exit, or a lookup re-entered the module while it was borrowed).
-fn with_id_cache<T>(f: impl FnOnce(&mut IdCache) -> T) -> Option<T> {
-    ID_CACHE.try_with(|cache| cache.try_borrow_mut().ok().map(|mut cache| f(&mut cache))).ok().flatten()
-}
-
 impl SambaIdMap {
     /// A map for one VFS call of a share whose `idmap cache time` is `cache_seconds`.
     pub fn new(cache_seconds: u64) -> Self {
@@ -280,6 +282,27 @@ impl SambaIdMap {
             users: RefCell::default(),
             groups: RefCell::default(),
         }
+    }
+
+    /// The answer for one key: from this call's `memo`, else from the process's cache
+    /// (`cached`), else from Samba (`lookup`), remembered in both (`remember` for the cache).
+    fn answer<K: Eq + Hash, V: Clone>(
+        memo: &RefCell<HashMap<K, Result<V, IdMapError>>>,
+        key: K,
+        cached: impl FnOnce(&mut IdCache) -> Option<Result<V, IdMapError>>,
+        remember: impl FnOnce(&mut IdCache, &Result<V, IdMapError>),
+        lookup: impl FnOnce() -> Result<V, IdMapError>,
+    ) -> Result<V, IdMapError> {
+        if let Some(answer) = memo.borrow().get(&key) {
+            return answer.clone();
+        }
+        let answer = with_cache(&ID_CACHE, cached).flatten().unwrap_or_else(|| {
+            let answer = lookup();
+            with_cache(&ID_CACHE, |cache| remember(cache, &answer));
+            answer
+        });
+        memo.borrow_mut().insert(key, answer.clone());
+        answer
     }
 
     fn lookup_sid(sid: &Sid) -> Result<UnixId, IdMapError> {
@@ -312,45 +335,36 @@ impl SambaIdMap {
 
 impl IdMap for SambaIdMap {
     fn sid_to_unix(&self, sid: &Sid) -> Result<UnixId, IdMapError> {
-        if let Some(answer) = self.sids.borrow().get(sid) {
-            return answer.clone();
-        }
         let (now, times) = (self.now, &self.times);
-        let answer = with_id_cache(|cache| cache.sid_to_unix(sid, now, times)).flatten().unwrap_or_else(|| {
-            let answer = Self::lookup_sid(sid);
-            with_id_cache(|cache| cache.put_sid(sid, &answer, now, times));
-            answer
-        });
-        self.sids.borrow_mut().insert(sid.clone(), answer.clone());
-        answer
+        Self::answer(
+            &self.sids,
+            sid.clone(),
+            |cache| cache.sid_to_unix(sid, now, times),
+            |cache, answer| cache.put_sid(sid, answer, now, times),
+            || Self::lookup_sid(sid),
+        )
     }
 
     fn uid_to_sid(&self, uid: u32) -> Result<Sid, IdMapError> {
-        if let Some(answer) = self.users.borrow().get(&uid) {
-            return answer.clone();
-        }
         let (now, times) = (self.now, &self.times);
-        let answer = with_id_cache(|cache| cache.uid_to_sid(uid, now, times)).flatten().unwrap_or_else(|| {
-            let answer = Self::lookup_uid(uid);
-            with_id_cache(|cache| cache.put_uid(uid, &answer, now, times));
-            answer
-        });
-        self.users.borrow_mut().insert(uid, answer.clone());
-        answer
+        Self::answer(
+            &self.users,
+            uid,
+            |cache| cache.uid_to_sid(uid, now, times),
+            |cache, answer| cache.put_uid(uid, answer, now, times),
+            || Self::lookup_uid(uid),
+        )
     }
 
     fn gid_to_sid(&self, gid: u32) -> Result<Sid, IdMapError> {
-        if let Some(answer) = self.groups.borrow().get(&gid) {
-            return answer.clone();
-        }
         let (now, times) = (self.now, &self.times);
-        let answer = with_id_cache(|cache| cache.gid_to_sid(gid, now, times)).flatten().unwrap_or_else(|| {
-            let answer = Self::lookup_gid(gid);
-            with_id_cache(|cache| cache.put_gid(gid, &answer, now, times));
-            answer
-        });
-        self.groups.borrow_mut().insert(gid, answer.clone());
-        answer
+        Self::answer(
+            &self.groups,
+            gid,
+            |cache| cache.gid_to_sid(gid, now, times),
+            |cache, answer| cache.put_gid(gid, answer, now, times),
+            || Self::lookup_gid(gid),
+        )
     }
 }
 
