@@ -117,7 +117,7 @@ static void recall_poll(struct tevent_context *ev, struct tevent_timer *te, stru
 	bool gone, late;
 
 	wait->timer = NULL;
-	gone = (recall_ops->delegation_on(wait->dev, wait->ino) & wait->wait_for) == 0;
+	gone = (recall_ops->holders_on(wait->dev, wait->ino) & wait->wait_for) == 0;
 	late = timeval_compare(&now, &wait->deadline) >= 0;
 	if (gone || late) {
 		/* Only schedules the retry (a tevent immediate); the create decides there. */
@@ -146,25 +146,23 @@ static bool recall_wait_cancel(struct tevent_req *req)
 	return true;
 }
 
-/* Whether this create may lead to a change a read delegation must be recalled for, and is not
- * one the lease bridge's open will find delegations for itself. Decided before /proc/locks is
- * read, so that ordinary opens do not pay for it. */
-static bool create_may_need_recall(uint32_t access_mask, uint32_t create_disposition,
-				   bool bridged)
+/* Whether the create disposition truncates an existing file. */
+static bool overwrites(uint32_t create_disposition)
 {
-	uint32_t mask = access_mask;
+	return create_disposition == FILE_SUPERSEDE || create_disposition == FILE_OVERWRITE ||
+	       create_disposition == FILE_OVERWRITE_IF;
+}
 
-	se_map_generic(&mask, &recall_generic_mapping);
+/* Whether this create (its access mask with generic rights mapped) may lead to a change a read
+ * delegation must be recalled for, and is not one the lease bridge's open will find
+ * delegations for itself. Decided before /proc/locks is read, so that ordinary opens do not
+ * pay for it. */
+static bool create_may_need_recall(uint32_t mask, uint32_t create_disposition, bool bridged)
+{
 	if (bridged && (mask & DATA_ACCESS)) {
 		return false; /* the bridge's O_RDWR open meets the delegation (EWOULDBLOCK) */
 	}
-	switch (create_disposition) {
-	case FILE_SUPERSEDE:
-	case FILE_OVERWRITE:
-	case FILE_OVERWRITE_IF:
-		return true; /* truncates an existing file */
-	}
-	return (mask & RECALL_ACCESS) != 0;
+	return overwrites(create_disposition) || (mask & RECALL_ACCESS) != 0;
 }
 
 /*
@@ -260,6 +258,7 @@ bool nfsb_recall_create_deferred(struct vfs_handle_struct *handle, void *share_s
 {
 	struct recall_wait *wait = NULL;
 	const char *name = smb_fname_str_dbg(smb_fname);
+	uint32_t mask = access_mask;
 	uint32_t timeout_secs, deleg;
 	uint64_t dev, ino;
 	struct file_id id;
@@ -273,6 +272,12 @@ bool nfsb_recall_create_deferred(struct vfs_handle_struct *handle, void *share_s
 		 * the watch is done; smbd removes its own deferral. */
 		TALLOC_FREE(wait);
 	}
+	/* First what costs nothing: most creates stop here. */
+	se_map_generic(&mask, &recall_generic_mapping);
+	mask &= ~SEC_FLAG_MAXIMUM_ALLOWED;
+	if (wait == NULL && !create_may_need_recall(mask, create_disposition, bridged)) {
+		return false;
+	}
 	timeout_secs = recall_ops->timeout_secs(share_state);
 	if (timeout_secs == 0 || !VALID_STAT(smb_fname->st) || !S_ISREG(smb_fname->st.st_ex_mode) ||
 	    smb_fname->fsp == NULL || fsp_get_pathref_fd(smb_fname->fsp) == -1 ||
@@ -280,12 +285,9 @@ bool nfsb_recall_create_deferred(struct vfs_handle_struct *handle, void *share_s
 		finish_wait(wait, req);
 		return false;
 	}
-	if (wait == NULL && !create_may_need_recall(access_mask, create_disposition, bridged)) {
-		return false;
-	}
 	dev = (uint64_t)smb_fname->st.st_ex_dev;
 	ino = (uint64_t)smb_fname->st.st_ex_ino;
-	deleg = recall_ops->delegation_on(dev, ino);
+	deleg = recall_ops->holders_on(dev, ino);
 	if (!(deleg & NFSB_DELEG_HELD)) {
 		finish_wait(wait, req); /* given back (or never there): the create goes on */
 		return false;
@@ -305,12 +307,7 @@ bool nfsb_recall_create_deferred(struct vfs_handle_struct *handle, void *share_s
 	} else {
 		/* Only a user who may make the change starts a recall: smbd would refuse the open
 		 * anyway, and a recall costs the NFS client its caching. */
-		uint32_t mask = access_mask;
-
-		se_map_generic(&mask, &recall_generic_mapping);
-		mask &= ~SEC_FLAG_MAXIMUM_ALLOWED;
-		if (create_disposition == FILE_SUPERSEDE || create_disposition == FILE_OVERWRITE ||
-		    create_disposition == FILE_OVERWRITE_IF) {
+		if (overwrites(create_disposition)) {
 			mask |= FILE_WRITE_DATA; /* truncating needs it */
 		}
 		if (dirfsp == NULL || mask == 0 ||

@@ -17,10 +17,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* What delegation_on() reports. */
+/* What holders_on() reports. */
 #define NFSB_DELEG_NONE 0u
 #define NFSB_DELEG_HELD 1u     /* at least one delegation */
-#define NFSB_DELEG_WRITE 2u    /* a write delegation (any open conflicts) */
 #define NFSB_DELEG_BREAKING 4u /* every one of them is being recalled already */
 #define NFSB_LEASE_HELD 8u     /* a plain lease (F_SETLEASE: a local holder, or the bridge) */
 
@@ -29,7 +28,7 @@ struct nfsb_recall_ops {
 	/* The delegations and leases on the file (st_dev, st_ino), from /proc/locks:
 	 * NFSB_DELEG_* and NFSB_LEASE_HELD bits.
 	 * NFSB_DELEG_NONE when /proc/locks cannot be read (logged once). */
-	uint32_t (*delegation_on)(uint64_t dev, uint64_t ino);
+	uint32_t (*holders_on)(uint64_t dev, uint64_t ino);
 	/* The share's 'nfsbridge:recall timeout' in seconds (0: the module does not recall). */
 	uint32_t (*timeout_secs)(void *share_state);
 };

@@ -8,7 +8,7 @@ use nfsbridge::lease::proc_locks::holders_on;
 use crate::{ffi, guard};
 
 static OPS: ffi::nfsb_recall_ops = ffi::nfsb_recall_ops {
-    delegation_on: Some(delegations),
+    holders_on: Some(holders),
     timeout_secs: Some(timeout_secs),
 };
 
@@ -18,9 +18,9 @@ pub fn register() {
     unsafe { ffi::nfsb_recall_register(&OPS) };
 }
 
-/// NFSB_DELEG_* bits for the file (`st_dev`, `st_ino`), NFSB_LEASE_HELD included.
-unsafe extern "C" fn delegations(dev: u64, ino: u64) -> u32 {
-    guard::call("delegation_on", ffi::NFSB_DELEG_NONE, || {
+/// NFSB_DELEG_* and NFSB_LEASE_HELD bits for the file (`st_dev`, `st_ino`).
+unsafe extern "C" fn holders(dev: u64, ino: u64) -> u32 {
+    guard::call("holders_on", ffi::NFSB_DELEG_NONE, || {
         static UNREADABLE_LOGGED: AtomicBool = AtomicBool::new(false);
         let text = match std::fs::read_to_string("/proc/locks") {
             Ok(text) => text,
@@ -36,9 +36,6 @@ unsafe extern "C" fn delegations(dev: u64, ino: u64) -> u32 {
         let mut bits = if holders.lease { ffi::NFSB_LEASE_HELD } else { ffi::NFSB_DELEG_NONE };
         if let Some(d) = holders.delegation {
             bits |= ffi::NFSB_DELEG_HELD;
-            if d.write {
-                bits |= ffi::NFSB_DELEG_WRITE;
-            }
             if d.breaking {
                 bits |= ffi::NFSB_DELEG_BREAKING;
             }

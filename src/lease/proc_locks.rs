@@ -15,66 +15,47 @@
 //! Anything that does not parse is skipped: the kernel writes this file, so an unknown line is
 //! a newer format, not an attack, and skipping it only costs the non-blocking recall.
 
-/// A delegation found on a file.
+/// The delegations found on a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delegation {
-    /// A write delegation (any open conflicts with it), else a read delegation (only opens for
-    /// writing, and namespace or attribute changes, do).
-    pub write: bool,
-    /// Being recalled already (`BREAKING`): its holder was told to give it back.
+    /// Every one of them is being recalled already (`BREAKING`): their holders were told to
+    /// give them back.
     pub breaking: bool,
-}
-
-/// The delegations on the file `(major, minor, inode)` in `text` (the contents of
-/// `/proc/locks`): `None` when there is none, otherwise the strongest one (write over read)
-/// and whether every one of them is being recalled already.
-pub fn delegation_on(text: &str, major: u32, minor: u32, inode: u64) -> Option<Delegation> {
-    holders_on(text, major, minor, inode).delegation
 }
 
 /// Who holds the file `(major, minor, inode)` in `text`, leases and delegations alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Holders {
-    /// As [`delegation_on`].
+    /// `None` when the file has no delegation.
     pub delegation: Option<Delegation>,
     /// Some plain lease (`F_SETLEASE`, any holder: the lease bridge's own among them).
     pub lease: bool,
 }
 
-/// The leases and delegations on the file `(major, minor, inode)` in `text`.
+/// The leases and delegations on the file `(major, minor, inode)` in `text` (the contents of
+/// `/proc/locks`).
 pub fn holders_on(text: &str, major: u32, minor: u32, inode: u64) -> Holders {
-    let mut found: Option<Delegation> = None;
-    let mut lease = false;
+    let mut holders = Holders::default();
     for line in text.lines() {
         let Some(entry) = parse_line(line) else { continue };
         if entry.device != (major, minor) || entry.inode != inode {
             continue;
         }
         if entry.class == "LEASE" {
-            lease = true;
+            holders.lease = true;
             continue;
         }
-        let this = Delegation {
-            // A breaking delegation shows its target: "UNLCK" means it was a write (or read)
-            // delegation on its way out; treat it as write so that nothing opens past it.
-            write: entry.kind != "READ",
-            breaking: entry.state == "BREAKING",
-        };
-        found = Some(match found {
-            None => this,
-            Some(before) => Delegation {
-                write: before.write || this.write,
-                breaking: before.breaking && this.breaking,
-            },
+        let breaking = entry.state == "BREAKING";
+        holders.delegation = Some(Delegation {
+            breaking: holders.delegation.map_or(breaking, |before| before.breaking && breaking),
         });
     }
-    Holders { delegation: found, lease }
+    holders
 }
 
 struct Entry<'a> {
     class: &'a str,
     state: &'a str,
-    kind: &'a str,
     device: (u32, u32),
     inode: u64,
 }
@@ -92,7 +73,7 @@ fn parse_line(line: &str) -> Option<Entry<'_>> {
         return None; // POSIX/FLOCK/OFDLCK locks, and "->" waiter lines
     }
     let state = fields.next()?;
-    let kind = fields.next()?;
+    let _kind = fields.next()?; // READ, WRITE; during a break its target
     let _pid = fields.next()?;
     let mut location = fields.next()?.split(':');
     let major = u32::from_str_radix(location.next()?, 16).ok()?;
@@ -101,7 +82,7 @@ fn parse_line(line: &str) -> Option<Entry<'_>> {
     if location.next().is_some() {
         return None;
     }
-    Some(Entry { class, state, kind, device: (major, minor), inode })
+    Some(Entry { class, state, device: (major, minor), inode })
 }
 
 #[cfg(test)]
@@ -120,15 +101,15 @@ mod tests {
     #[test]
     fn finds_a_read_delegation_by_device_and_inode() {
         assert_eq!(
-            delegation_on(SAMPLE, 0xfe, 0, 77),
-            Some(Delegation { write: false, breaking: false })
+            holders_on(SAMPLE, 0xfe, 0, 77).delegation,
+            Some(Delegation { breaking: false })
         );
     }
 
     #[test]
     fn a_lease_is_not_a_delegation() {
         // Plain leases (ours among them) are not broken by unlink, rename or setattr.
-        assert_eq!(delegation_on(SAMPLE, 0xfe, 0, 10011114), None);
+        assert_eq!(holders_on(SAMPLE, 0xfe, 0, 10011114).delegation, None);
     }
 
     #[test]
@@ -139,7 +120,7 @@ mod tests {
         );
         assert_eq!(
             holders_on(SAMPLE, 0xfe, 0, 77),
-            Holders { delegation: Some(Delegation { write: false, breaking: false }), lease: false }
+            Holders { delegation: Some(Delegation { breaking: false }), lease: false }
         );
         assert_eq!(holders_on(SAMPLE, 0xfe, 0, 131), Holders::default()); // a POSIX lock only
     }
@@ -147,28 +128,28 @@ mod tests {
     #[test]
     fn device_numbers_are_hex() {
         assert_eq!(
-            delegation_on(SAMPLE, 0x103, 2, 88),
-            Some(Delegation { write: true, breaking: true })
+            holders_on(SAMPLE, 0x103, 2, 88).delegation,
+            Some(Delegation { breaking: true })
         );
-        assert_eq!(delegation_on(SAMPLE, 103, 2, 88), None);
+        assert_eq!(holders_on(SAMPLE, 103, 2, 88).delegation, None);
     }
 
     #[test]
     fn same_inode_on_another_device_does_not_match() {
-        assert_eq!(delegation_on(SAMPLE, 0xfe, 1, 77), None);
+        assert_eq!(holders_on(SAMPLE, 0xfe, 1, 77).delegation, None);
     }
 
     #[test]
-    fn several_delegations_combine_strongest_first() {
+    fn several_delegations_are_breaking_only_when_all_are() {
         let text = "1: DELEG  BREAKING  READ 1 fe:00:5 0 EOF\n2: DELEG  ACTIVE    WRITE 2 fe:00:5 0 EOF\n";
         assert_eq!(
-            delegation_on(text, 0xfe, 0, 5),
-            Some(Delegation { write: true, breaking: false })
+            holders_on(text, 0xfe, 0, 5).delegation,
+            Some(Delegation { breaking: false })
         );
         let both_breaking = "1: DELEG  BREAKING  READ 1 fe:00:5 0 EOF\n2: DELEG  BREAKING  READ 2 fe:00:5 0 EOF\n";
         assert_eq!(
-            delegation_on(both_breaking, 0xfe, 0, 5),
-            Some(Delegation { write: false, breaking: true })
+            holders_on(both_breaking, 0xfe, 0, 5).delegation,
+            Some(Delegation { breaking: true })
         );
     }
 
@@ -176,7 +157,7 @@ mod tests {
     fn malformed_lines_are_skipped() {
         let text = "garbage\n1: DELEG\n2: DELEG ACTIVE READ 1 zz:00:5 0 EOF\n3: DELEG ACTIVE READ 1 fe:00:5:9 0 EOF\n\
                     4: DELEG ACTIVE READ 1 fe:00:x 0 EOF\n5 DELEG ACTIVE READ 1 fe:00:5 0 EOF\n";
-        assert_eq!(delegation_on(text, 0xfe, 0, 5), None);
+        assert_eq!(holders_on(text, 0xfe, 0, 5).delegation, None);
     }
 
     proptest::proptest! {
