@@ -10,13 +10,13 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use nfsbridge::dirlease::{self, mask, DirHandle, DirKey, Mode, Watches};
 
 use crate::samba::Privileged;
-use crate::{ffi, guard};
+use crate::{ffi, guard, process_time};
 
 static OPS: ffi::nfsb_dirlease_ops = ffi::nfsb_dirlease_ops {
     socket: Some(socket),
@@ -49,7 +49,7 @@ struct Watcher {
     /// by an smbd, which breaks directory leases itself.
     smbd_exe: Option<(u64, u64)>,
     pids: BTreeMap<i32, bool>,
-    /// When idle marks were last looked at (on `CLOCK`).
+    /// When idle marks were last looked at (on `process_time()`).
     last_expiry: Duration,
 }
 
@@ -60,11 +60,6 @@ static WATCHER: Mutex<Watcher> = Mutex::new(Watcher {
     pids: BTreeMap::new(),
     last_expiry: Duration::ZERO,
 });
-static CLOCK: OnceLock<Instant> = OnceLock::new();
-
-fn now() -> Duration {
-    CLOCK.get_or_init(Instant::now).elapsed()
-}
 
 fn watcher() -> std::sync::MutexGuard<'static, Watcher> {
     WATCHER.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -212,7 +207,7 @@ unsafe extern "C" fn watch(dev: u64, ino: u64, path: *const c_char) -> c_int {
 unsafe extern "C" fn unwatch(dev: u64, ino: u64) {
     guard::call("dirlease_unwatch", (), || {
         let mut w = watcher();
-        let now = now();
+        let now = process_time();
         w.watches.release((dev, ino), now);
         expire_idle(&mut w, now);
     })

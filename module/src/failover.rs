@@ -3,17 +3,15 @@
 //! (`c-shim/nfsbridge_failover.c`). Called from `lease.rs` right after connecting to the
 //! bridge and whenever its socket is readable, and from the shim's create path.
 use std::ffi::{c_char, CStr, CString};
-use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard};
 
 use nfsbridge::lease::client::{BridgeClient, FailoverRequest};
 use nfsbridge::lease::failover::{GraceTable, ReleaseScope};
 
-use crate::{ffi, guard, lease};
+use crate::{ffi, guard, lease, process_time};
 
-/// The grace periods in force, on this process's clock (`now()`).
+/// The grace periods in force, on this process's clock (`process_time()`).
 static GRACE: Mutex<Option<GraceTable>> = Mutex::new(None);
-static CLOCK: OnceLock<Instant> = OnceLock::new();
 
 static OPS: ffi::nfsb_failover_ops = ffi::nfsb_failover_ops {
     grace_remaining_ms: Some(grace_remaining_ms),
@@ -23,10 +21,6 @@ static OPS: ffi::nfsb_failover_ops = ffi::nfsb_failover_ops {
 pub fn register() {
     // SAFETY: OPS is a static, so it outlives the process as the shim requires.
     unsafe { ffi::nfsb_failover_register(&OPS) };
-}
-
-fn now() -> Duration {
-    CLOCK.get_or_init(Instant::now).elapsed()
 }
 
 fn grace() -> MutexGuard<'static, Option<GraceTable>> {
@@ -44,7 +38,7 @@ pub fn connected(client: &mut BridgeClient) {
             }
             grace()
                 .get_or_insert_with(GraceTable::new)
-                .replace(&entries, now());
+                .replace(&entries, process_time());
         }
         Err(err) => tracing::warn!("cannot ask the lease bridge for grace periods: {err}"),
     }
@@ -58,7 +52,7 @@ pub fn handle_requests(client: &mut BridgeClient) {
                 tracing::info!("grace periods now: {entries:?}");
                 grace()
                     .get_or_insert_with(GraceTable::new)
-                    .replace(&entries, now());
+                    .replace(&entries, process_time());
                 // SAFETY: on smbd's main loop; the shim only schedules the waiting opens'
                 // retries, it calls nothing back.
                 unsafe { ffi::nfsb_failover_grace_changed() };
@@ -109,7 +103,7 @@ unsafe extern "C" fn grace_remaining_ms(
             return 0;
         };
         table
-            .remaining(&share_path, &server_address, now())
+            .remaining(&share_path, &server_address, process_time())
             .map_or(0, |left| left.as_millis().max(1) as u64)
     })
 }

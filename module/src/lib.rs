@@ -22,6 +22,13 @@ mod samba;
 
 use samba::{c_text, status, File};
 
+/// This smbd process's monotonic clock: the time since the module first asked. The pure
+/// tables (grace periods, idle namespace marks) take their times as `Duration`s on it.
+pub(crate) fn process_time() -> std::time::Duration {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed()
+}
+
 /// NT_STATUS_UNSUCCESSFUL, returned if registration itself panics.
 const NT_STATUS_UNSUCCESSFUL: u32 = status::UNSUCCESSFUL;
 
