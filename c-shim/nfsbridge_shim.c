@@ -522,10 +522,40 @@ static struct {
 	uint64_t dev, ino;
 } bridge_conflict;
 
+/* Gives up, on a timer, the descriptions that closed opens left parked in the module. */
+static struct tevent_timer *bridge_park_timer;
+
+static void bridge_park_timer_arm(uint32_t ms);
+
+static void bridge_park_expired(struct tevent_context *ev, struct tevent_timer *te,
+				struct timeval now, void *private_data)
+{
+	bridge_park_timer = NULL;
+	bridge_park_timer_arm(rust_ops->bridge_expire_parked());
+}
+
+static void bridge_park_timer_arm(uint32_t ms)
+{
+	if (ms == 0 || bridge_park_timer != NULL || bridge_sconn == NULL) {
+		return;
+	}
+	bridge_park_timer = tevent_add_timer(bridge_sconn->ev_ctx, bridge_sconn,
+					     timeval_current_ofs_msec(ms), bridge_park_expired, NULL);
+	if (bridge_park_timer == NULL) {
+		DBG_ERR("nfsbridge: cannot schedule giving up parked descriptions\n");
+	}
+}
+
+/* The open whose descriptor is `fd` is closing. */
+static void bridge_closing(int fd)
+{
+	bridge_park_timer_arm(rust_ops->bridge_close(fd));
+}
+
 /* Hands `reference` to the bridge; the shared description's dup, or -1 and errno. Sets
  * *unreachable when the bridge could not be asked (the caller opens without it). */
 static int bridge_open(struct vfs_handle_struct *handle, void *state, int reference,
-		       const struct vfs_open_how *how, bool *unreachable)
+		       const struct stat *st, const struct vfs_open_how *how, bool *unreachable)
 {
 	struct nfsb_create_request request = { .requested = 0 };
 	int fd;
@@ -541,8 +571,8 @@ static int bridge_open(struct vfs_handle_struct *handle, void *state, int refere
 			.server_address = bridge_server_address,
 		};
 	}
-	fd = rust_ops->bridge_open(state, reference, wants_write(how),
-				   (how->flags & O_NONBLOCK) != 0, &request);
+	fd = rust_ops->bridge_open(state, reference, (uint64_t)st->st_dev, (uint64_t)st->st_ino,
+				   wants_write(how), (how->flags & O_NONBLOCK) != 0, &request);
 	bridge_schedule_queued();
 	*unreachable = (fd == NFSB_BRIDGE_UNREACHABLE);
 	if (fd < 0) {
@@ -553,7 +583,7 @@ static int bridge_open(struct vfs_handle_struct *handle, void *state, int refere
 		/* Through the shared description: does not break our own kernel lease. */
 		if (ftruncate(fd, 0) != 0) {
 			int err = errno;
-			rust_ops->bridge_close(fd);
+			bridge_closing(fd);
 			close(fd);
 			errno = err;
 			return -1;
@@ -610,7 +640,7 @@ static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_stru
 		errno = err;
 		return -1;
 	}
-	fd = bridge_open(handle, state, reference, how, &unreachable);
+	fd = bridge_open(handle, state, reference, &st, how, &unreachable);
 	err = errno;
 	if (fd == -1 && err == EWOULDBLOCK) {
 		bridge_conflict.seen = true;
@@ -637,7 +667,7 @@ static int nfsb_close(struct vfs_handle_struct *handle, struct files_struct *fsp
 	int fd = fsp_get_pathref_fd(fsp);
 
 	if (fd != -1 && leases_on(handle_state(handle))) {
-		rust_ops->bridge_close(fd);
+		bridge_closing(fd);
 	}
 	return SMB_VFS_NEXT_CLOSE(handle, fsp);
 }

@@ -99,18 +99,23 @@ struct nfsb_rust_ops {
 	 * (called as root; attempts are rate-limited). */
 	int (*bridge_socket)(void *state, bool connect);
 	/* A dup of the shared open file description of the regular file `reference` (any
-	 * descriptor of it, O_PATH included) refers to: >= 0, or -errno (the bridge's or the
-	 * kernel's refusal, EWOULDBLOCK when a non-SMB lease holder must be broken first), or
-	 * NFSB_BRIDGE_UNREACHABLE. `request` (NULL or requested 0: none) is granted with it. */
-	int (*bridge_open)(void *state, int reference, bool want_write, bool nonblocking,
-			   const struct nfsb_create_request *request);
+	 * descriptor of it, O_PATH included; its inode is dev/ino) refers to: >= 0, or -errno
+	 * (the bridge's or the kernel's refusal, EWOULDBLOCK when a non-SMB lease holder must be
+	 * broken first), or NFSB_BRIDGE_UNREACHABLE. `request` (NULL or requested 0: none) is
+	 * granted with it. May be the descriptor a closed open of the same file left parked. */
+	int (*bridge_open)(void *state, int reference, uint64_t dev, uint64_t ino, bool want_write,
+			   bool nonblocking, const struct nfsb_create_request *request);
 	/* smbd granted `lease_state` on the open whose descriptor is `fd` (a bridge dup, or a
 	 * stat open's O_PATH descriptor); lease_key is the 16-byte SMB2 lease key or NULL for an
 	 * oplock. Returns the part a kernel lease backs. */
 	uint32_t (*bridge_grant)(void *state, int fd, const uint8_t *lease_key, uint32_t lease_state,
 				 const char *client_address, const char *server_address);
-	/* The descriptor `fd` of an open is about to be closed. */
-	void (*bridge_close)(int fd);
+	/* The descriptor `fd` of an open is about to be closed (the last open of a file may
+	 * leave a dup of it parked for the next open). Returns the milliseconds after which
+	 * bridge_expire_parked must run, 0 when nothing is parked. */
+	uint32_t (*bridge_close)(int fd);
+	/* Gives up parked descriptors that lingered long enough; the next delay as above. */
+	uint32_t (*bridge_expire_parked)(void);
 	/* The bridge socket is readable: handle the daemon's requests (nfsb_request_break).
 	 * False when the daemon is gone; the shim then stops watching and calls
 	 * bridge_disconnect. */

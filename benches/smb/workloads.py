@@ -57,9 +57,9 @@ class BreakProbe:
     latency: float | None         # seconds; None when incoherent or nothing was granted
 
 
-def lease_context(state: str) -> SMB2CreateContextRequest:
+def lease_context(state: str, key: bytes | None = None) -> SMB2CreateContextRequest:
     request = SMB2CreateRequestLeaseV2()
-    request["lease_key"] = uuid.uuid4().bytes
+    request["lease_key"] = key or uuid.uuid4().bytes
     request["lease_state"] = lease_state(state)
     request["parent_lease_key"] = b"\x00" * 16
     request["epoch"] = b"\x00\x00"
@@ -70,11 +70,12 @@ def lease_context(state: str) -> SMB2CreateContextRequest:
 
 
 def smb_open(client: SmbLeaseClient, path: str, access: int, disposition: int, options: int,
-             lease: str | None = None, oplock: int | None = None) -> tuple[Open, str]:
-    """Opens `path` asking for a v2 lease (or an oplock); returns the handle and what was
-    granted ("lease RWH", "oplock 0x09", "none")."""
+             lease: str | None = None, oplock: int | None = None,
+             lease_key: bytes | None = None) -> tuple[Open, str]:
+    """Opens `path` asking for a v2 lease (with `lease_key`, else a new one) or an oplock;
+    returns the handle and what was granted ("lease RWH", "oplock 0x09", "none")."""
     handle = Open(client.tree, path)
-    contexts = [lease_context(lease)] if lease is not None else []
+    contexts = [lease_context(lease, lease_key)] if lease is not None else []
     if lease is not None:
         level = RequestedOplockLevel.SMB2_OPLOCK_LEVEL_LEASE
     else:
@@ -91,12 +92,13 @@ def smb_open(client: SmbLeaseClient, path: str, access: int, disposition: int, o
     return handle, granted
 
 
-def open_file(client, path, lease="RWH", write=True, create=False, oplock=None):
+def open_file(client, path, lease="RWH", write=True, create=False, oplock=None, lease_key=None):
     access = Access.FILE_READ_DATA | Access.FILE_READ_ATTRIBUTES
     if write:
         access |= Access.FILE_WRITE_DATA | Access.FILE_WRITE_ATTRIBUTES
     disposition = CreateDisposition.FILE_OPEN_IF if create else CreateDisposition.FILE_OPEN
-    return smb_open(client, path, access, disposition, CreateOptions.FILE_NON_DIRECTORY_FILE, lease, oplock)
+    return smb_open(client, path, access, disposition, CreateOptions.FILE_NON_DIRECTORY_FILE, lease, oplock,
+                    lease_key)
 
 
 def open_directory(client, path, lease="RH", create=False):
@@ -108,12 +110,15 @@ def open_directory(client, path, lease="RH", create=False):
 # -- throughput ------------------------------------------------------------------------------
 
 def open_close(client: SmbLeaseClient, name: str, count: int, deadline: float) -> Batch:
-    """Open an existing file asking for an RWH lease, close it: the open path of every client."""
+    """Open an existing file asking for an RWH lease, close it: the open path of every client.
+    Every open of the file uses one lease key, as Windows and the Linux client do (a client
+    keeps one lease key per file, MS-SMB2 3.2.4.3.8)."""
     batch = Batch()
+    lease_key = uuid.uuid4().bytes
     start = time.perf_counter()
     for _ in range(count):
         t0 = time.perf_counter()
-        handle, batch.granted = open_file(client, name, lease="RWH", write=False)
+        handle, batch.granted = open_file(client, name, lease="RWH", write=False, lease_key=lease_key)
         handle.close()
         batch.latencies.append(time.perf_counter() - t0)
         if time.perf_counter() > deadline:

@@ -298,7 +298,7 @@ pub fn set_nt_acl(
 fn change_owner(file: &File, info: FileInfo, owner: &Owner) -> Result<(), AclFailure> {
     let uid = (owner.uid != info.uid).then_some(owner.uid);
     let gid = (owner.gid != info.gid).then_some(owner.gid);
-    let as_root = uid.map_or(true, |uid| uid == file.current_uid());
+    let as_root = uid.is_none_or(|uid| uid == file.current_uid());
     file.chown(uid, gid, as_root).map_err(|err| {
         let status = match (err.0, uid) {
             (libc::EPERM, Some(_)) => status::INVALID_OWNER,

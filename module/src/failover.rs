@@ -44,8 +44,11 @@ pub fn connected(client: &mut BridgeClient) {
     }
 }
 
-/// Carries out the failover requests the bridge sent (after `take_break_requests`).
-pub fn handle_requests(client: &mut BridgeClient) {
+/// Carries out the failover requests the bridge sent (after `take_break_requests`). Returns
+/// the devices of the file systems the bridge asked to release, whose parked opens the caller
+/// gives up (`lease.rs` owns them).
+pub fn handle_requests(client: &mut BridgeClient) -> Vec<u64> {
+    let mut file_systems = Vec::new();
     for request in client.take_failover_requests() {
         match request {
             FailoverRequest::Grace(entries) => {
@@ -58,6 +61,9 @@ pub fn handle_requests(client: &mut BridgeClient) {
                 unsafe { ffi::nfsb_failover_grace_changed() };
             }
             FailoverRequest::Release { request_id, scope } => {
+                if let ReleaseScope::FileSystem { dev, .. } = &scope {
+                    file_systems.push(*dev);
+                }
                 let releasing = release(&scope);
                 if let Err(err) = client.release_answer(request_id, releasing) {
                     tracing::warn!("cannot answer the lease bridge's release request: {err}");
@@ -65,6 +71,7 @@ pub fn handle_requests(client: &mut BridgeClient) {
             }
         }
     }
+    file_systems
 }
 
 /// Whether this smbd's client is in `scope` (the shim then ends the connection).

@@ -8,19 +8,26 @@
 //! a break; its answer comes later from the event loop), so the lock is never taken twice.
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nfsbridge::lease::client::{BreakRequest, BridgeClient};
 use nfsbridge::lease::protocol::{Provisional, WireUnit};
-use nfsbridge::lease::table::{Caching, GrantKind, InodeKey};
+use nfsbridge::lease::table::{caching_backed_by, Caching, GrantKind, InodeKey};
 
 use crate::ffi;
 
 /// How often a process tries to reach a bridge that is not answering.
 const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a process keeps the description of a file whose last SMB open it closed, for the
+/// next open of the file to take without a round trip to the bridge (clients reopen the same
+/// file all the time, Windows and Linux with the same lease key). See [`Parked`].
+pub const PARK_LINGER: Duration = Duration::from_secs(2);
+/// At most this many closed files are kept per process; the oldest goes first.
+const PARK_MAX: usize = 64;
 
 /// One SMB open of this process whose file has a bridge description.
 struct OpenRecord {
@@ -38,6 +45,30 @@ struct OpenRecord {
     /// For an open without a data descriptor (a stat open holding a lease): the description
     /// kept for the kernel lease.
     side_description: Option<OwnedFd>,
+    /// What the bridge's table says this open caches: what it granted, lowered by every
+    /// adjustment and break acknowledgement this process sent. Never below the truth, which
+    /// is what makes a parked open safe to reuse without asking.
+    bridge_caching: Caching,
+    /// Whether the description was opened for writing.
+    writable: bool,
+    share_path: String,
+    /// Taken over from a parked open: the bridge still counts it at `bridge_caching`, which
+    /// is kept as it is (higher than the client's caching only makes breaks more eager).
+    adopted: bool,
+    /// A break reached the inode while the open existed: it is not parked when it closes.
+    broken_into: bool,
+}
+
+/// The description of a file whose last open in this process was closed, kept for
+/// [`PARK_LINGER`]: the bridge still counts the open (so its kernel lease, and the caching the
+/// table grants on it, stay as they were), and the next open of the file in this process with
+/// the same lease key (or oplock, or no caching) takes it over without a round trip when the
+/// kernel lease still backs what it asks for. A kernel break of the file sends the bridge's
+/// notice here as to any open; it is answered at once and the parked open is given up.
+struct Parked {
+    description: OwnedFd,
+    record: OpenRecord,
+    since: Instant,
 }
 
 impl OpenRecord {
@@ -70,6 +101,7 @@ struct Bridge {
     next_open_id: u64,
     breaks: BTreeMap<u64, PendingBreak>,
     next_token: u64,
+    parked: BTreeMap<InodeKey, Parked>,
 }
 
 static BRIDGE: Mutex<Bridge> = Mutex::new(Bridge {
@@ -82,6 +114,7 @@ static BRIDGE: Mutex<Bridge> = Mutex::new(Bridge {
     next_open_id: 1,
     breaks: BTreeMap::new(),
     next_token: 1,
+    parked: BTreeMap::new(),
 });
 
 fn bridge() -> MutexGuard<'static, Bridge> {
@@ -203,7 +236,140 @@ impl Bridge {
         if let Err(err) = client.break_ack(request.request_id, request.inode, request.unit, caching) {
             self.mark_broken("a break acknowledgement", &err);
         }
+        // The bridge lowers every open of the unit to what was acknowledged.
+        let generation = self.generation;
+        for record in self.opens.values_mut().filter(|r| r.inode == request.inode && r.generation == generation) {
+            let same_unit = match request.unit {
+                WireUnit::Oplock { file_id } => record.open_id == file_id && record.kind == Some(GrantKind::Oplock),
+                WireUnit::Lease(key) => record.kind == Some(GrantKind::Lease(key)),
+            };
+            if same_unit {
+                record.bridge_caching = record.bridge_caching.intersect(caching);
+            }
+        }
     }
+
+    /// Whether the open `record` (just removed from `opens`) may be parked when it closes.
+    fn parkable(&self, record: &OpenRecord) -> bool {
+        record.generation == self.generation
+            && !self.broken
+            && !record.broken_into
+            && record.side_description.is_none()
+            && record.provisional.is_none()
+            && !self.opens.values().any(|other| other.inode == record.inode)
+            && !self.breaks.values().any(|pending| {
+                matches!(pending, PendingBreak::Daemon { request, .. } if request.inode == record.inode)
+            })
+    }
+
+    fn park(&mut self, description: OwnedFd, record: OpenRecord) {
+        self.unpark(record.inode);
+        if self.parked.len() >= PARK_MAX {
+            if let Some(oldest) = self.parked.iter().min_by_key(|(_, p)| p.since).map(|(inode, _)| *inode) {
+                self.unpark(oldest);
+            }
+        }
+        self.parked.insert(record.inode, Parked { description, record, since: Instant::now() });
+    }
+
+    /// Gives up the parked open of `inode`, if any: the bridge learns that it closed.
+    fn unpark(&mut self, inode: InodeKey) {
+        let Some(parked) = self.parked.remove(&inode) else { return };
+        if parked.record.generation != self.generation || self.broken {
+            return;
+        }
+        if let Some(client) = self.client.as_mut() {
+            if let Err(err) = client.close(inode, parked.record.open_id) {
+                self.mark_broken("a close", &err);
+            }
+        }
+    }
+
+    /// Takes over the parked open of `inode` for a new open, when that needs nothing the
+    /// bridge would have to be asked for: the same share, write access only if the
+    /// description has it, and caching (if any is asked) of the same lease key or oplock,
+    /// within what the bridge counts for the parked open and what its kernel lease backs now.
+    /// The kernel lease is read from the description itself: a break that started is seen
+    /// there at once (F_GETLEASE answers its target), before the bridge's notice arrives; one
+    /// that starts after this check finds the open counted in the bridge's table and is
+    /// routed to it like any break.
+    fn adopt(&mut self, inode: InodeKey, share_path: &str, want_write: bool, provisional: Option<&Provisional>) -> Option<RawFd> {
+        let parked = self.parked.get(&inode)?;
+        let record = &parked.record;
+        if record.generation != self.generation || record.share_path != share_path || (want_write && !record.writable) {
+            return None;
+        }
+        let wanted = provisional.map_or(Caching::NONE, |p| p.requested);
+        if !wanted.is_none() {
+            if provisional.map(|p| p.kind) != record.kind {
+                return None;
+            }
+            let held = nfsbridge::lease::fcntl::get_lease(parked.description.as_fd()).ok()?;
+            if !wanted.within(record.bridge_caching.intersect(caching_backed_by(held))) {
+                return None;
+            }
+        }
+        let parked = self.parked.remove(&inode).expect("found above");
+        let mut record = parked.record;
+        record.provisional = provisional.map(|p| (p.kind, wanted));
+        record.adopted = true;
+        let fd = parked.description.into_raw_fd();
+        self.opens.insert(fd, record);
+        Some(fd)
+    }
+
+    /// Gives up the parked opens older than [`PARK_LINGER`]; the time until the next one is
+    /// due, if any is left.
+    fn expire_parked(&mut self, now: Instant) -> Option<Duration> {
+        let due: Vec<InodeKey> = self
+            .parked
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.since) >= PARK_LINGER)
+            .map(|(inode, _)| *inode)
+            .collect();
+        for inode in due {
+            self.unpark(inode);
+        }
+        self.next_park_expiry(now)
+    }
+
+    /// Gives up the parked opens on the file systems the bridge asked to release.
+    fn unpark_file_systems(&mut self, devices: &[u64]) {
+        let on_them: Vec<InodeKey> = self.parked.keys().filter(|inode| devices.contains(&inode.dev)).copied().collect();
+        for inode in on_them {
+            self.unpark(inode);
+        }
+    }
+
+    fn next_park_expiry(&self, now: Instant) -> Option<Duration> {
+        self.parked
+            .values()
+            .map(|p| (p.since + PARK_LINGER).saturating_duration_since(now))
+            .min()
+    }
+}
+
+/// Milliseconds for the shim's timer (at least 1), or 0 when nothing waits.
+fn timer_ms(due: Option<Duration>) -> u32 {
+    due.map_or(0, |left| left.as_millis().clamp(1, u32::MAX as u128) as u32)
+}
+
+/// A descriptor of the same description as `fd`, if the file still has a name (a deleted
+/// file's description is not worth keeping: it would only hold the file's space).
+fn keep_for_reuse(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: the shim passes the descriptor of the open being closed, still open during the
+    // call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a struct stat to the pointer, which is valid and large enough.
+    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat returned 0, so it filled the struct.
+    if unsafe { st.assume_init() }.st_nlink == 0 {
+        return None;
+    }
+    fd.try_clone_to_owned().ok()
 }
 
 /// Starts the breaks in the shim (without the lock held).
@@ -243,10 +409,12 @@ pub fn is_broken() -> bool {
     bridge().broken
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn open(
     path: &str,
     share_path: &str,
     reference: RawFd,
+    inode: InodeKey,
     want_write: bool,
     nonblocking: bool,
     provisional: Option<Provisional>,
@@ -254,6 +422,9 @@ pub fn open(
     let mut bridge = bridge();
     if bridge.socket(Path::new(path)) < 0 {
         return ffi::NFSB_BRIDGE_UNREACHABLE;
+    }
+    if let Some(fd) = bridge.adopt(inode, share_path, want_write, provisional.as_ref()) {
+        return fd;
     }
     let open_id = bridge.next_open_id;
     bridge.next_open_id += 1;
@@ -276,8 +447,16 @@ pub fn open(
                     kind: provisional_kind,
                     provisional,
                     side_description: None,
+                    bridge_caching: if provisional_kind.is_some() { opened.caching } else { Caching::NONE },
+                    writable: opened.writable,
+                    share_path: share_path.to_owned(),
+                    adopted: false,
+                    broken_into: false,
                 },
             );
+            // A parked open of the file that could not be taken over (another lease key, no
+            // write access) is given up now that this one keeps the description.
+            bridge.unpark(opened.inode);
             fd
         }
         Err(err) if is_transport_error(&err) => {
@@ -303,6 +482,10 @@ pub fn grant(
         let generation = bridge.generation;
         let settled = bridge.opens.get_mut(&fd).and_then(|record| {
             let provisional = record.provisional.take();
+            if record.adopted {
+                // The bridge keeps counting the parked open's caching (see `adopt`).
+                return None;
+            }
             record.kind = None;
             provisional.filter(|(_, backed)| !backed.is_none() && record.generation == generation)
                 .map(|_| (record.inode, record.open_id))
@@ -310,6 +493,8 @@ pub fn grant(
         if let (Some((inode, open_id)), Some(client)) = (settled, bridge.client.as_mut()) {
             if let Err(err) = client.adjust_grant(inode, open_id, Caching::NONE) {
                 bridge.mark_broken("a grant adjustment", &err);
+            } else if let Some(record) = bridge.opens.get_mut(&fd) {
+                record.bridge_caching = Caching::NONE;
             }
         }
         return Caching::NONE;
@@ -338,6 +523,11 @@ pub fn grant(
                         kind: None,
                         provisional: None,
                         side_description: Some(side),
+                        bridge_caching: Caching::NONE,
+                        writable: false,
+                        share_path: share_path.to_owned(),
+                        adopted: false,
+                        broken_into: false,
                     },
                 );
             }
@@ -358,16 +548,21 @@ pub fn grant(
     }
     let (inode, open_id) = (record.inode, record.open_id);
     let kind = lease_key.map_or(GrantKind::Oplock, GrantKind::Lease);
-    let provisional = bridge.opens.get_mut(&fd).expect("present").provisional.take();
+    let (provisional, adopted) = {
+        let record = bridge.opens.get_mut(&fd).expect("present");
+        (record.provisional.take(), record.adopted)
+    };
     if let Some((provisional_kind, backed)) = provisional {
         if provisional_kind == kind && granted.within(backed) {
-            // Granted with the open: only tell the bridge if smbd granted less (no reply).
-            if granted != backed {
+            // Granted with the open: only tell the bridge if smbd granted less (no reply). A
+            // taken-over parked open stays counted as it was (see `adopt`).
+            if granted != backed && !adopted {
                 let client = bridge.client.as_mut().expect("socket() connected");
                 if let Err(err) = client.adjust_grant(inode, open_id, granted) {
                     bridge.mark_broken("a grant adjustment", &err);
                     return Caching::NONE;
                 }
+                bridge.opens.get_mut(&fd).expect("present").bridge_caching = granted;
             }
             return granted;
         }
@@ -377,7 +572,10 @@ pub fn grant(
     let client = bridge.client.as_mut().expect("socket() connected");
     match client.grant(inode, open_id, kind, granted, share_path, client_address, server_address) {
         Ok(backed) => {
-            bridge.opens.get_mut(&fd).expect("present").kind = Some(kind);
+            let record = bridge.opens.get_mut(&fd).expect("present");
+            record.kind = Some(kind);
+            // The bridge replaced the open's holder with this grant.
+            record.bridge_caching = backed;
             backed
         }
         Err(err) => {
@@ -391,23 +589,42 @@ pub fn grant(
     }
 }
 
-pub fn close(fd: RawFd) {
+/// The open whose descriptor is `fd` is closing. The last open of a file in this process is
+/// parked ([`Parked`]) rather than closed in the bridge when it may be. Returns the shim's
+/// timer for [`expire_parked`] in ms (0: nothing parked).
+pub fn close(fd: RawFd) -> u32 {
     let mut bridge = bridge();
-    let Some(record) = bridge.opens.remove(&fd) else { return };
+    let now = Instant::now();
+    let Some(record) = bridge.opens.remove(&fd) else { return timer_ms(bridge.next_park_expiry(now)) };
     if record.generation != bridge.generation || bridge.broken {
-        return;
+        return timer_ms(bridge.next_park_expiry(now));
+    }
+    if bridge.parkable(&record) {
+        if let Some(description) = keep_for_reuse(fd) {
+            bridge.park(description, record);
+            return timer_ms(bridge.next_park_expiry(now));
+        }
     }
     if let Some(client) = bridge.client.as_mut() {
         if let Err(err) = client.close(record.inode, record.open_id) {
             bridge.mark_broken("a close", &err);
         }
     }
+    timer_ms(bridge.next_park_expiry(now))
+}
+
+/// The shim's timer: gives up the parked opens that lingered long enough; when to call again
+/// in ms (0: nothing parked).
+pub fn expire_parked() -> u32 {
+    timer_ms(bridge().expire_parked(Instant::now()))
 }
 
 /// Applies failover requests the client queued while it waited for other replies.
 pub fn drain_failover_requests() {
-    if let Some(client) = bridge().client.as_mut() {
-        crate::failover::handle_requests(client);
+    let mut bridge = bridge();
+    if let Some(client) = bridge.client.as_mut() {
+        let released = crate::failover::handle_requests(client);
+        bridge.unpark_file_systems(&released);
     }
 }
 
@@ -423,11 +640,20 @@ pub fn readable() -> bool {
                 return false;
             }
         };
-        crate::failover::handle_requests(client);
-        requests
-            .into_iter()
-            .filter_map(|request| bridge.order_break(request))
-            .collect::<Vec<_>>()
+        let released = crate::failover::handle_requests(client);
+        bridge.unpark_file_systems(&released);
+        let generation = bridge.generation;
+        let mut orders = Vec::new();
+        for request in requests {
+            let inode = request.inode;
+            for record in bridge.opens.values_mut().filter(|r| r.inode == inode && r.generation == generation) {
+                record.broken_into = true;
+            }
+            orders.extend(bridge.order_break(request));
+            // A parked open has no client to break: the notice was answered (none) above.
+            bridge.unpark(inode);
+        }
+        orders
     };
     start_breaks(orders);
     true
@@ -444,6 +670,10 @@ pub fn disconnect() {
         }
         bridge.broken = false;
         bridge.socket_path = None;
+        // No client caches through a parked open: its descriptor just goes (the kernel lease
+        // the dead bridge left goes with the description's last descriptor, or is released
+        // by a process whose clients did cache, once they have answered).
+        bridge.parked.clear();
         tracing::warn!("lease bridge gone: breaking the caching of this process's clients to none");
         let cached: Vec<(RawFd, Option<[u8; 16]>, RawFd)> = bridge
             .opens

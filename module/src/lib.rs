@@ -8,7 +8,7 @@ use std::ffi::{c_char, c_int, c_void};
 
 use nfsbridge::config::{FaultInjection, ModuleConfig, OPTIONS};
 use nfsbridge::lease::protocol::Provisional;
-use nfsbridge::lease::table::{Caching, GrantKind};
+use nfsbridge::lease::table::{Caching, GrantKind, InodeKey};
 
 mod acl;
 mod dirlease;
@@ -44,6 +44,7 @@ static RUST_OPS: ffi::nfsb_rust_ops = ffi::nfsb_rust_ops {
     bridge_open: Some(bridge_open),
     bridge_grant: Some(bridge_grant),
     bridge_close: Some(bridge_close),
+    bridge_expire_parked: Some(bridge_expire_parked),
     bridge_readable: Some(bridge_readable),
     bridge_broken: Some(bridge_broken),
     bridge_has_queued_requests: Some(bridge_has_queued_requests),
@@ -240,6 +241,8 @@ unsafe extern "C" fn bridge_socket(state: *mut c_void, connect: bool) -> c_int {
 unsafe extern "C" fn bridge_open(
     state: *mut c_void,
     reference: c_int,
+    dev: u64,
+    ino: u64,
     want_write: bool,
     nonblocking: bool,
     request: *const ffi::nfsb_create_request,
@@ -264,7 +267,8 @@ unsafe extern "C" fn bridge_open(
             });
             (share(state), provisional)
         };
-        lease::open(&share.config.lease_bridge_socket, &share.path, reference, want_write, nonblocking, provisional)
+        let inode = InodeKey { dev, ino };
+        lease::open(&share.config.lease_bridge_socket, &share.path, reference, inode, want_write, nonblocking, provisional)
     })
 }
 
@@ -289,8 +293,12 @@ unsafe extern "C" fn bridge_grant(
     })
 }
 
-unsafe extern "C" fn bridge_close(fd: c_int) {
-    guard::call("bridge_close", (), || lease::close(fd))
+unsafe extern "C" fn bridge_close(fd: c_int) -> u32 {
+    guard::call("bridge_close", 0, || lease::close(fd))
+}
+
+unsafe extern "C" fn bridge_expire_parked() -> u32 {
+    guard::call("bridge_expire_parked", 0, lease::expire_parked)
 }
 
 unsafe extern "C" fn bridge_readable() -> bool {
