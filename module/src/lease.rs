@@ -63,8 +63,9 @@ struct OpenRecord {
 /// [`PARK_LINGER`]: the bridge still counts the open (so its kernel lease, and the caching the
 /// table grants on it, stay as they were), and the next open of the file in this process with
 /// the same lease key (or oplock, or no caching) takes it over without a round trip when the
-/// kernel lease still backs what it asks for. A kernel break of the file sends the bridge's
-/// notice here as to any open; it is answered at once and the parked open is given up.
+/// kernel lease still backs what it asks for. Only opens the bridge holds a kernel lease for
+/// are parked: a local or NFS opener breaks it, the bridge's notice comes here as for any
+/// open, and the parked open is given up (its Close is the unit's answer).
 struct Parked {
     description: OwnedFd,
     record: OpenRecord,
@@ -254,6 +255,11 @@ impl Bridge {
         record.generation == self.generation
             && !self.broken
             && !record.broken_into
+            // Only an open the bridge holds a kernel lease for: a local or NFS opener breaks
+            // that lease, which gives the parked open up. Without one nothing would tell this
+            // process to let go, and the open description would keep others from taking a
+            // lease or delegation of their own (smb2.kernel-oplocks 8).
+            && !record.bridge_caching.is_none()
             && record.side_description.is_none()
             && record.provisional.is_none()
             && !self.opens.values().any(|other| other.inode == record.inode)
@@ -274,15 +280,31 @@ impl Bridge {
 
     /// Gives up the parked open of `inode`, if any: the bridge learns that it closed.
     fn unpark(&mut self, inode: InodeKey) {
-        let Some(parked) = self.parked.remove(&inode) else { return };
-        if parked.record.generation != self.generation || self.broken {
+        let Some(Parked { description, record, .. }) = self.parked.remove(&inode) else { return };
+        // This process's descriptor goes first: when the bridge closes the description in
+        // answer to the Close (and so drops its kernel lease), nothing else keeps it open,
+        // and whoever the lease kept waiting may take a lease of its own at once.
+        drop(description);
+        if record.generation != self.generation || self.broken {
             return;
         }
         if let Some(client) = self.client.as_mut() {
-            if let Err(err) = client.close(inode, parked.record.open_id) {
+            if let Err(err) = client.close(inode, record.open_id) {
                 self.mark_broken("a close", &err);
             }
         }
+    }
+
+    /// Whether `request` is a break of this process's parked open of its inode.
+    fn breaks_parked(&self, request: &BreakRequest) -> bool {
+        self.parked.get(&request.inode).is_some_and(|parked| {
+            let record = &parked.record;
+            record.generation == self.generation
+                && match request.unit {
+                    WireUnit::Oplock { file_id } => record.open_id == file_id && record.kind == Some(GrantKind::Oplock),
+                    WireUnit::Lease(key) => record.kind == Some(GrantKind::Lease(key)),
+                }
+        })
     }
 
     /// Takes over the parked open of `inode` for a new open, when that needs nothing the
@@ -649,8 +671,13 @@ pub fn readable() -> bool {
             for record in bridge.opens.values_mut().filter(|r| r.inode == inode && r.generation == generation) {
                 record.broken_into = true;
             }
+            if bridge.breaks_parked(&request) {
+                // No client caches through a parked open: it is given up, and its Close is the
+                // unit's answer (the bridge counts a unit's last close as its acknowledgement).
+                bridge.unpark(inode);
+                continue;
+            }
             orders.extend(bridge.order_break(request));
-            // A parked open has no client to break: the notice was answered (none) above.
             bridge.unpark(inode);
         }
         orders

@@ -7,6 +7,7 @@ bridge's table shows it go), and a reopen never gets caching the kernel lease no
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -161,3 +162,23 @@ def test_a_reopen_with_another_lease_key_is_backed_as_usual(bed):
             assert smb.ack_lease_break(brk) == STATUS_SUCCESS
             assert pending.result(timeout=10) == b"contents\n"
         f.close()
+
+
+@pytest.mark.host_tier
+@pytest.mark.kernel_tier
+@pytest.mark.parametrize("lease", ["RWH", None])
+def test_a_local_process_takes_a_write_lease_right_after_the_smb_close(bed, lease):
+    """What smb2.kernel-oplocks 8 does: a parked open must not keep the file open for others
+    (a process's F_SETLEASE F_WRLCK, nfsd's delegations need that nobody else has it open)."""
+    name = f"lease-after-close-{lease}.txt"
+    _local_file(bed, name, b"contents\n")
+    with bed.smb() as smb:
+        f = smb.open(name, lease=lease, create=False)
+        f.close()
+        fd = os.open(bed.local.path(name), os.O_RDWR)
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        finally:
+            os.close(fd)
+        assert not smb.pending_breaks()

@@ -7,7 +7,9 @@ The SMB clients cache as Windows does, within what their lease allows: with W th
 in memory (the write is complete for the application), with R they answer reads from memory,
 and on a break they flush and drop what the new state no longer allows, then acknowledge. So a
 read that returns an old version means some writer's data was cached where the reader could not
-see it: exactly what the bridge must prevent.
+see it: exactly what the bridge must prevent. One client reopens a file with the file's one
+lease key, as Windows does (the module then takes over the description the previous open left
+parked), the other asks with a new key each time.
 
 Two kinds of old reads are SMB's own design, the same on plain Samba, and are counted but not
 failed: a client answering from its cache while a break from R to none is on its way to it
@@ -27,6 +29,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -123,8 +126,11 @@ class CachingSmbClient:
     break of this very client's other lease (smbd breaks before it answers), which the break
     thread must be able to flush and acknowledge meanwhile."""
 
-    def __init__(self, bed, label: str):
+    def __init__(self, bed, label: str, one_key_per_file: bool):
         self.label = label
+        # Windows and Linux reopen a file with its one lease key (the module then takes the
+        # previous open's parked description over); a client without that habit asks anew.
+        self.keys: dict[str, bytes] | None = {} if one_key_per_file else None
         self.smb = bed.smb()
         self.lock = threading.Lock()
         self.opens = {}            # name -> SmbOpen
@@ -143,7 +149,8 @@ class CachingSmbClient:
         with self.lock:
             if name in self.opens:
                 return
-        f = self.smb.open(name, lease="RWH")
+        key = self.keys.setdefault(name, uuid.uuid4().bytes) if self.keys is not None else None
+        f = self.smb.open(name, lease="RWH", lease_key=key)
         with self.lock:
             self.opens[name] = f
             self.state[name] = f.lease_state & self.early.pop(f.lease_key, R | H | W)
@@ -238,7 +245,7 @@ def test_randomized_readers_and_writers_see_no_stale_data_and_lose_no_write(bed)
     for name in FILES:
         bed.local.write(name, record(name, 0, "init", init))
         os.chmod(bed.local.path(name), 0o666)
-    smb_a, smb_b = CachingSmbClient(bed, "smb-a"), CachingSmbClient(bed, "smb-b")
+    smb_a, smb_b = CachingSmbClient(bed, "smb-a", True), CachingSmbClient(bed, "smb-b", False)
 
     def local_write(name: str, data: bytes) -> None:
         fd = os.open(bed.local.path(name), os.O_WRONLY)
