@@ -475,6 +475,23 @@ static int open_path_reference(struct vfs_handle_struct *handle,
 	return openat_with_root_retry(handle, dirfsp, smb_fname, fsp, &path_how);
 }
 
+/* An O_PATH descriptor of the file the data descriptor `fd` (of a file just created) has open,
+ * which replaces it (closed); `fd` itself if that cannot be had. The kernel refuses a write
+ * lease while another description of the file is open for reading or writing, so the bridge
+ * could not grant with the open if the create's own descriptor stayed open meanwhile (and the
+ * grant would cost a second round trip after the create). O_PATH descriptors do not count. */
+static int path_reference_instead(int fd)
+{
+	struct sys_proc_fd_path_buf buf;
+	int path_fd = open(sys_proc_fd_path(fd, &buf), O_PATH | O_CLOEXEC);
+
+	if (path_fd == -1) {
+		return fd;
+	}
+	close(fd);
+	return path_fd;
+}
+
 static bool wants_write(const struct vfs_open_how *how)
 {
 	return (how->flags & O_ACCMODE) != O_RDONLY || (how->flags & O_TRUNC);
@@ -616,6 +633,9 @@ static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_stru
 			reference = openat_with_root_retry(handle, dirfsp, smb_fname, fsp,
 							   &create_how);
 			created = (reference != -1);
+			if (created) {
+				reference = path_reference_instead(reference);
+			}
 		} else if (reference != -1 && (how->flags & O_CREAT) && (how->flags & O_EXCL)) {
 			close(reference);
 			errno = EEXIST;
