@@ -15,19 +15,14 @@ use std::time::{Duration, Instant};
 
 use nfsbridge::lease::client::{BreakRequest, BridgeClient};
 use nfsbridge::lease::protocol::{Provisional, WireUnit};
-use nfsbridge::lease::table::{caching_backed_by, Caching, GrantKind, InodeKey};
+use nfsbridge::lease::parking::{self, ClosingOpen, ParkedOpen, Reopen, PARK_LINGER, PARK_MAX};
+use nfsbridge::lease::table::{Caching, GrantKind, InodeKey};
 
 use crate::ffi;
 
 /// How often a process tries to reach a bridge that is not answering.
 const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How long a process keeps the description of a file whose last SMB open it closed, for the
-/// next open of the file to take without a round trip to the bridge (clients reopen the same
-/// file all the time, Windows and Linux with the same lease key). See [`Parked`].
-pub const PARK_LINGER: Duration = Duration::from_secs(2);
-/// At most this many closed files are kept per process; the oldest goes first.
-const PARK_MAX: usize = 64;
 
 /// One SMB open of this process whose file has a bridge description.
 struct OpenRecord {
@@ -250,22 +245,21 @@ impl Bridge {
         }
     }
 
-    /// Whether the open `record` (just removed from `opens`) may be parked when it closes.
+    /// Whether the open `record` (just removed from `opens`) may be parked when it closes
+    /// ([`parking::may_park`]).
     fn parkable(&self, record: &OpenRecord) -> bool {
-        record.generation == self.generation
-            && !self.broken
-            && !record.broken_into
-            // Only an open the bridge holds a kernel lease for: a local or NFS opener breaks
-            // that lease, which gives the parked open up. Without one nothing would tell this
-            // process to let go, and the open description would keep others from taking a
-            // lease or delegation of their own (smb2.kernel-oplocks 8).
-            && !record.bridge_caching.is_none()
-            && record.side_description.is_none()
-            && record.provisional.is_none()
-            && !self.opens.values().any(|other| other.inode == record.inode)
-            && !self.breaks.values().any(|pending| {
-                matches!(pending, PendingBreak::Daemon { request, .. } if request.inode == record.inode)
-            })
+        let closing = ClosingOpen {
+            bridge_caching: record.bridge_caching,
+            broken_into: record.broken_into,
+            grant_settled: record.provisional.is_none(),
+            side_description: record.side_description.is_some(),
+            current_connection: record.generation == self.generation && !self.broken,
+        };
+        let other_opens = self.opens.values().any(|other| other.inode == record.inode);
+        let break_pending = self.breaks.values().any(|pending| {
+            matches!(pending, PendingBreak::Daemon { request, .. } if request.inode == record.inode)
+        });
+        parking::may_park(&closing, other_opens, break_pending)
     }
 
     fn park(&mut self, description: OwnedFd, record: OpenRecord) {
@@ -307,33 +301,29 @@ impl Bridge {
         })
     }
 
-    /// Takes over the parked open of `inode` for a new open, when that needs nothing the
-    /// bridge would have to be asked for: the same share, write access only if the
-    /// description has it, and caching (if any is asked) of the same lease key or oplock,
-    /// within what the bridge counts for the parked open and what its kernel lease backs now.
-    /// The kernel lease is read from the description itself: a break that started is seen
-    /// there at once (F_GETLEASE answers its target), before the bridge's notice arrives; one
-    /// that starts after this check finds the open counted in the bridge's table and is
-    /// routed to it like any break.
+    /// Takes over the parked open of `inode` for a new open when [`parking::takeover`] allows
+    /// it. The kernel lease is read from the description itself: a break that started is
+    /// seen there at once (F_GETLEASE answers its target), before the bridge's notice
+    /// arrives; one that starts after this check finds the open counted in the bridge's table
+    /// and is routed to it like any break.
     fn adopt(&mut self, inode: InodeKey, share_path: &str, want_write: bool, provisional: Option<&Provisional>) -> Option<RawFd> {
         let parked = self.parked.get(&inode)?;
         let record = &parked.record;
-        if record.generation != self.generation || record.share_path != share_path || (want_write && !record.writable) {
+        if record.generation != self.generation {
             return None;
         }
-        let wanted = provisional.map_or(Caching::NONE, |p| p.requested);
-        if !wanted.is_none() {
-            if provisional.map(|p| p.kind) != record.kind {
-                return None;
-            }
-            let held = nfsbridge::lease::fcntl::get_lease(parked.description.as_fd()).ok()?;
-            if !wanted.within(record.bridge_caching.intersect(caching_backed_by(held))) {
-                return None;
-            }
-        }
+        let view = ParkedOpen {
+            kind: record.kind,
+            bridge_caching: record.bridge_caching,
+            writable: record.writable,
+            share_path: &record.share_path,
+        };
+        let reopen = Reopen { share_path, want_write, asks: provisional.map(|p| (p.kind, p.requested)) };
+        let description = parked.description.as_fd();
+        let granted = parking::takeover(&view, &reopen, || nfsbridge::lease::fcntl::get_lease(description).ok())?;
         let parked = self.parked.remove(&inode).expect("found above");
         let mut record = parked.record;
-        record.provisional = provisional.map(|p| (p.kind, wanted));
+        record.provisional = provisional.map(|p| (p.kind, granted));
         record.adopted = true;
         let fd = parked.description.into_raw_fd();
         self.opens.insert(fd, record);

@@ -7,6 +7,7 @@ pub mod failover;
 pub mod fcntl;
 pub mod kernel;
 pub mod listing;
+pub mod parking;
 pub mod proc_locks;
 pub mod protocol;
 pub mod signals;
