@@ -23,7 +23,6 @@ use crate::ffi;
 /// How often a process tries to reach a bridge that is not answering.
 const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
 
-
 /// One SMB open of this process whose file has a bridge description.
 struct OpenRecord {
     /// The open's id in the daemon's table (unique in this process).
@@ -68,6 +67,15 @@ struct Parked {
 }
 
 impl OpenRecord {
+    /// Whether the bridge counts this open in break unit `unit` (its lease key, or the open
+    /// itself for an oplock).
+    fn in_unit(&self, unit: WireUnit) -> bool {
+        match unit {
+            WireUnit::Oplock { file_id } => self.open_id == file_id && self.kind == Some(GrantKind::Oplock),
+            WireUnit::Lease(key) => self.kind == Some(GrantKind::Lease(key)),
+        }
+    }
+
     fn lease_key(&self) -> Option<[u8; 16]> {
         match self.kind {
             Some(GrantKind::Lease(key)) => Some(key),
@@ -201,12 +209,7 @@ impl Bridge {
         self.opens
             .iter()
             .filter(|(_, record)| record.inode == inode && record.generation == self.generation)
-            .find(|(_, record)| match unit {
-                WireUnit::Oplock { file_id } => {
-                    record.open_id == file_id && record.kind == Some(GrantKind::Oplock)
-                }
-                WireUnit::Lease(key) => record.kind == Some(GrantKind::Lease(key)),
-            })
+            .find(|(_, record)| record.in_unit(unit))
             .map(|(fd, record)| (*fd, record))
     }
 
@@ -235,11 +238,7 @@ impl Bridge {
         // The bridge lowers every open of the unit to what was acknowledged.
         let generation = self.generation;
         for record in self.opens.values_mut().filter(|r| r.inode == request.inode && r.generation == generation) {
-            let same_unit = match request.unit {
-                WireUnit::Oplock { file_id } => record.open_id == file_id && record.kind == Some(GrantKind::Oplock),
-                WireUnit::Lease(key) => record.kind == Some(GrantKind::Lease(key)),
-            };
-            if same_unit {
+            if record.in_unit(request.unit) {
                 record.bridge_caching = record.bridge_caching.intersect(caching);
             }
         }
@@ -291,14 +290,9 @@ impl Bridge {
 
     /// Whether `request` is a break of this process's parked open of its inode.
     fn breaks_parked(&self, request: &BreakRequest) -> bool {
-        self.parked.get(&request.inode).is_some_and(|parked| {
-            let record = &parked.record;
-            record.generation == self.generation
-                && match request.unit {
-                    WireUnit::Oplock { file_id } => record.open_id == file_id && record.kind == Some(GrantKind::Oplock),
-                    WireUnit::Lease(key) => record.kind == Some(GrantKind::Lease(key)),
-                }
-        })
+        self.parked
+            .get(&request.inode)
+            .is_some_and(|parked| parked.record.generation == self.generation && parked.record.in_unit(request.unit))
     }
 
     /// Takes over the parked open of `inode` for a new open when [`parking::takeover`] allows

@@ -188,6 +188,27 @@ def test_unlock_fs_releases_only_that_file_system(smbd, test_user, filesystems):
         c2.close()
 
 
+def test_unlock_fs_completes_with_a_description_kept_after_the_last_close(smbd, test_user, filesystems):
+    """An smbd keeps the description of a file its client just closed, with its lease, for a
+    quick reopen (docs/lease-bridge.md, parked descriptions): unlock-fs still completes and
+    leaves nothing held on that file system (the smbd serving the share ends its connection;
+    one that does not, an smbd whose client left the share, gives the kept description up)."""
+    fs1, _ = filesystems
+    one = share_dir(smbd, "one")
+    local_file(one / "closed.txt")
+    c1 = client(smbd, test_user, "one", IP2)
+    try:
+        f = c1.open("closed.txt", lease="RWH")
+        assert lease_text(f.lease_state) == "RWH"
+        f.close()
+        assert [h for h in holders(smbd) if h["path"].endswith("/closed.txt")], "not kept"
+        result = cli(smbd, "unlock-fs", str(fs1), "--timeout", "20")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert [h for h in holders(smbd) if h["path"].startswith(str(fs1) + "/")] == []
+    finally:
+        c1.close()
+
+
 def test_grace_serves_the_durable_reconnect_and_holds_new_conflicting_opens(smbd, test_user, filesystems):
     _, fs2 = filesystems
     two = share_dir(smbd, "two")
