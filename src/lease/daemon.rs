@@ -1008,16 +1008,18 @@ impl Daemon {
                 return;
             }
         };
+        // The notices first: the log line reads the file's path (a readlink) and writes.
+        let notified = start.notify.len();
+        for notice in start.notify {
+            self.notify(notice, true);
+        }
         info!(
             path = %self.path_of(inode),
             held = %held,
             target = lease_word(target),
-            notify = start.notify.len(),
+            notify = notified,
             "kernel lease break"
         );
-        for notice in start.notify {
-            self.notify(notice, true);
-        }
         if let Some(action) = start.completed {
             if let Some(action) = action {
                 self.apply(inode, action);
