@@ -339,6 +339,34 @@ impl Bridge {
         self.next_park_expiry(now)
     }
 
+    /// Parks the open whose descriptor is `fd`, or tells the bridge it closed.
+    fn close_open(&mut self, fd: RawFd) {
+        let Some(record) = self.opens.remove(&fd) else { return };
+        if record.generation != self.generation || self.broken {
+            return;
+        }
+        if self.parkable(&record) {
+            if let Some(description) = keep_for_reuse(fd) {
+                self.park(description, record);
+                return;
+            }
+        }
+        if let Some(client) = self.client.as_mut() {
+            if let Err(err) = client.close(record.inode, record.open_id) {
+                self.mark_broken("a close", &err);
+            }
+        }
+    }
+
+    /// Carries out the failover requests the client has queued, and gives up the parked opens
+    /// on the file systems they release.
+    fn handle_failover_requests(&mut self) {
+        if let Some(client) = self.client.as_mut() {
+            let released = crate::failover::handle_requests(client);
+            self.unpark_file_systems(&released);
+        }
+    }
+
     /// Gives up the parked opens on the file systems the bridge asked to release.
     fn unpark_file_systems(&mut self, devices: &[u64]) {
         let on_them: Vec<InodeKey> = self.parked.keys().filter(|inode| devices.contains(&inode.dev)).copied().collect();
@@ -453,7 +481,8 @@ pub fn open(
                     kind: provisional_kind,
                     provisional,
                     side_description: None,
-                    bridge_caching: if provisional_kind.is_some() { opened.caching } else { Caching::NONE },
+                    // What the provisional grant got (none without one).
+                    bridge_caching: opened.caching,
                     writable: opened.writable,
                     share_path: share_path.to_owned(),
                     adopted: false,
@@ -600,23 +629,8 @@ pub fn grant(
 /// timer for [`expire_parked`] in ms (0: nothing parked).
 pub fn close(fd: RawFd) -> u32 {
     let mut bridge = bridge();
-    let now = Instant::now();
-    let Some(record) = bridge.opens.remove(&fd) else { return timer_ms(bridge.next_park_expiry(now)) };
-    if record.generation != bridge.generation || bridge.broken {
-        return timer_ms(bridge.next_park_expiry(now));
-    }
-    if bridge.parkable(&record) {
-        if let Some(description) = keep_for_reuse(fd) {
-            bridge.park(description, record);
-            return timer_ms(bridge.next_park_expiry(now));
-        }
-    }
-    if let Some(client) = bridge.client.as_mut() {
-        if let Err(err) = client.close(record.inode, record.open_id) {
-            bridge.mark_broken("a close", &err);
-        }
-    }
-    timer_ms(bridge.next_park_expiry(now))
+    bridge.close_open(fd);
+    timer_ms(bridge.next_park_expiry(Instant::now()))
 }
 
 /// The shim's timer: gives up the parked opens that lingered long enough; when to call again
@@ -627,11 +641,7 @@ pub fn expire_parked() -> u32 {
 
 /// Applies failover requests the client queued while it waited for other replies.
 pub fn drain_failover_requests() {
-    let mut bridge = bridge();
-    if let Some(client) = bridge.client.as_mut() {
-        let released = crate::failover::handle_requests(client);
-        bridge.unpark_file_systems(&released);
-    }
+    bridge().handle_failover_requests();
 }
 
 /// The socket is readable. False when the daemon is gone.
@@ -646,8 +656,7 @@ pub fn readable() -> bool {
                 return false;
             }
         };
-        let released = crate::failover::handle_requests(client);
-        bridge.unpark_file_systems(&released);
+        bridge.handle_failover_requests();
         let generation = bridge.generation;
         let mut orders = Vec::new();
         for request in requests {
@@ -655,13 +664,11 @@ pub fn readable() -> bool {
             for record in bridge.opens.values_mut().filter(|r| r.inode == inode && r.generation == generation) {
                 record.broken_into = true;
             }
-            if bridge.breaks_parked(&request) {
-                // No client caches through a parked open: it is given up, and its Close is the
-                // unit's answer (the bridge counts a unit's last close as its acknowledgement).
-                bridge.unpark(inode);
-                continue;
+            if !bridge.breaks_parked(&request) {
+                orders.extend(bridge.order_break(request));
             }
-            orders.extend(bridge.order_break(request));
+            // No client caches through a parked open: it is given up, and for the parked open's
+            // unit its Close is the answer (the bridge counts a unit's last close as its ack).
             bridge.unpark(inode);
         }
         orders
