@@ -54,8 +54,7 @@ def _result(pending, timeout: float = 30):
 
 def _files(bed, *names):
     for name in names:
-        bed.local.write(name, b"contents of " + name.encode())
-        os.chmod(bed.local.path(name), 0o666)
+        bed.local.write(name, b"contents of " + name.encode(), mode=0o666)
 
 
 def _other_request_time(smb, name: str) -> float:

@@ -31,8 +31,7 @@ def _dir_with_lease(bed, smb, name: str, entries=("old.txt",)):
     bed.local.mkdir(name)
     os.chmod(bed.local.path(name), 0o777)
     for entry in entries:
-        bed.local.write(f"{name}/{entry}", b"x")
-        os.chmod(bed.local.path(f"{name}/{entry}"), 0o666)
+        bed.local.write(f"{name}/{entry}", b"x", mode=0o666)
     d = smb.open(name, lease="RH", directory=True, write=False, create=False)
     assert lease_text(d.lease_state) == "RH"
     return d
@@ -129,8 +128,7 @@ def test_closed_directory_lease_is_no_longer_watched(bed):
 
 
 def _file_with_rh(bed, smb, name: str):
-    bed.local.write(name, b"cached contents\n")
-    os.chmod(bed.local.path(name), 0o666)
+    bed.local.write(name, b"cached contents\n", mode=0o666)
     f = smb.open(name, lease="RH", write=False, create=False)
     assert lease_text(f.lease_state) == "RH"
     return f

@@ -27,16 +27,10 @@ LEVEL_II = 0x01
 FLUSHED = b"written by the SMB client while it cached, flushed on the break\n"
 
 
-def _local_file(bed, name: str, data: bytes) -> None:
-    """A file made locally (by root) that the SMB test user may read and write."""
-    bed.local.write(name, data)
-    os.chmod(bed.local.path(name), 0o666)
-
-
 def _cached_write_then_break(bed, reader, name: str) -> None:
     """The common shape: an RWH lease with a write held back; `reader(name)` runs in a thread
     and must not return before the client flushed and acknowledged, and must see the bytes."""
-    _local_file(bed, name, b"old contents\n")
+    bed.local.write(name, b"old contents\n", mode=0o666)
     with bed.smb() as smb:
         f = smb.open(name, lease="RWH")
         assert lease_text(f.lease_state) == "RWH"
@@ -72,7 +66,7 @@ def test_nfs_reader_sees_what_an_rwh_client_cached(bed):
 @pytest.mark.kernel_tier
 @pytest.mark.parametrize("writer", ["local", "nfs"])
 def test_local_or_nfs_writer_invalidates_the_clients_read_cache(bed, writer):
-    _local_file(bed, "rh.txt", b"before\n")
+    bed.local.write("rh.txt", b"before\n", mode=0o666)
     write_file = {"local": bed.local.write,
                   "nfs": lambda name, data: bed.nfs.write(name, data, 0)}[writer]
     with bed.smb() as smb:
@@ -95,7 +89,7 @@ def test_local_or_nfs_writer_invalidates_the_clients_read_cache(bed, writer):
 @pytest.mark.parametrize("level", [BATCH, EXCLUSIVE])
 def test_local_reader_breaks_a_batch_or_exclusive_oplock(bed, level):
     name = f"oplock-{level}.txt"
-    _local_file(bed, name, b"old\n")
+    bed.local.write(name, b"old\n", mode=0o666)
     with bed.smb() as smb:
         f = smb.open(name, lease=None, oplock=level)
         assert f.oplock_level == level
@@ -130,7 +124,7 @@ def test_smb_opens_of_one_file_do_not_break_each_other_through_the_kernel(bed):
 
 
 def test_client_that_disconnects_mid_break_lets_the_local_reader_in(bed):
-    _local_file(bed, "gone.txt", b"contents\n")
+    bed.local.write("gone.txt", b"contents\n", mode=0o666)
     smb = bed.smb()
     f = smb.open("gone.txt", lease="RWH")
     assert lease_text(f.lease_state) == "RWH"
@@ -160,7 +154,7 @@ def _smbd_child_serving(bed) -> int:
 
 
 def test_smbd_killed_mid_break_lets_the_local_reader_in(bed):
-    _local_file(bed, "killed.txt", b"contents\n")
+    bed.local.write("killed.txt", b"contents\n", mode=0o666)
     smb = bed.smb()
     f = smb.open("killed.txt", lease="RWH")
     assert lease_text(f.lease_state) == "RWH"
@@ -176,7 +170,7 @@ def test_smbd_killed_mid_break_lets_the_local_reader_in(bed):
 def test_client_that_never_acknowledges_loses_its_lease_after_smbds_timeout(bed):
     """smbd gives a silent client 35 s (OPLOCK_BREAK_TIMEOUT); then the bridge releases the
     kernel lease and the reader gets in, before the kernel's own 45 s lease-break-time."""
-    _local_file(bed, "silent.txt", b"contents\n")
+    bed.local.write("silent.txt", b"contents\n", mode=0o666)
     with bed.smb() as smb:
         f = smb.open("silent.txt", lease="RWH")
         with ThreadPoolExecutor(1) as pool:
@@ -194,7 +188,7 @@ def test_a_thousand_leased_files_broken_at_once(bed):
     bed.local.mkdir("many")
     os.chmod(bed.local.path("many"), 0o777)
     for name in names:
-        _local_file(bed, name, b"old")
+        bed.local.write(name, b"old", mode=0o666)
     with bed.smb() as smb:
         opens = {name: smb.open(name.replace("/", "\\"), lease="RWH") for name in names}
         assert all(lease_text(o.lease_state) == "RWH" for o in opens.values())
@@ -232,7 +226,7 @@ def test_second_smb_open_is_decided_by_smbd_without_a_poll_open_delay(bed):
 
 
 def test_lease_bridge_killed_breaks_caching_to_none_and_the_share_keeps_serving(bed):
-    _local_file(bed, "orphan.txt", b"old contents\n")
+    bed.local.write("orphan.txt", b"old contents\n", mode=0o666)
     with bed.smb() as smb:
         f = smb.open("orphan.txt", lease="RWH")
         assert lease_text(f.lease_state) == "RWH"
@@ -270,7 +264,7 @@ def test_smb_byte_range_lock_is_seen_by_a_local_process(bed):
     a local F_GETLK sees the SMB client's lock as on a plain share."""
     import fcntl
     import struct
-    _local_file(bed, "locked.txt", b"0123456789")
+    bed.local.write("locked.txt", b"0123456789", mode=0o666)
     with bed.smb() as smb:
         f = smb.open("locked.txt", lease=None)
         f.handle.lock([_lock_element(0, 4, exclusive=True)])
@@ -300,7 +294,7 @@ def test_immutable_and_append_only_files_keep_their_kernel_rules(bed):
     refused to SMB writers (chattr +i / +a), while reads work."""
     import subprocess
     for name, flag in (("immutable.txt", "+i"), ("append-only.txt", "+a")):
-        _local_file(bed, name, b"kept\n")
+        bed.local.write(name, b"kept\n", mode=0o666)
         if subprocess.run(["chattr", flag, str(bed.local.path(name))]).returncode != 0:
             pytest.skip("the file system does not support chattr +i/+a")
     try:

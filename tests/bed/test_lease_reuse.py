@@ -27,11 +27,6 @@ PARK_LINGER = 2.0
 FLUSHED = b"cached by the reopened handle, flushed on the break\n"
 
 
-def _local_file(bed, name: str, data: bytes) -> None:
-    bed.local.write(name, data)
-    os.chmod(bed.local.path(name), 0o666)
-
-
 def _table(bed) -> list[dict]:
     """The lease bridge's table (`nfsbridge leases --json`), one row per file."""
     result = subprocess.run([str(DEFAULT_CLI), "leases", "--json", "--socket", str(bed.smbd.bridge_socket)],
@@ -62,7 +57,7 @@ def test_a_reopened_file_is_broken_by_a_local_or_nfs_reader_before_it_reads(bed,
     """The second open takes the first one's parked description; a reader must still break
     it, and see the write the client held back."""
     name = f"reopen-{reader}.txt"
-    _local_file(bed, name, b"old contents\n")
+    bed.local.write(name, b"old contents\n", mode=0o666)
     key = uuid.uuid4().bytes
     with bed.smb() as smb:
         first = smb.open(name, lease="RWH", lease_key=key, create=False)
@@ -92,7 +87,7 @@ def test_a_closed_file_does_not_keep_a_local_writer_waiting(bed):
     """The parked open caches nothing for any client: the break a local writer causes is
     answered at once, and the writer gets in well within a second."""
     name = "closed.txt"
-    _local_file(bed, name, b"old contents\n")
+    bed.local.write(name, b"old contents\n", mode=0o666)
     with bed.smb() as smb:
         f = smb.open(name, lease="RWH", create=False)
         f.write(b"written over SMB\n")
@@ -112,7 +107,7 @@ def test_a_closed_file_does_not_keep_a_local_writer_waiting(bed):
 
 def test_a_parked_open_is_given_up_after_it_lingered(bed):
     name = "linger.txt"
-    _local_file(bed, name, b"x")
+    bed.local.write(name, b"x", mode=0o666)
     with bed.smb() as smb:
         _open_close(smb, name, uuid.uuid4().bytes)
         assert name in _table_paths(bed)   # parked: the bridge still counts the open
@@ -134,7 +129,7 @@ def test_a_reopen_never_gets_caching_the_kernel_lease_no_longer_backs(bed):
     """A local reader keeps the file open after the parked open was broken: the reopen with
     the same key must not get write caching (no kernel write lease is possible now)."""
     name = "reader-stays.txt"
-    _local_file(bed, name, b"contents\n")
+    bed.local.write(name, b"contents\n", mode=0o666)
     key = uuid.uuid4().bytes
     with bed.smb() as smb:
         _open_close(smb, name, key)
@@ -147,7 +142,7 @@ def test_a_reopen_never_gets_caching_the_kernel_lease_no_longer_backs(bed):
 
 def test_a_reopen_with_another_lease_key_is_backed_as_usual(bed):
     name = "other-key.txt"
-    _local_file(bed, name, b"contents\n")
+    bed.local.write(name, b"contents\n", mode=0o666)
     with bed.smb() as smb:
         _open_close(smb, name, uuid.uuid4().bytes)
         parked = _holder_ids(bed, name)
@@ -171,7 +166,7 @@ def test_a_local_process_takes_a_write_lease_right_after_the_smb_close(bed, leas
     """What smb2.kernel-oplocks 8 does: a parked open must not keep the file open for others
     (a process's F_SETLEASE F_WRLCK, nfsd's delegations need that nobody else has it open)."""
     name = f"lease-after-close-{lease}.txt"
-    _local_file(bed, name, b"contents\n")
+    bed.local.write(name, b"contents\n", mode=0o666)
     with bed.smb() as smb:
         f = smb.open(name, lease=lease, create=False)
         f.close()

@@ -243,8 +243,7 @@ def test_randomized_readers_and_writers_see_no_stale_data_and_lose_no_write(bed)
     ledger = Ledger()
     init = random.Random(seed)
     for name in FILES:
-        bed.local.write(name, record(name, 0, "init", init))
-        os.chmod(bed.local.path(name), 0o666)
+        bed.local.write(name, record(name, 0, "init", init), mode=0o666)
     smb_a, smb_b = CachingSmbClient(bed, "smb-a", True), CachingSmbClient(bed, "smb-b", False)
 
     def local_write(name: str, data: bytes) -> None:

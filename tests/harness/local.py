@@ -121,12 +121,17 @@ class LocalActor:
                 pass
         return [self.path(name).read_bytes() for name in names]
 
-    def write(self, name: str, data: bytes) -> None:
+    def write(self, name: str, data: bytes, mode: int | None = None) -> None:
+        """Writes `name`; with `mode`, then sets its permission bits (0o666: a file the SMB
+        test user may read and write whoever made it)."""
         if self.uid is None:
             self.path(name).write_bytes(data)
+            if mode is not None:
+                os.chmod(self.path(name), mode)
         else:
-            self._child("import sys; open(sys.argv[1],'wb').write(sys.stdin.buffer.read())",
-                        str(self.path(name)), data=data)
+            self._child("import os, sys; open(sys.argv[1],'wb').write(sys.stdin.buffer.read())"
+                        "; m = int(sys.argv[2]); m >= 0 and os.chmod(sys.argv[1], m)",
+                        str(self.path(name)), str(-1 if mode is None else mode), data=data)
 
     def mkdir(self, name: str) -> None:
         if self.uid is None:
