@@ -151,3 +151,33 @@ fn a_blocked_signal_is_read_from_the_signalfd_with_its_number() {
     }
     assert!(signals::read_signals(&signalfd).unwrap().is_empty());
 }
+
+/// `(F_GETSIG, F_GETOWN)` of the description behind `file`.
+fn break_signal_and_owner(file: &File) -> (i32, i32) {
+    use std::os::fd::AsRawFd;
+    const F_GETSIG: i32 = 11;
+    // SAFETY: F_GETSIG and F_GETOWN take no argument; the descriptor is open.
+    let signo = unsafe { libc::fcntl(file.as_raw_fd(), F_GETSIG) };
+    // SAFETY: as above.
+    let owner = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETOWN) };
+    (signo, owner)
+}
+
+#[test]
+fn a_lease_taken_again_after_its_release_still_signals_its_break_to_us() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = test_file(&dir, b"held");
+    let holder = open_holder(&path, true);
+    let me = std::process::id() as i32;
+    assert_eq!(break_signal_and_owner(&holder), (libc::SIGWINCH, me));
+
+    // The kernel rule take_lease exists for: giving a lease up clears both settings.
+    fcntl::set_lease(holder.as_fd(), Some(LeaseType::Write)).unwrap();
+    fcntl::set_lease(holder.as_fd(), None).unwrap();
+    assert_eq!(break_signal_and_owner(&holder), (0, 0), "F_UNLCK clears F_SETSIG and F_SETOWN");
+
+    fcntl::take_lease(holder.as_fd(), LeaseType::Write, libc::SIGWINCH).unwrap();
+    assert_eq!(fcntl::get_lease(holder.as_fd()).unwrap(), Some(LeaseType::Write));
+    assert_eq!(break_signal_and_owner(&holder), (libc::SIGWINCH, me));
+    fcntl::set_lease(holder.as_fd(), None).unwrap();
+}

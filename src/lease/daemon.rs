@@ -735,8 +735,6 @@ impl Daemon {
         let status = rustix::fs::fcntl_getfl(&description).map_err(|error| error.raw_os_error())?;
         rustix::fs::fcntl_setfl(&description, status - OFlags::NONBLOCK)
             .map_err(|error| error.raw_os_error())?;
-        fcntl::set_signal(description.as_fd(), signals::lease_break_signal())
-            .map_err(|error| errno_of(&error))?;
         if let Some(errno) = read_only_because {
             info!(path = %resolved, errno, "description opened read-only (O_RDWR refused)");
         }
@@ -769,8 +767,8 @@ impl Daemon {
         let grant = self
             .table
             .grant(inode, holder, |description, lease| {
-                // F_SETSIG / F_SETOWN were set when the description was opened.
-                let taken = fcntl::set_lease(description.as_fd(), Some(lease));
+                let taken =
+                    fcntl::take_lease(description.as_fd(), lease, signals::lease_break_signal());
                 match taken {
                     Ok(()) => true,
                     Err(error) => {
@@ -889,7 +887,12 @@ impl Daemon {
             KernelAction::Set(lease) => (Some(lease), "kernel lease lowered"),
             KernelAction::Release => (None, "kernel lease released"),
         };
-        match fcntl::set_lease(entry.description().as_fd(), lease) {
+        let description = entry.description().as_fd();
+        let result = match lease {
+            Some(lease) => fcntl::take_lease(description, lease, signals::lease_break_signal()),
+            None => fcntl::set_lease(description, None),
+        };
+        match result {
             Ok(()) => debug!(
                 path = %self.path_of(inode),
                 lease = lease_word(lease),

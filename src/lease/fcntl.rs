@@ -49,6 +49,15 @@ pub fn set_lease(fd: BorrowedFd<'_>, lease: Option<LeaseType>) -> io::Result<()>
     Ok(())
 }
 
+/// Takes (or lowers to) `lease` on the description behind `fd` with its break signalled as
+/// `signo` to this process. The signal is set again each time: the kernel clears a
+/// description's `F_SETSIG` and `F_SETOWN` whenever a lease on it is given up, so a lease
+/// taken again after a release would otherwise signal a plain SIGIO without `si_fd`.
+pub fn take_lease(fd: BorrowedFd<'_>, lease: LeaseType, signo: i32) -> io::Result<()> {
+    set_signal(fd, signo)?;
+    set_lease(fd, Some(lease))
+}
+
 /// `F_GETLEASE`: the lease on the description behind `fd`. During a pending break it is the
 /// type the holder must go down to (`None`: give it up), not the type held.
 pub fn get_lease(fd: BorrowedFd<'_>) -> io::Result<Option<LeaseType>> {
@@ -61,7 +70,8 @@ pub fn get_lease(fd: BorrowedFd<'_>) -> io::Result<Option<LeaseType>> {
 /// behind `fd` then queues `signo` to us with `si_fd` set to the descriptor the lease was
 /// taken through (a realtime signal queues once per break; SIGIO without `si_fd` means the
 /// queue overflowed). Both settings belong to the open file description, so every process
-/// holding a dup of it must leave them alone.
+/// holding a dup of it must leave them alone. Giving a lease up (`F_UNLCK`, by the holder or
+/// by the kernel at lease-break-time) clears both: see [`take_lease`].
 pub fn set_signal(fd: BorrowedFd<'_>, signo: i32) -> io::Result<()> {
     // SAFETY: F_SETSIG takes an int argument (the signal number); `fd` is borrowed and open.
     check(unsafe { libc::fcntl(fd.as_raw_fd(), F_SETSIG, signo) })?;
