@@ -20,6 +20,7 @@
 #include "messages.h"
 #include "lib/tsocket/tsocket.h"
 #include "lib/util/tevent_ntstatus.h"
+#include "lib/util/dlinklist.h"
 
 #include <linux/capability.h>
 #include <sys/syscall.h>
@@ -692,95 +693,138 @@ static int nfsb_close(struct vfs_handle_struct *handle, struct files_struct *fsp
 	return SMB_VFS_NEXT_CLOSE(handle, fsp);
 }
 
-/* A break smbd is carrying out for the bridge; freed with its fsp. */
+/*
+ * A break smbd is carrying out for the bridge; freed with its fsp. The module learns that the
+ * client answered by looking at the fsp's lease or oplock after every event the main loop
+ * handles (smbd processes an acknowledgement, or a break that needs none, within one event,
+ * and updates the fsp's copy of the lease there), and on a backing-off timer for the rare
+ * change made by another process (an acknowledgement on another connection of the client).
+ *
+ * Not a share-mode watch: dbwrap wakes only the first watcher of a record, and a watcher that
+ * waits on the main event context cannot run while this process waits for the same record's
+ * lock in a nested one (process_oplock_break_message does, when another smbd holds the
+ * record), so every waiter behind it slept until g_lock's 5-9 s retry.
+ */
 struct bridge_break {
+	struct bridge_break *prev, *next;
 	struct files_struct *fsp;
 	uint32_t break_to;
 	uint64_t token;
 	bool answered;
-	struct tevent_req *watch;
-	struct tevent_timer *timer;
-	uint32_t poll_ms;
 };
 
-static void bridge_break_watch(struct bridge_break *b);
-static void bridge_break_poll(struct bridge_break *b);
+static struct bridge_break *bridge_breaks;
+static struct tevent_timer *bridge_breaks_timer;
+static uint32_t bridge_breaks_poll_ms;
+static tevent_trace_callback_t bridge_chained_trace;
+static void *bridge_chained_trace_private;
 
-/* The caching the fsp's client has now, and whether a break is still in flight. */
-static bool bridge_break_finished(struct bridge_break *b, uint32_t *state)
+/* The caching the fsp's client has now, and whether a break is still in flight. `reread`:
+ * refresh a lease from leases.tdb first (otherwise the fsp's copy, which this process keeps
+ * current for its own changes). */
+static bool bridge_break_finished(struct bridge_break *b, bool reread, uint32_t *state)
 {
 	struct files_struct *fsp = b->fsp;
 
-	*state = fsp_lease_type(fsp); /* leases: re-read from leases.tdb */
 	if (fsp->oplock_type == LEASE_OPLOCK) {
-		(void)fsp_lease_update(fsp);
+		if (reread) {
+			(void)fsp_lease_update(fsp);
+		}
 		*state = fsp->lease->lease.lease_state;
 		if (fsp->lease->lease.lease_flags & SMB2_LEASE_FLAG_BREAK_IN_PROGRESS) {
 			return false;
 		}
-	} else if (fsp->sent_oplock_break != NO_BREAK_SENT) {
-		return false;
+	} else {
+		*state = fsp_lease_type(fsp); /* oplocks: no database access */
+		if (fsp->sent_oplock_break != NO_BREAK_SENT) {
+			return false;
+		}
 	}
 	return (*state & ~b->break_to) == 0;
 }
 
-static void bridge_break_check(struct bridge_break *b)
+/* Answers the bridge if the break is over; frees b then. An answer is always confirmed against
+ * leases.tdb: another process may have changed the lease since this one last looked. */
+static void bridge_break_check(struct bridge_break *b, bool reread)
 {
 	uint32_t state;
 
-	if (!bridge_break_finished(b, &state)) {
+	if (!bridge_break_finished(b, reread, &state)) {
+		return;
+	}
+	if (!reread && !bridge_break_finished(b, true, &state)) {
 		return;
 	}
 	b->answered = true;
-	TALLOC_FREE(b->watch);
-	TALLOC_FREE(b->timer);
 	if (b->token != 0) {
 		rust_ops->break_answered(b->token, state);
 	}
 	TALLOC_FREE(b);
 }
 
-static void bridge_break_watch_done(struct tevent_req *req)
+static void bridge_breaks_check_all(bool reread)
 {
-	struct bridge_break *b = tevent_req_callback_data(req, struct bridge_break);
+	struct bridge_break *b, *next;
 
-	(void)share_mode_watch_recv(req, NULL, NULL);
-	TALLOC_FREE(req);
-	b->watch = NULL;
-	bridge_break_watch(b); /* re-arm first: the check may free b */
-	bridge_break_check(b);
-}
-
-static void bridge_break_watch(struct bridge_break *b)
-{
-	b->watch = share_mode_watch_send(b, b->fsp->conn->sconn->ev_ctx, &b->fsp->file_id,
-					 (struct server_id){ 0 });
-	if (b->watch != NULL) {
-		tevent_req_set_callback(b->watch, bridge_break_watch_done, b);
+	for (b = bridge_breaks; b != NULL; b = next) {
+		next = b->next; /* the check may free b (and only b) */
+		bridge_break_check(b, reread);
 	}
 }
 
-/* Some state changes do not touch the share-mode record (a lease break from R to none needs
- * no acknowledgement and only updates leases.tdb): check on a backing-off timer too. */
-static void bridge_break_timer(struct tevent_context *ev, struct tevent_timer *te,
-			       struct timeval now, void *private_data)
+static void bridge_breaks_trace(enum tevent_trace_point point, void *private_data)
 {
-	struct bridge_break *b = talloc_get_type_abort(private_data, struct bridge_break);
-
-	b->timer = NULL;
-	bridge_break_poll(b); /* re-arm first: the check may free b */
-	bridge_break_check(b);
+	if (bridge_chained_trace != NULL) {
+		bridge_chained_trace(point, bridge_chained_trace_private);
+	}
+	if (point == TEVENT_TRACE_AFTER_LOOP_ONCE && bridge_breaks != NULL) {
+		bridge_breaks_check_all(false);
+	}
 }
 
-static void bridge_break_poll(struct bridge_break *b)
+/* Chains onto smbd's own trace callback (its idle-time profiling); checked again by the
+ * timer, in case smbd set another one since. */
+static void bridge_breaks_trace_install(struct tevent_context *ev)
 {
-	b->timer = tevent_add_timer(b->fsp->conn->sconn->ev_ctx, b,
-				    timeval_current_ofs_msec(b->poll_ms), bridge_break_timer, b);
-	b->poll_ms = MIN(b->poll_ms * 2, 1000);
+	tevent_trace_callback_t current;
+	void *current_private;
+
+	tevent_get_trace_callback(ev, &current, &current_private);
+	if (current == bridge_breaks_trace) {
+		return;
+	}
+	bridge_chained_trace = current;
+	bridge_chained_trace_private = current_private;
+	tevent_set_trace_callback(ev, bridge_breaks_trace, NULL);
+}
+
+static void bridge_breaks_poll(struct tevent_context *ev);
+
+static void bridge_breaks_timer_fired(struct tevent_context *ev, struct tevent_timer *te,
+				      struct timeval now, void *private_data)
+{
+	bridge_breaks_timer = NULL;
+	bridge_breaks_check_all(true);
+	if (bridge_breaks != NULL) {
+		bridge_breaks_trace_install(ev);
+		bridge_breaks_poll(ev);
+	}
+}
+
+static void bridge_breaks_poll(struct tevent_context *ev)
+{
+	bridge_breaks_timer = tevent_add_timer(ev, bridge_sconn, timeval_current_ofs_msec(
+						       bridge_breaks_poll_ms),
+					       bridge_breaks_timer_fired, NULL);
+	bridge_breaks_poll_ms = MIN(bridge_breaks_poll_ms * 2, 250);
 }
 
 static int bridge_break_destructor(struct bridge_break *b)
 {
+	DLIST_REMOVE(bridge_breaks, b);
+	if (bridge_breaks == NULL) {
+		TALLOC_FREE(bridge_breaks_timer);
+	}
 	if (!b->answered && b->token != 0) {
 		/* The open closed before its client answered: Rust hands the break to another
 		 * open of the same lease, or lets the close end it. */
@@ -846,6 +890,7 @@ static struct files_struct *bridge_find_fsp(int fd, const uint8_t *lease_key)
 bool nfsb_request_break(int fd, const uint8_t *lease_key, uint32_t break_to, uint64_t token)
 {
 	struct files_struct *fsp = bridge_find_fsp(fd, lease_key);
+	struct tevent_context *ev;
 	struct bridge_break *b;
 
 	if (fsp == NULL) {
@@ -855,15 +900,20 @@ bool nfsb_request_break(int fd, const uint8_t *lease_key, uint32_t break_to, uin
 	if (b == NULL) {
 		return false;
 	}
-	*b = (struct bridge_break){ .fsp = fsp, .break_to = break_to, .token = token, .poll_ms = 2 };
+	*b = (struct bridge_break){ .fsp = fsp, .break_to = break_to, .token = token };
+	DLIST_ADD_END(bridge_breaks, b);
 	talloc_set_destructor(b, bridge_break_destructor);
 	if (!send_break_request(fsp, break_to)) {
 		b->answered = true; /* the caller learns from the return value */
 		TALLOC_FREE(b);
 		return false;
 	}
-	bridge_break_watch(b);
-	bridge_break_poll(b);
+	ev = fsp->conn->sconn->ev_ctx;
+	bridge_breaks_trace_install(ev);
+	/* A new break restarts the poll from its shortest interval. */
+	TALLOC_FREE(bridge_breaks_timer);
+	bridge_breaks_poll_ms = 2;
+	bridge_breaks_poll(ev);
 	return true;
 }
 

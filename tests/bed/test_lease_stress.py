@@ -41,6 +41,11 @@ pytestmark = [pytest.mark.bed_share("nfsbridge")]
 RECORD = 4096
 FILES = [f"stress-{i}.dat" for i in range(3)]
 DURATION = float(os.environ.get("NFSBRIDGE_STRESS_SECONDS", "20"))
+# No single operation may take this long. Every break here is answered within milliseconds, so
+# a stall means something waited on a timer: smbd's 1 s poll-open retry repeated, or g_lock's
+# 5-9 s retry after a lost wake-up (an smbd whose share-mode watch stood first in the record's
+# watcher list, while that same smbd waited for the record's lock).
+STALL_SECONDS = 4.0
 R, H, W = 1, 2, 4
 
 
@@ -282,8 +287,10 @@ def test_randomized_readers_and_writers_see_no_stale_data_and_lose_no_write(bed)
         "smb-a": (smb_a.read, lambda name, data: smb_a.write(data, name), smb_a.reopen),
         "smb-b": (smb_b.read, lambda name, data: smb_b.write(data, name), smb_b.reopen),
     }
-    deadline = time.monotonic() + DURATION
+    started = time.monotonic()
+    deadline = started + DURATION
     failures: list[str] = []
+    slow: list[tuple[float, str]] = []    # (seconds, what): operations that took over a second
 
     def run(label: str, actor_seed: int) -> None:
         rng = random.Random(actor_seed)
@@ -291,16 +298,22 @@ def test_randomized_readers_and_writers_see_no_stale_data_and_lose_no_write(bed)
         while time.monotonic() < deadline:
             name = rng.choice(FILES)
             roll = rng.random()
+            what = "reopen" if reopen is not None and roll < 0.1 else "read" if roll < 0.55 else "write"
+            begun = time.monotonic()
             try:
-                if reopen is not None and roll < 0.1:
+                if what == "reopen":
                     reopen(name)
-                elif roll < 0.55:
+                elif what == "read":
                     ledger.read(name, label, lambda: do_read(name))
                 else:
                     ledger.write(name, label, rng, lambda data: do_write(name, data))
             except Exception as exc:  # noqa: BLE001 - every failure is reported
                 failures.append(f"{label}: {exc!r}")
                 return
+            finally:
+                took = time.monotonic() - begun
+                if took > 1:
+                    slow.append((took, f"{label} {what} {name} at {begun - started:.2f} s took {took:.2f} s"))
 
     with ThreadPoolExecutor(len(actors)) as pool:
         for future in [pool.submit(run, label, seed * 31 + i) for i, label in enumerate(actors)]:
@@ -315,8 +328,11 @@ def test_randomized_readers_and_writers_see_no_stale_data_and_lose_no_write(bed)
     print(f"{ledger.reads} reads, {ledger.writes} writes, {smb_a.breaks + smb_b.breaks} SMB lease breaks handled, "
           f"{len(ledger.torn)} torn reads during concurrent plain writes, "
           f"{len(ledger.async_break_reads)} cached reads during a no-ack break or of another SMB client's write")
+    print("operations over a second:", "; ".join(line for _, line in slow) or "none")
     assert not failures + smb_a.errors + smb_b.errors
     assert ledger.reads > 50 and ledger.writes > 50, "the stress did too little to mean anything"
     assert smb_a.breaks + smb_b.breaks > 0, "no lease was ever broken: nothing was tested"
+    stalls = [line for took, line in slow if took >= STALL_SECONDS]
+    assert not stalls, f"operations stalled: {stalls}"
     assert not ledger.stale, f"{len(ledger.stale)} stale reads, e.g. {ledger.stale[:5]}"
     assert not lost, f"lost writes: {lost}"
