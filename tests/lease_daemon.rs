@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use nfsbridge::lease::client::{BreakRequest, BridgeClient};
 use nfsbridge::lease::fcntl;
 use nfsbridge::lease::kernel::{self, LeaseState, LeaseType};
-use nfsbridge::lease::protocol::{Provisional, WireUnit};
+use nfsbridge::lease::protocol::{self, Provisional, WireUnit};
 use nfsbridge::lease::table::{Caching, GrantKind, InodeKey};
 use nfsbridge::lease::transport;
 
@@ -186,7 +186,7 @@ fn a_client_that_never_acknowledges_loses_the_lease_at_the_break_timeout() {
 }
 
 /// An "smbd" that opens a file through the bridge, is granted a batch oplock, then sleeps
-/// without reading its socket (the wire format of `src/lease/protocol.rs`, version 3).
+/// without reading its socket (the wire format of `src/lease/protocol.rs`, version 4).
 const PYTHON_SMBD: &str = r#"
 import os, socket, struct, sys, time
 signal_alarm = __import__("signal").alarm(60)
@@ -194,7 +194,7 @@ sock_path, share, path = sys.argv[1:4]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 s.connect(sock_path)
 def header(tag, request_id):
-    return b"NB" + bytes([3, tag]) + struct.pack("<Q", request_id)
+    return b"NB" + bytes([4, tag]) + struct.pack("<Q", request_id)
 def string(text):
     data = text.encode()
     return struct.pack("<H", len(data)) + data
@@ -739,4 +739,58 @@ fn a_grant_made_with_the_open_is_backed_at_once_and_lowered_by_adjust_grant() {
     drop(local);
     client.close(opened.inode, 1).unwrap();
     client.close(second.inode, 2).unwrap();
+}
+
+#[test]
+fn only_the_one_unit_a_break_waits_for_may_release_the_lease_itself_before_the_timeout() {
+    let bridge = Bridge::start(&["--break-timeout", "20"]);
+    let path = bridge.file("sole.txt", b"x");
+    let mut client = bridge.client();
+    let reference = reference(&path);
+    let (first, inode, _) = client
+        .open_description(reference.as_fd(), &bridge.share, 1, true, true)
+        .unwrap();
+
+    // One unit caches: it may release, until a second before the break could time out.
+    assert_eq!(grant_rwh(&bridge, &mut client, inode, 1), Caching::RWH);
+    let asked = protocol::monotonic_now_ns();
+    assert_eq!(errno(&local_open(&path, false).unwrap_err()), libc::EWOULDBLOCK);
+    let [request] = <[BreakRequest; 1]>::try_from(break_requests(&mut client, 1)).unwrap();
+    let after = protocol::monotonic_now_ns();
+    // The break started between `asked` and `after`; it may be released until a second before
+    // its 20 s timeout (1 ms of slack for the two clock reads).
+    let less_a_second = Duration::from_secs(19).as_nanos() as u64;
+    let slack = Duration::from_millis(1).as_nanos() as u64;
+    assert!(
+        (asked + less_a_second - slack..=after + less_a_second + slack)
+            .contains(&request.release_until),
+        "release_until {} is 19 s after the break started, between {asked} and {after}",
+        request.release_until
+    );
+    // The unit gives the lease up itself (as the module does), then acknowledges: the bridge
+    // finds the lease gone and ends the break as usual.
+    fcntl::set_lease(first.as_fd(), None).unwrap();
+    assert!(eventually(WAIT, || local_open(&path, false).is_ok()));
+    client
+        .break_ack(request.request_id, inode, request.unit, Caching::NONE)
+        .unwrap();
+    assert!(eventually(WAIT, || bridge.log_text().contains("break ended: every holder acknowledged")));
+
+    // Two units cache: neither may release (the other's caching still needs the lease).
+    let (_second, _, _) = client
+        .open_description(reference.as_fd(), &bridge.share, 2, true, true)
+        .unwrap();
+    assert_eq!(grant_rwh(&bridge, &mut client, inode, 1), Caching::RWH);
+    assert_eq!(grant_rwh(&bridge, &mut client, inode, 2), Caching::RWH);
+    assert_eq!(errno(&local_open(&path, true).unwrap_err()), libc::EWOULDBLOCK);
+    let requests = break_requests(&mut client, 2);
+    assert!(requests.iter().all(|request| request.release_until == 0), "{requests:?}");
+    for request in &requests {
+        client
+            .break_ack(request.request_id, inode, request.unit, Caching::NONE)
+            .unwrap();
+    }
+    assert!(eventually(WAIT, || local_open(&path, true).is_ok()));
+    client.close(inode, 1).unwrap();
+    client.close(inode, 2).unwrap();
 }

@@ -136,13 +136,14 @@ fn message() -> impl Strategy<Value = Message> {
                 file_id,
             }
         }),
-        (any::<u64>(), inode(), unit(), caching(), caching()).prop_map(
-            |(request_id, inode, unit, current, break_to)| Message::BreakNotify {
+        (any::<u64>(), inode(), unit(), caching(), caching(), any::<u64>()).prop_map(
+            |(request_id, inode, unit, current, break_to, release_until)| Message::BreakNotify {
                 request_id,
                 inode,
                 unit,
                 current,
-                break_to
+                break_to,
+                release_until,
             }
         ),
         (any::<u64>(), inode(), unit(), caching()).prop_map(
@@ -252,36 +253,41 @@ fn malformed_headers_and_fields_are_named() {
         "version 2 had no provisional grant"
     );
     assert_eq!(
-        decode(b"NB\x03\xee\0\0\0\0\0\0\0\0"),
+        decode(b"NB\x03\x08\0\0\0\0\0\0\0\0"),
+        Err(DecodeError::UnsupportedVersion(3)),
+        "version 3 had no release_until in BreakNotify"
+    );
+    assert_eq!(
+        decode(b"NB\x04\xee\0\0\0\0\0\0\0\0"),
         Err(DecodeError::UnknownTag(0xee))
     );
     assert_eq!(
-        decode(b"NB\x03\x08\x05\0\0\0\0\0\0\0"),
+        decode(b"NB\x04\x08\x05\0\0\0\0\0\0\0"),
         Ok(Message::Done { request_id: 5 })
     );
     // Granted with an unknown caching bit (0x8) and with a lease type of 3.
     assert_eq!(
-        decode(b"NB\x03\x04\0\0\0\0\0\0\0\0\x08\x00"),
+        decode(b"NB\x04\x04\0\0\0\0\0\0\0\0\x08\x00"),
         Err(DecodeError::InvalidValue {
             field: "caching",
             value: 8
         })
     );
     assert_eq!(
-        decode(b"NB\x03\x04\0\0\0\0\0\0\0\0\x07\x03"),
+        decode(b"NB\x04\x04\0\0\0\0\0\0\0\0\x07\x03"),
         Err(DecodeError::InvalidValue {
             field: "kernel lease",
             value: 3
         })
     );
     // OpenDescription whose string claims more than PATH_MAX, and one that is not UTF-8.
-    let mut long = b"NB\x03\x01\0\0\0\0\0\0\0\0".to_vec();
+    let mut long = b"NB\x04\x01\0\0\0\0\0\0\0\0".to_vec();
     long.extend_from_slice(&((MAX_STRING_LEN + 1) as u16).to_le_bytes());
     assert_eq!(
         decode(&long),
         Err(DecodeError::StringTooLong(MAX_STRING_LEN + 1))
     );
-    let mut latin1 = b"NB\x03\x01\0\0\0\0\0\0\0\0\x01\x00\xe9\x07\0\0\0\0\0\0\0\x00".to_vec();
+    let mut latin1 = b"NB\x04\x01\0\0\0\0\0\0\0\0\x01\x00\xe9\x07\0\0\0\0\0\0\0\x00".to_vec();
     assert_eq!(decode(&latin1), Err(DecodeError::NotUtf8));
     latin1[14] = b'/';
     assert_eq!(

@@ -199,7 +199,8 @@ impl File {
 /// Dropped even when a panic unwinds.
 ///
 /// # Invariants
-/// Created and dropped on smbd's main thread within one VFS call; never nested.
+/// Created and dropped on smbd's main thread within one call into the module (a VFS call, or
+/// the lease code answering a break from the main loop); never nested.
 pub struct Privileged(());
 
 impl Privileged {

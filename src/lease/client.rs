@@ -35,6 +35,8 @@ pub struct BreakRequest {
     pub unit: WireUnit,
     pub current: Caching,
     pub break_to: Caching,
+    /// See `Message::BreakNotify`: 0, or when this smbd may stop releasing the lease itself.
+    pub release_until: u64,
 }
 
 /// What [`BridgeClient::open_description_granting`] answers.
@@ -439,6 +441,7 @@ impl BridgeClient {
             unit,
             current,
             break_to,
+            release_until,
         } = message
         {
             self.queued.push_back(BreakRequest {
@@ -447,6 +450,7 @@ impl BridgeClient {
                 unit,
                 current,
                 break_to,
+                release_until,
             });
         }
     }

@@ -1013,8 +1013,13 @@ impl Daemon {
         };
         // The notices first: the log line reads the file's path (a readlink) and writes.
         let notified = start.notify.len();
+        let release_until = if notified == 1 {
+            self.sole_unit_release_until(inode)
+        } else {
+            0
+        };
         for notice in start.notify {
-            self.notify(notice, true);
+            self.notify(notice, true, release_until);
         }
         info!(
             path = %self.path_of(inode),
@@ -1032,8 +1037,35 @@ impl Daemon {
         }
     }
 
+    /// Until when the only unit a kernel lease break waits for may give the lease up itself
+    /// (`BreakNotify::release_until`): a second before this break can time out here. After
+    /// the timeout the table may have ended the break and a new lease may back someone
+    /// else's caching, which a late release would drop. Only for a break of every unit to
+    /// nothing: then this unit is the only one caching anything, and no later notice of the
+    /// same break can add another.
+    fn sole_unit_release_until(&self, inode: InodeKey) -> u64 {
+        let Some(pending) = self
+            .table
+            .entry(inode)
+            .and_then(|entry| entry.pending_break())
+            .filter(|pending| pending.smb_target == Caching::NONE)
+        else {
+            return 0;
+        };
+        let left = self
+            .config
+            .break_timeout
+            .saturating_sub(self.now().saturating_sub(pending.started));
+        match left.checked_sub(Duration::from_secs(1)) {
+            Some(margin) if !margin.is_zero() => {
+                protocol::monotonic_now_ns().saturating_add(margin.as_nanos() as u64)
+            }
+            _ => 0,
+        }
+    }
+
     /// Sends a break notice to the newest connection of the unit's smbd.
-    fn notify(&mut self, notice: BreakNotice, expect_ack: bool) {
+    fn notify(&mut self, notice: BreakNotice, expect_ack: bool, release_until: u64) {
         let pid = notice.unit.smbd_pid();
         let Some((&token, connection)) = self
             .connections
@@ -1053,6 +1085,7 @@ impl Daemon {
             unit: WireUnit::from_unit(notice.unit),
             current: notice.current,
             break_to: notice.break_to,
+            release_until,
         };
         if let Err(gone) = connection.send(&message, None) {
             self.drop_connection(token, gone);
@@ -1076,7 +1109,7 @@ impl Daemon {
             // The smbds of silent units must drop the caching now: a last notice, no answer
             // expected.
             for notice in ended.revoked {
-                self.notify(notice, false);
+                self.notify(notice, false, 0);
             }
         }
         self.forget_unused();

@@ -10,8 +10,8 @@
 //! Versions: 1 (the first layer) had no file id in `OpenDescription` and no `ListLeases`;
 //! 2 adds both; 3 adds the provisional grant of `OpenDescription` (answered in
 //! `DescriptionOpened`), `AdjustGrant`, the failover messages (`Release` … `GraceState`,
-//! `super::failover`), and sends no reply to `Close`. A peer speaking another version is
-//! refused at its first message.
+//! `super::failover`), and sends no reply to `Close`; 4 adds `release_until` to
+//! `BreakNotify`. A peer speaking another version is refused at its first message.
 //!
 //! The sending smbd's pid is never in a message: the daemon takes it from SO_PEERCRED, so an
 //! smbd can only act on its own opens and break units.
@@ -21,7 +21,16 @@ use super::table::{BreakUnit, Caching, GrantKind, InodeKey, LeaseKey};
 use super::transport::PeerCredentials;
 
 pub const MAGIC: [u8; 2] = *b"NB";
-pub const VERSION: u8 = 3;
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `BreakNotify`'s `release_until`, one
+/// clock for every process on the machine.
+pub fn monotonic_now_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
+pub const VERSION: u8 = 4;
 /// PATH_MAX: share paths and addresses are never longer.
 pub const MAX_STRING_LEN: usize = 4096;
 
@@ -118,13 +127,17 @@ pub enum Message {
         inode: InodeKey,
         file_id: u64,
     },
-    /// daemon → smbd: break this unit's client down to `break_to`.
+    /// daemon → smbd: break this unit's client down to `break_to`. `release_until`: when
+    /// this unit is the only one the kernel lease break waits for, a `CLOCK_MONOTONIC` time
+    /// (ns) before which smbd may give the kernel lease up itself once its client caches
+    /// nothing, before acknowledging (one wake-up of the daemon less); 0 when it may not.
     BreakNotify {
         request_id: u64,
         inode: InodeKey,
         unit: WireUnit,
         current: Caching,
         break_to: Caching,
+        release_until: u64,
     },
     /// smbd → daemon: the client acknowledged (or smbd gave up on it) and now caches `caching`.
     BreakAck {
@@ -344,12 +357,14 @@ impl Message {
                 unit,
                 current,
                 break_to,
+                release_until,
                 ..
             } => {
                 out.inode(*inode);
                 out.unit(*unit);
                 out.caching(*current);
                 out.caching(*break_to);
+                out.u64(*release_until);
             }
             Message::BreakAck {
                 inode,
@@ -525,6 +540,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             unit: input.unit()?,
             current: input.caching()?,
             break_to: input.caching()?,
+            release_until: input.u64()?,
         },
         tag::BREAK_ACK => Message::BreakAck {
             request_id,

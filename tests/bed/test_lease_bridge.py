@@ -308,3 +308,36 @@ def test_immutable_and_append_only_files_keep_their_kernel_rules(bed):
     finally:
         for name in ("immutable.txt", "append-only.txt"):
             subprocess.run(["chattr", "-i", "-a", str(bed.local.path(name))])
+
+
+def _released_by_smbd(bed, name: str) -> bool:
+    """Whether an smbd gave the file's kernel lease up itself (the module's debug line)."""
+    st = os.stat(bed.local.path(name))
+    return f"kernel lease of inode {st.st_dev}:{st.st_ino} released here" in bed.smbd.log_text()
+
+
+def test_the_only_client_a_break_waits_for_has_its_smbd_release_the_kernel_lease(bed):
+    """The bridge lets the smbd of the one unit a break waits for give the kernel lease up as
+    soon as its client answered (one wake-up of the bridge less), and the reader still sees
+    the flushed bytes."""
+    _cached_write_then_break(bed, bed.local.read, "sole-unit.txt")
+    assert _released_by_smbd(bed, "sole-unit.txt")
+
+
+def test_a_break_that_waits_for_two_clients_leaves_the_kernel_lease_to_the_bridge(bed):
+    bed.local.write("two-units.txt", b"before\n", mode=0o666)
+    with bed.smb() as first, bed.smb() as second:
+        a = first.open("two-units.txt", lease="RH", write=False)
+        b = second.open("two-units.txt", lease="RH", write=False)
+        assert lease_text(a.lease_state) == lease_text(b.lease_state) == "RH"
+        with ThreadPoolExecutor(1) as pool:
+            write = pool.submit(bed.local.write, "two-units.txt", b"after\n")
+            for smb in (first, second):
+                brk = smb.wait_break(timeout=10)
+                assert isinstance(brk, LeaseBreak) and brk.new == 0
+                if brk.ack_required:
+                    assert smb.ack_lease_break(brk) == STATUS_SUCCESS
+            write.result(timeout=10)
+        a.close()
+        b.close()
+    assert not _released_by_smbd(bed, "two-units.txt")
