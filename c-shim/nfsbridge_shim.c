@@ -1220,16 +1220,6 @@ int nfsb_next_fchown(nfsb_handle *h, nfsb_fsp *fsp, uint32_t uid, uint32_t gid, 
 							  (gid_t)gid));
 }
 
-void nfsb_become_root(void)
-{
-	become_root();
-}
-
-void nfsb_unbecome_root(void)
-{
-	unbecome_root();
-}
-
 /*
  * The ACL bridge's writes (security.* xattrs; the POSIX ACLs and mode of a file the user may
  * not own) need root's capabilities, not root's uid. become_root() switches uid, gid and

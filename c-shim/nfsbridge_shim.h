@@ -192,11 +192,6 @@ int nfsb_next_fchmod(nfsb_handle *handle, nfsb_fsp *fsp, uint32_t mode, bool as_
 int nfsb_next_fchown(nfsb_handle *handle, nfsb_fsp *fsp, uint32_t uid, uint32_t gid,
 		     bool as_root);
 
-/* smbd's become_root()/unbecome_root(): calls made in between (with as_root false) run as
- * root. Always paired. */
-void nfsb_become_root(void);
-void nfsb_unbecome_root(void);
-
 /* Root's privileges for the calls made in between (with as_root false): the thread's
  * permitted capabilities are made effective, the user's ids stay (as Samba's own
  * set_effective_capability() does); smbd's become_root() if the kernel refuses that. Always

@@ -785,7 +785,7 @@ pub fn break_answered(token: u64, lease_state: u32) {
 ///
 /// The bridge then finds the lease gone when it applies the acknowledgement.
 fn release_sole_lease(inode: InodeKey, lease_fd: RawFd, writable: bool, release_until: u64) {
-    if release_until == 0 || nfsbridge::lease::protocol::monotonic_now_ns() >= release_until {
+    if nfsbridge::lease::protocol::monotonic_now_ns() >= release_until {
         return;
     }
     // SAFETY: lease_fd is a descriptor of an open of this process in its open table (the
@@ -796,11 +796,7 @@ fn release_sole_lease(inode: InodeKey, lease_fd: RawFd, writable: bool, release_
         Ok(Some(LeaseType::Read)) if writable => {}
         _ => return,
     }
-    let released = {
-        let _root = crate::samba::Privileged::enter(); // CAP_LEASE: the file is not smbd's own
-        nfsbridge::lease::fcntl::set_lease(description, None)
-    };
-    match released {
+    match release_lease(description) {
         Ok(()) => tracing::debug!(
             "kernel lease of inode {}:{} released here: the break waited for this process's client alone",
             inode.dev,
@@ -812,17 +808,19 @@ fn release_sole_lease(inode: InodeKey, lease_fd: RawFd, writable: bool, release_
     }
 }
 
-/// Releases the kernel lease a vanished daemon left on a description (any descriptor of the
-/// description may; root may for any file).
+/// Gives up the kernel lease on the description behind `description` (any descriptor of it
+/// may) with root's capabilities: the file is not smbd's own (CAP_LEASE). EAGAIN when there
+/// is no lease.
+fn release_lease(description: BorrowedFd<'_>) -> io::Result<()> {
+    let _root = crate::samba::Privileged::enter();
+    nfsbridge::lease::fcntl::set_lease(description, None)
+}
+
+/// Releases the kernel lease a vanished daemon left on a description.
 fn release_orphaned_lease(fd: RawFd) {
-    // SAFETY: the shim's become_root/unbecome_root pair, on smbd's main loop.
-    unsafe { ffi::nfsb_become_root() };
     // SAFETY: fd is a descriptor of an open this process still has (its record is present
     // until the close hook runs, and the close ends the break first).
-    let result = nfsbridge::lease::fcntl::set_lease(unsafe { BorrowedFd::borrow_raw(fd) }, None);
-    // SAFETY: pairs the become_root above.
-    unsafe { ffi::nfsb_unbecome_root() };
-    if let Err(err) = result {
+    if let Err(err) = release_lease(unsafe { BorrowedFd::borrow_raw(fd) }) {
         tracing::warn!("cannot release the kernel lease left by the lease bridge: {err}");
     }
 }

@@ -21,6 +21,9 @@ use super::table::{BreakUnit, Caching, GrantKind, InodeKey, LeaseKey};
 use super::transport::PeerCredentials;
 
 pub const MAGIC: [u8; 2] = *b"NB";
+pub const VERSION: u8 = 4;
+/// PATH_MAX: share paths and addresses are never longer.
+pub const MAX_STRING_LEN: usize = 4096;
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `BreakNotify`'s `release_until`, one
 /// clock for every process on the machine.
@@ -30,9 +33,6 @@ pub fn monotonic_now_ns() -> u64 {
         .saturating_mul(1_000_000_000)
         .saturating_add(now.tv_nsec as u64)
 }
-pub const VERSION: u8 = 4;
-/// PATH_MAX: share paths and addresses are never longer.
-pub const MAX_STRING_LEN: usize = 4096;
 
 /// A break unit as it travels: the smbd pid is the connection's peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
