@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nfsbridge::lease::client::{BreakRequest, BridgeClient};
@@ -186,7 +186,7 @@ fn a_client_that_never_acknowledges_loses_the_lease_at_the_break_timeout() {
 }
 
 /// An "smbd" that opens a file through the bridge, is granted a batch oplock, then sleeps
-/// without reading its socket (the wire format of `src/lease/protocol.rs`, version 4).
+/// without reading its socket (the wire format of `src/lease/protocol.rs`, version 5).
 const PYTHON_SMBD: &str = r#"
 import os, socket, struct, sys, time
 signal_alarm = __import__("signal").alarm(60)
@@ -194,7 +194,7 @@ sock_path, share, path = sys.argv[1:4]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 s.connect(sock_path)
 def header(tag, request_id):
-    return b"NB" + bytes([4, tag]) + struct.pack("<Q", request_id)
+    return b"NB" + bytes([5, tag]) + struct.pack("<Q", request_id)
 def string(text):
     data = text.encode()
     return struct.pack("<H", len(data)) + data
@@ -793,4 +793,145 @@ fn only_the_one_unit_a_break_waits_for_may_release_the_lease_itself_before_the_t
     assert!(eventually(WAIT, || local_open(&path, true).is_ok()));
     client.close(inode, 1).unwrap();
     client.close(inode, 2).unwrap();
+}
+
+/// An "smbd" that may offer direct breaks (`DirectBreaks`), opens a file, is granted a batch
+/// oplock, and then answers the first break, whichever way it comes: the kernel's signal
+/// (it gives the lease up itself and sends a direct `BreakAck`) or the bridge's notice.
+/// Prints "granted C K", then "signalled", "signalled and notified" or "notified".
+const PYTHON_DIRECT_SMBD: &str = r#"
+import fcntl, os, signal, socket, struct, sys, time
+signal.alarm(60)
+sock_path, share, path, mode, file_id = sys.argv[1:6]
+file_id = int(file_id)
+SIG = signal.SIGRTMIN + 5
+signal.pthread_sigmask(signal.SIG_BLOCK, {SIG})
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(sock_path)
+def header(tag, request_id):
+    return b"NB" + bytes([5, tag]) + struct.pack("<Q", request_id)
+def string(text):
+    data = text.encode()
+    return struct.pack("<H", len(data)) + data
+if mode == "direct":
+    s.send(header(20, 1) + struct.pack("<I", SIG))
+    reply = s.recv(8192)
+    assert reply[3] == 21, reply
+ref = os.open(path, os.O_PATH)
+socket.send_fds(s, [header(1, 2) + string(share) + struct.pack("<Q", file_id) + bytes([3])], [ref])
+message, fds, _, _ = socket.recv_fds(s, 8192, 4)
+assert message[3] == 2, message
+dev, ino = struct.unpack_from("<QQ", message, 12)
+s.send(header(3, 3) + struct.pack("<QQQ", dev, ino, file_id) + bytes([1, 7])
+       + string(share) + string("ipv4:127.0.0.9:1") + string("ipv4:127.0.0.1:445"))
+reply = s.recv(8192)
+assert reply[3] == 4, reply
+print("granted %d %d" % (reply[12], reply[13]), flush=True)
+def ack(request_id):
+    s.send(header(7, request_id) + struct.pack("<QQ", dev, ino) + bytes([1])
+           + struct.pack("<Q", file_id) + bytes([0]))
+s.setblocking(False)
+deadline = time.time() + 30
+while time.time() < deadline:
+    if signal.sigtimedwait({SIG}, 0.01) is not None:
+        time.sleep(0.2)
+        try:
+            notified = s.recv(8192)[3] == 6
+        except BlockingIOError:
+            notified = False
+        fcntl.fcntl(fds[0], fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        ack(0)
+        print("signalled and notified" if notified else "signalled", flush=True)
+        break
+    try:
+        notice = s.recv(8192)
+    except BlockingIOError:
+        continue
+    if notice[3] == 6:
+        ack(struct.unpack_from("<Q", notice, 4)[0])
+        print("notified", flush=True)
+        break
+time.sleep(60)
+"#;
+
+/// Starts [`PYTHON_DIRECT_SMBD`]; returns it with its output and the first line.
+fn python_direct_smbd(
+    bridge: &Bridge,
+    path: &Path,
+    mode: &str,
+    file_id: u64,
+) -> (Child, BufReader<ChildStdout>, String) {
+    let mut child = {
+        let _forking = exclusive();
+        Command::new("python3")
+            .args(["-c", PYTHON_DIRECT_SMBD])
+            .arg(&bridge.socket)
+            .arg(&bridge.share)
+            .arg(path)
+            .arg(mode)
+            .arg(file_id.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs")
+    };
+    let mut output = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    output.read_line(&mut line).unwrap();
+    (child, output, line.trim().to_string())
+}
+
+fn next_line(output: &mut BufReader<ChildStdout>) -> String {
+    let mut line = String::new();
+    output.read_line(&mut line).unwrap();
+    line.trim().to_string()
+}
+
+#[test]
+fn a_break_of_a_file_one_smbd_alone_caches_on_is_signalled_to_that_smbd() {
+    let bridge = Bridge::start(&[]);
+    let path = bridge.file("direct.txt", b"x");
+    let (mut smbd, mut output, granted) = python_direct_smbd(&bridge, &path, "direct", 9);
+    assert_eq!(granted, "granted 7 2", "RWH backed by a write lease");
+    assert!(eventually(WAIT, || bridge.log_text().contains("break signal handed to smbd")));
+    // The local reader starts the break; the smbd gets the kernel's signal, not a notice,
+    // gives the lease up itself and answers directly.
+    assert_eq!(errno(&local_open(&path, false).unwrap_err()), libc::EWOULDBLOCK);
+    assert_eq!(next_line(&mut output), "signalled", "{}", bridge.log_text());
+    assert!(eventually(WAIT, || local_open(&path, false).is_ok()));
+    assert!(eventually(WAIT, || bridge
+        .log_text()
+        .contains("break ended: every holder acknowledged")));
+    assert!(!bridge.log_text().contains("acknowledgement refused"), "{}", bridge.log_text());
+    // The table took the answer: the smbd caches nothing, and no lease is left.
+    let mut client = bridge.client();
+    let listing = client.list_leases().unwrap();
+    let inode = inode_of(&path);
+    let row = listing
+        .inodes
+        .iter()
+        .find(|row| (row.dev, row.ino) == (inode.dev, inode.ino))
+        .expect("still open");
+    assert_eq!(row.kernel_lease, None, "{listing:?}");
+    smbd.kill().unwrap();
+    smbd.wait().unwrap();
+}
+
+#[test]
+fn a_second_smbd_caching_on_the_file_takes_the_signal_back_to_the_bridge() {
+    let bridge = Bridge::start(&[]);
+    let path = bridge.file("shared.txt", b"x");
+    let (mut first, mut first_output, granted) = python_direct_smbd(&bridge, &path, "direct", 9);
+    assert_eq!(granted, "granted 7 2");
+    assert!(eventually(WAIT, || bridge.log_text().contains("break signal handed to smbd")));
+    let (mut second, mut second_output, granted) = python_direct_smbd(&bridge, &path, "plain", 10);
+    assert_eq!(granted, "granted 7 2", "a second unit on the same write lease");
+    // Both units must answer: the bridge breaks, and each smbd gets a notice.
+    assert_eq!(errno(&local_open(&path, false).unwrap_err()), libc::EWOULDBLOCK);
+    assert_eq!(next_line(&mut first_output), "notified", "{}", bridge.log_text());
+    assert_eq!(next_line(&mut second_output), "notified");
+    assert!(eventually(WAIT, || local_open(&path, false).is_ok()));
+    for smbd in [&mut first, &mut second] {
+        smbd.kill().unwrap();
+        smbd.wait().unwrap();
+    }
 }

@@ -298,8 +298,8 @@ def string(t):
     b = t.encode()
     return struct.pack("<H", len(b)) + b
 # Release {scope: ServerAddress("127.0.0.1"), timeout_ms: 1000}, then Grace.
-s.send(b"NB" + bytes([4, 12]) + struct.pack("<Q", 7) + bytes([0]) + string("127.0.0.1") + struct.pack("<Q", 1000))
-s.send(b"NB" + bytes([4, 16]) + struct.pack("<Q", 8) + string("127.0.0.1") + string("/srv") + struct.pack("<Q", 1000))
+s.send(b"NB" + bytes([5, 12]) + struct.pack("<Q", 7) + bytes([0]) + string("127.0.0.1") + struct.pack("<Q", 1000))
+s.send(b"NB" + bytes([5, 16]) + struct.pack("<Q", 8) + string("127.0.0.1") + string("/srv") + struct.pack("<Q", 1000))
 for _ in range(2):
     reply = s.recv(100)
     tag, request_id = reply[3], struct.unpack("<Q", reply[4:12])[0]

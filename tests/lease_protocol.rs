@@ -73,14 +73,25 @@ fn message() -> impl Strategy<Value = Message> {
                     }
                 }
             ),
-        (any::<u64>(), inode(), any::<bool>(), caching()).prop_map(
-            |(request_id, inode, writable, caching)| Message::DescriptionOpened {
+        (any::<u64>(), inode(), any::<bool>(), caching(), any::<u32>()).prop_map(
+            |(request_id, inode, writable, caching, bridge_fd)| Message::DescriptionOpened {
                 request_id,
                 inode,
                 writable,
                 caching,
+                bridge_fd,
             }
         ),
+        (any::<u64>(), any::<u32>())
+            .prop_map(|(request_id, signo)| Message::DirectBreaks { request_id, signo }),
+        (any::<u64>(), any::<u64>()).prop_map(|(request_id, break_timeout_ms)| {
+            Message::DirectBreaksAccepted {
+                request_id,
+                break_timeout_ms,
+            }
+        }),
+        (any::<u64>(), inode())
+            .prop_map(|(request_id, inode)| Message::BreakSeen { request_id, inode }),
         (any::<u64>(), inode(), any::<u64>(), caching()).prop_map(
             |(request_id, inode, file_id, caching)| Message::AdjustGrant {
                 request_id,
@@ -258,36 +269,41 @@ fn malformed_headers_and_fields_are_named() {
         "version 3 had no release_until in BreakNotify"
     );
     assert_eq!(
-        decode(b"NB\x04\xee\0\0\0\0\0\0\0\0"),
+        decode(b"NB\x04\x08\0\0\0\0\0\0\0\0"),
+        Err(DecodeError::UnsupportedVersion(4)),
+        "version 4 had no bridge_fd in DescriptionOpened and no direct breaks"
+    );
+    assert_eq!(
+        decode(b"NB\x05\xee\0\0\0\0\0\0\0\0"),
         Err(DecodeError::UnknownTag(0xee))
     );
     assert_eq!(
-        decode(b"NB\x04\x08\x05\0\0\0\0\0\0\0"),
+        decode(b"NB\x05\x08\x05\0\0\0\0\0\0\0"),
         Ok(Message::Done { request_id: 5 })
     );
     // Granted with an unknown caching bit (0x8) and with a lease type of 3.
     assert_eq!(
-        decode(b"NB\x04\x04\0\0\0\0\0\0\0\0\x08\x00"),
+        decode(b"NB\x05\x04\0\0\0\0\0\0\0\0\x08\x00"),
         Err(DecodeError::InvalidValue {
             field: "caching",
             value: 8
         })
     );
     assert_eq!(
-        decode(b"NB\x04\x04\0\0\0\0\0\0\0\0\x07\x03"),
+        decode(b"NB\x05\x04\0\0\0\0\0\0\0\0\x07\x03"),
         Err(DecodeError::InvalidValue {
             field: "kernel lease",
             value: 3
         })
     );
     // OpenDescription whose string claims more than PATH_MAX, and one that is not UTF-8.
-    let mut long = b"NB\x04\x01\0\0\0\0\0\0\0\0".to_vec();
+    let mut long = b"NB\x05\x01\0\0\0\0\0\0\0\0".to_vec();
     long.extend_from_slice(&((MAX_STRING_LEN + 1) as u16).to_le_bytes());
     assert_eq!(
         decode(&long),
         Err(DecodeError::StringTooLong(MAX_STRING_LEN + 1))
     );
-    let mut latin1 = b"NB\x04\x01\0\0\0\0\0\0\0\0\x01\x00\xe9\x07\0\0\0\0\0\0\0\x00".to_vec();
+    let mut latin1 = b"NB\x05\x01\0\0\0\0\0\0\0\0\x01\x00\xe9\x07\0\0\0\0\0\0\0\x00".to_vec();
     assert_eq!(decode(&latin1), Err(DecodeError::NotUtf8));
     latin1[14] = b'/';
     assert_eq!(

@@ -47,6 +47,8 @@ pub struct OpenedDescription {
     pub writable: bool,
     /// What the provisional grant got (none without one).
     pub caching: Caching,
+    /// The bridge's descriptor number of the description (the `si_fd` of its break signal).
+    pub bridge_fd: i32,
 }
 
 /// A failover request the bridge sends unasked (`super::failover`).
@@ -156,6 +158,7 @@ impl BridgeClient {
                     inode,
                     writable,
                     caching,
+                    bridge_fd,
                     ..
                 },
                 mut fds,
@@ -164,6 +167,7 @@ impl BridgeClient {
                 inode,
                 writable,
                 caching,
+                bridge_fd: bridge_fd as i32,
             }),
             (other, _) => Err(unexpected(&other)),
         }
@@ -245,6 +249,30 @@ impl BridgeClient {
             ) => Ok((caching, kernel_lease)),
             (other, _) => Err(unexpected(&other)),
         }
+    }
+
+    /// Tells the bridge that this process handles signal `signo` (`SA_SIGINFO`), so it may
+    /// receive the kernel's lease break signals of files only its clients cache on
+    /// ([`Message::DirectBreaks`]). The bridge's break timeout when it accepts; EINVAL when it
+    /// signals another number.
+    pub fn direct_breaks(&mut self, signo: i32) -> io::Result<Duration> {
+        let request_id = self.new_request_id();
+        let request = Message::DirectBreaks {
+            request_id,
+            signo: signo as u32,
+        };
+        match self.request(&request, &[])? {
+            (Message::DirectBreaksAccepted { break_timeout_ms, .. }, _) => {
+                Ok(Duration::from_millis(break_timeout_ms))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    /// Hands a break signalled to this process back to the bridge (no reply).
+    pub fn break_seen(&mut self, inode: InodeKey) -> io::Result<()> {
+        let request_id = self.new_request_id();
+        self.send(&Message::BreakSeen { request_id, inode }, &[], self.deadline())
     }
 
     /// Tells the bridge open `file_id` is closed. Sends and returns (the bridge sends no reply).

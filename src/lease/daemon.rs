@@ -24,8 +24,8 @@ use super::listing::{self, BreakRow, HolderRow, InodeRow, LeaseListing, OpenRow,
 use super::protocol::{self, Message, PeerPolicy, WireUnit};
 use super::signals::{self, SignalSet};
 use super::table::{
-    BreakNotice, BreakProgress, Caching, Holder, InodeKey, KernelAction, LeaseTable, OpenId,
-    TableError,
+    BreakNotice, BreakProgress, BreakUnit, Caching, Holder, InodeKey, KernelAction, LeaseTable,
+    OpenId, TableError,
 };
 use super::transport;
 
@@ -222,6 +222,9 @@ struct InodeInfo {
     share_path: String,
     /// The errno O_RDWR got when the description had to be opened read-only.
     read_only_because: Option<i32>,
+    /// The smbd the description's break signal goes to (`F_SETOWN`) instead of the bridge:
+    /// see [`Daemon::settle_signal_owner`].
+    signal_owner: Option<u32>,
 }
 
 struct Daemon {
@@ -472,7 +475,7 @@ impl Daemon {
                     smbd_pid: peer.pid,
                     file_id,
                 };
-                let (dup, inode, writable) =
+                let (dup, inode, writable, bridge_fd) =
                     match self.open_description(open, reference.as_fd(), &share_path, want_write) {
                         Ok(opened) => opened,
                         Err(errno) => return self.fail(token, request_id, errno),
@@ -500,9 +503,39 @@ impl Daemon {
                         inode,
                         writable,
                         caching,
+                        bridge_fd: bridge_fd as u32,
                     },
                     Some(dup),
                 )
+            }
+            Message::DirectBreaks { request_id, signo } => {
+                if signo as i32 != signals::lease_break_signal() {
+                    info!(
+                        pid = peer.pid,
+                        signo,
+                        "direct breaks refused: the bridge signals another number"
+                    );
+                    return self.fail(token, request_id, libc::EINVAL);
+                }
+                if let Some(connection) = self.connections.get_mut(&token) {
+                    connection.direct_breaks = true;
+                }
+                debug!(pid = peer.pid, "direct breaks on");
+                let break_timeout_ms = self.config.break_timeout.as_millis() as u64;
+                self.reply(
+                    token,
+                    Message::DirectBreaksAccepted {
+                        request_id,
+                        break_timeout_ms,
+                    },
+                    None,
+                )
+            }
+            Message::BreakSeen { inode, .. } => {
+                debug!(pid = peer.pid, ?inode, "break signal handed back by smbd");
+                self.take_signal_back(inode);
+                self.kernel_break(inode);
+                Ok(())
             }
             Message::AdjustGrant {
                 request_id,
@@ -580,7 +613,11 @@ impl Daemon {
                 unit,
                 caching,
             } => {
-                self.acknowledge(token, peer.pid, request_id, inode, unit, caching);
+                if request_id == protocol::DIRECT_BREAK {
+                    self.direct_acknowledge(peer.pid, inode, unit, caching);
+                } else {
+                    self.acknowledge(token, peer.pid, request_id, inode, unit, caching);
+                }
                 Ok(())
             }
             Message::ListLeases { request_id } => {
@@ -606,6 +643,7 @@ impl Daemon {
                 Ok(())
             }
             Message::DescriptionOpened { .. }
+            | Message::DirectBreaksAccepted { .. }
             | Message::Granted { .. }
             | Message::BreakNotify { .. }
             | Message::LeaseList { .. } => Err(Gone::Failed(
@@ -629,7 +667,7 @@ impl Daemon {
         reference: BorrowedFd<'_>,
         share_path: &str,
         want_write: bool,
-    ) -> Result<(OwnedFd, InodeKey, bool), i32> {
+    ) -> Result<(OwnedFd, InodeKey, bool, RawFd), i32> {
         if let Err(refused) = self.policy.check_share(share_path) {
             warn!(pid = open.smbd_pid, %refused, "open refused");
             return Err(libc::EACCES);
@@ -666,6 +704,7 @@ impl Daemon {
             }
             return Err(errno);
         }
+        let bridge_fd = entry.description().as_raw_fd();
         let dup = entry
             .description()
             .try_clone()
@@ -680,7 +719,7 @@ impl Daemon {
             writable,
             "description shared"
         );
-        Ok((dup, inode, writable))
+        Ok((dup, inode, writable, bridge_fd))
     }
 
     fn open_new_description(
@@ -748,6 +787,7 @@ impl Daemon {
             InodeInfo {
                 share_path: share_path.to_string(),
                 read_only_because,
+                signal_owner: None,
             },
         );
         Ok(())
@@ -758,6 +798,8 @@ impl Daemon {
         inode: InodeKey,
         holder: Holder,
     ) -> Result<(Caching, Option<LeaseType>), i32> {
+        // A break signalled to the inode's smbd may be under way: the table sees it first.
+        self.reclaim_signal(inode);
         let before = self
             .table
             .entry(inode)
@@ -801,6 +843,7 @@ impl Daemon {
                 "caching reduced to what the kernel lease backs"
             );
         }
+        self.settle_signal_owner(inode);
         Ok((grant.caching, grant.kernel_lease))
     }
 
@@ -820,6 +863,7 @@ impl Daemon {
     }
 
     fn close_open(&mut self, inode: InodeKey, open: OpenId) -> Result<(), i32> {
+        self.reclaim_signal(inode);
         let removal = self
             .table
             .close_open(inode, open)
@@ -832,6 +876,8 @@ impl Daemon {
         }
         if let Some(description) = removal.closed_description {
             self.forget(inode, description);
+        } else {
+            self.settle_signal_owner(inode);
         }
         Ok(())
     }
@@ -857,23 +903,55 @@ impl Daemon {
             return;
         }
         match self.table.acknowledge(inode, unit.with_pid(pid), caching) {
-            Ok(BreakProgress::Completed(action)) => {
+            Ok(progress) => self.break_answered(pid, inode, progress),
+            Err(error) => {
+                warn!(pid, path = %self.path_of(inode), %error, "acknowledgement refused");
+            }
+        }
+        self.settle_signal_owner(inode);
+    }
+
+    /// A direct `BreakAck`: the smbd the inode's break signal went to broke its clients
+    /// itself (and, when they kept nothing, gave the kernel lease up) without a notice. The
+    /// signal comes back to the bridge, and the table learns of the break now: started as if
+    /// signalled here (`F_GETLEASE` shows it, or the lease already gone), without asking that
+    /// unit, whose answer this is.
+    fn direct_acknowledge(&mut self, pid: u32, inode: InodeKey, unit: WireUnit, caching: Caching) {
+        let unit = unit.with_pid(pid);
+        self.take_signal_back(inode);
+        let waits_for_it = self
+            .table
+            .entry(inode)
+            .and_then(|entry| entry.pending_break())
+            .is_some_and(|pending| pending.waiting.contains(&unit));
+        if !waits_for_it {
+            self.kernel_break_for(inode, Some(unit));
+        }
+        match self.table.acknowledge(inode, unit, caching) {
+            Ok(progress) => self.break_answered(pid, inode, progress),
+            // Nothing was breaking here (a lease the kernel or a close already ended, or a
+            // unit the table had lowered meanwhile): the answer changes nothing.
+            Err(error) => debug!(pid, ?inode, %error, "direct break answer not needed"),
+        }
+        self.settle_signal_owner(inode);
+    }
+
+    fn break_answered(&mut self, pid: u32, inode: InodeKey, progress: BreakProgress) {
+        match progress {
+            BreakProgress::Completed(action) => {
                 if let Some(action) = action {
                     self.apply(inode, action);
                 }
                 self.break_ended(inode, "every holder acknowledged");
                 self.forget_unused();
             }
-            Ok(BreakProgress::Waiting { remaining }) => {
+            BreakProgress::Waiting { remaining } => {
                 debug!(
                     pid,
                     ?inode,
                     remaining,
                     "break acknowledged, others still to answer"
                 );
-            }
-            Err(error) => {
-                warn!(pid, path = %self.path_of(inode), %error, "acknowledgement refused");
             }
         }
     }
@@ -892,6 +970,10 @@ impl Daemon {
             Some(lease) => fcntl::take_lease(description, lease, signals::lease_break_signal()),
             None => fcntl::set_lease(description, None),
         };
+        // Taking a lease makes the bridge the signal's receiver; a release clears it.
+        if let Some(info) = self.inodes.get_mut(&inode) {
+            info.signal_owner = None;
+        }
         match result {
             Ok(()) => debug!(
                 path = %self.path_of(inode),
@@ -979,6 +1061,13 @@ impl Daemon {
     /// Checks the description's lease and starts (or lowers) a break if the kernel is
     /// breaking it.
     fn kernel_break(&mut self, inode: InodeKey) {
+        self.kernel_break_for(inode, None);
+        self.settle_signal_owner(inode);
+    }
+
+    /// [`Daemon::kernel_break`] without handing the signal out again; `answered`: a unit
+    /// not to notify (its direct answer is at hand).
+    fn kernel_break_for(&mut self, inode: InodeKey, answered: Option<BreakUnit>) {
         let Some(entry) = self.table.entry(inode) else {
             return;
         };
@@ -1019,7 +1108,9 @@ impl Daemon {
             0
         };
         for notice in start.notify {
-            self.notify(notice, true, release_until);
+            if Some(notice.unit) != answered {
+                self.notify(notice, true, release_until);
+            }
         }
         info!(
             path = %self.path_of(inode),
@@ -1062,6 +1153,91 @@ impl Daemon {
             }
             _ => 0,
         }
+    }
+
+    /// The smbd a lease break on the inode can be left to, if any: the bridge holds a
+    /// kernel lease on a writable description (so every break takes SMB caching to nothing),
+    /// no break is pending, one break unit alone caches anything, and its smbd handles the
+    /// signal (`DirectBreaks`). That smbd then starts the SMB break on the kernel's signal
+    /// itself, one wake-up (this process's) earlier.
+    fn direct_owner(&self, inode: InodeKey) -> Option<u32> {
+        let entry = self.table.entry(inode)?;
+        if entry.pending_break().is_some()
+            || entry.kernel_lease().is_none()
+            || !entry.description_writable()
+        {
+            return None;
+        }
+        let mut units = entry
+            .holders()
+            .filter(|holder| !holder.caching.is_none())
+            .map(Holder::unit);
+        let unit = units.next()?;
+        if units.any(|other| other != unit) {
+            return None;
+        }
+        let pid = unit.smbd_pid();
+        self.connections
+            .values()
+            .any(|connection| connection.peer.pid == pid && connection.direct_breaks)
+            .then_some(pid)
+    }
+
+    /// Points the inode's break signal at [`Daemon::direct_owner`], or back at the bridge
+    /// (seeing any break the smbd may have been signalled). Called after every change of the
+    /// inode's row; every change starts with [`Daemon::reclaim_signal`], so the table never
+    /// changes while a break it does not know of may be under way.
+    fn settle_signal_owner(&mut self, inode: InodeKey) {
+        let wanted = self.direct_owner(inode);
+        let current = self.inodes.get(&inode).and_then(|info| info.signal_owner);
+        if wanted == current {
+            return;
+        }
+        let Some(pid) = wanted else {
+            self.reclaim_signal(inode);
+            return;
+        };
+        let Some(entry) = self.table.entry(inode) else {
+            return;
+        };
+        match fcntl::set_owner(entry.description().as_fd(), pid as i32) {
+            Ok(()) => {
+                if let Some(info) = self.inodes.get_mut(&inode) {
+                    info.signal_owner = Some(pid);
+                }
+                debug!(?inode, pid, "break signal handed to smbd");
+            }
+            Err(error) => warn!(?inode, pid, %error, "F_SETOWN failed"),
+        }
+    }
+
+    /// The inode's break signal comes to the bridge again (no check for a break).
+    fn take_signal_back(&mut self, inode: InodeKey) {
+        let Some(pid) = self
+            .inodes
+            .get_mut(&inode)
+            .and_then(|info| info.signal_owner.take())
+        else {
+            return;
+        };
+        let Some(entry) = self.table.entry(inode) else {
+            return;
+        };
+        let bridge = std::process::id() as i32;
+        if let Err(error) = fcntl::set_owner(entry.description().as_fd(), bridge) {
+            warn!(?inode, pid, %error, "F_SETOWN failed");
+        }
+    }
+
+    /// The inode's break signal comes to the bridge again, and a break signalled to the smbd
+    /// before that (`F_GETLEASE` shows its target) is started here the usual way: the smbd
+    /// merges the notice into the break it may have started.
+    fn reclaim_signal(&mut self, inode: InodeKey) {
+        if self.inodes.get(&inode).and_then(|info| info.signal_owner).is_none() {
+            return;
+        }
+        self.take_signal_back(inode);
+        self.kernel_break_for(inode, None);
     }
 
     /// Sends a break notice to the newest connection of the unit's smbd.
@@ -1111,6 +1287,7 @@ impl Daemon {
             for notice in ended.revoked {
                 self.notify(notice, false, 0);
             }
+            self.settle_signal_owner(ended.inode);
         }
         self.forget_unused();
     }
@@ -1129,6 +1306,17 @@ impl Daemon {
         drop(connection);
         if self.connections.values().any(|c| c.peer.pid == pid) {
             return;
+        }
+        // Its breaks signal the bridge again; one signalled to it just before it went is seen
+        // here (and ends with its opens, below).
+        let owned: Vec<InodeKey> = self
+            .inodes
+            .iter()
+            .filter(|(_, info)| info.signal_owner == Some(pid))
+            .map(|(inode, _)| *inode)
+            .collect();
+        for inode in owned {
+            self.reclaim_signal(inode);
         }
         let opens: usize = self
             .table

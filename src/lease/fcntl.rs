@@ -80,6 +80,17 @@ pub fn set_signal(fd: BorrowedFd<'_>, signo: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// `F_SETOWN` to `pid`: the description's break signal (the number `F_SETSIG` set, `si_fd`
+/// still the descriptor the lease was taken through) goes to that process from now on, until
+/// the next `F_SETOWN`, the next lease taken on the description (`F_SETLEASE` makes its
+/// caller the owner), or the lease's release. Recorded with our credentials, which the kernel
+/// checks when it sends the signal (root may signal any process).
+pub fn set_owner(fd: BorrowedFd<'_>, pid: i32) -> io::Result<()> {
+    // SAFETY: F_SETOWN takes an int argument (a pid); `fd` is borrowed and open.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETOWN, pid) })?;
+    Ok(())
+}
+
 /// Linux 6.19's `struct delegation` (`d_flags` must be 0, `d_type` is F_RDLCK, F_WRLCK or
 /// F_UNLCK, `__pad` must be 0).
 #[repr(C)]

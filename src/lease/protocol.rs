@@ -21,7 +21,11 @@ use super::table::{BreakUnit, Caching, GrantKind, InodeKey, LeaseKey};
 use super::transport::PeerCredentials;
 
 pub const MAGIC: [u8; 2] = *b"NB";
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
+/// The request id of a `BreakAck` for a break the smbd started itself, on a kernel break
+/// signal the bridge had pointed at it (`DirectBreaks`), with no `BreakNotify` to answer. The
+/// bridge numbers its own requests from 2^63 and smbds from 1, so 0 is never a request.
+pub const DIRECT_BREAK: u64 = 0;
 /// PATH_MAX: share paths and addresses are never longer.
 pub const MAX_STRING_LEN: usize = 4096;
 
@@ -95,6 +99,9 @@ pub enum Message {
         inode: InodeKey,
         writable: bool,
         caching: Caching,
+        /// The bridge's descriptor number of the description: the `si_fd` of its lease break
+        /// signal when the bridge makes this smbd the signal's receiver (`DirectBreaks`).
+        bridge_fd: u32,
     },
     /// smbd → daemon: open `file_id` now caches `caching`, no more than it was granted (what
     /// smbd granted after a provisional grant). No reply.
@@ -139,7 +146,23 @@ pub enum Message {
         break_to: Caching,
         release_until: u64,
     },
+    /// smbd → daemon: this smbd handles signal `signo` (with `SA_SIGINFO`), so the bridge may
+    /// point a description's lease break signal at it (`F_SETOWN`) while its clients alone
+    /// cache on the file: it then starts the SMB break itself, without waiting for a
+    /// `BreakNotify`, and answers with a direct `BreakAck` ([`DIRECT_BREAK`]). Answered with
+    /// `DirectBreaksAccepted`, or `Failed` (EINVAL: the bridge signals another number).
+    DirectBreaks { request_id: u64, signo: u32 },
+    /// daemon → smbd: direct breaks are on; `break_timeout_ms` is the bridge's break timeout
+    /// (a direct break's `release_until` is one second short of it).
+    DirectBreaksAccepted {
+        request_id: u64,
+        break_timeout_ms: u64,
+    },
+    /// smbd → daemon: a lease break signal of `inode` reached this smbd and it leaves the break
+    /// to the bridge (not its clients alone, or a parked open). No reply.
+    BreakSeen { request_id: u64, inode: InodeKey },
     /// smbd → daemon: the client acknowledged (or smbd gave up on it) and now caches `caching`.
+    /// With request id [`DIRECT_BREAK`]: the answer to a break this smbd started on a signal.
     BreakAck {
         request_id: u64,
         inode: InodeKey,
@@ -207,6 +230,9 @@ mod tag {
     pub const GRACE_QUERY: u8 = 17;
     pub const GRACE_STATE: u8 = 18;
     pub const ADJUST_GRANT: u8 = 19;
+    pub const DIRECT_BREAKS: u8 = 20;
+    pub const DIRECT_BREAKS_ACCEPTED: u8 = 21;
+    pub const BREAK_SEEN: u8 = 22;
 }
 
 /// Why bytes are not a message.
@@ -241,6 +267,9 @@ impl Message {
             | Message::Close { request_id, .. }
             | Message::BreakNotify { request_id, .. }
             | Message::BreakAck { request_id, .. }
+            | Message::DirectBreaks { request_id, .. }
+            | Message::DirectBreaksAccepted { request_id, .. }
+            | Message::BreakSeen { request_id, .. }
             | Message::Done { request_id }
             | Message::Failed { request_id, .. }
             | Message::ListLeases { request_id }
@@ -302,12 +331,19 @@ impl Message {
                 inode,
                 writable,
                 caching,
+                bridge_fd,
                 ..
             } => {
                 out.inode(*inode);
                 out.u8(u8::from(*writable));
                 out.caching(*caching);
+                out.u32(*bridge_fd);
             }
+            Message::DirectBreaks { signo, .. } => out.u32(*signo),
+            Message::DirectBreaksAccepted {
+                break_timeout_ms, ..
+            } => out.u64(*break_timeout_ms),
+            Message::BreakSeen { inode, .. } => out.inode(*inode),
             Message::AdjustGrant {
                 inode,
                 file_id,
@@ -425,6 +461,9 @@ impl Message {
             Message::Close { .. } => tag::CLOSE,
             Message::BreakNotify { .. } => tag::BREAK_NOTIFY,
             Message::BreakAck { .. } => tag::BREAK_ACK,
+            Message::DirectBreaks { .. } => tag::DIRECT_BREAKS,
+            Message::DirectBreaksAccepted { .. } => tag::DIRECT_BREAKS_ACCEPTED,
+            Message::BreakSeen { .. } => tag::BREAK_SEEN,
             Message::Done { .. } => tag::DONE,
             Message::Failed { .. } => tag::FAILED,
             Message::ListLeases { .. } => tag::LIST_LEASES,
@@ -488,6 +527,19 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             inode: input.inode()?,
             writable: input.flag("writable")?,
             caching: input.caching()?,
+            bridge_fd: input.u32()?,
+        },
+        tag::DIRECT_BREAKS => Message::DirectBreaks {
+            request_id,
+            signo: input.u32()?,
+        },
+        tag::DIRECT_BREAKS_ACCEPTED => Message::DirectBreaksAccepted {
+            request_id,
+            break_timeout_ms: input.u64()?,
+        },
+        tag::BREAK_SEEN => Message::BreakSeen {
+            request_id,
+            inode: input.inode()?,
         },
         tag::ADJUST_GRANT => Message::AdjustGrant {
             request_id,

@@ -29,6 +29,9 @@ pub struct Connection {
     next_request_id: u64,
     /// `BreakNotify` request ids sent and not yet acknowledged, with their inode.
     pub notifies: HashMap<u64, InodeKey>,
+    /// The peer handles the bridge's lease break signal (`DirectBreaks`): it may be made the
+    /// signal's receiver for files only its clients cache on.
+    pub direct_breaks: bool,
 }
 
 impl Connection {
@@ -41,6 +44,7 @@ impl Connection {
             // confuses them with the smbd's.
             next_request_id: 1 << 63,
             notifies: HashMap::new(),
+            direct_breaks: false,
         }
     }
 
