@@ -405,6 +405,45 @@ static void bridge_schedule_queued(void)
 				  NULL);
 }
 
+/*
+ * The lease bridge may point the kernel's break signal of a file that only this process's
+ * clients cache on at this process (F_SETOWN), so that the SMB break starts without waiting
+ * for the bridge to wake up (docs/lease-bridge.md, "Direct breaks"). Both signals stay handled
+ * for the rest of the process's life: the default action of a realtime signal, and of the
+ * SIGIO the kernel sends when the realtime queue overflows, would end smbd. Each is set to
+ * SIG_IGN first, which is what tevent restores if its handler ever goes.
+ */
+static bool bridge_signals_tried;
+
+static void bridge_break_signal_arrived(struct tevent_context *ev, struct tevent_signal *se,
+					int signum, int count, void *siginfo, void *private_data)
+{
+	if (signum == SIGIO || siginfo == NULL) {
+		rust_ops->bridge_break_signals_lost();
+		return;
+	}
+	rust_ops->bridge_break_signalled(((siginfo_t *)siginfo)->si_fd);
+}
+
+static void bridge_handle_signals(struct tevent_context *ev)
+{
+	int signo;
+
+	if (bridge_signals_tried) {
+		return;
+	}
+	bridge_signals_tried = true;
+	signo = rust_ops->bridge_break_signal();
+	if (signo <= 0 || signal(signo, SIG_IGN) == SIG_ERR || signal(SIGIO, SIG_IGN) == SIG_ERR ||
+	    tevent_add_signal(ev, ev, signo, SA_SIGINFO, bridge_break_signal_arrived, NULL) == NULL ||
+	    tevent_add_signal(ev, ev, SIGIO, 0, bridge_break_signal_arrived, NULL) == NULL) {
+		DBG_ERR("nfsbridge: cannot handle the lease break signals; every break goes through "
+			"the lease bridge\n");
+		return;
+	}
+	rust_ops->bridge_signals_handled();
+}
+
 /* Connects to the bridge if needed (Rust rate-limits attempts) and watches its socket. */
 static void bridge_ensure(struct vfs_handle_struct *handle, void *state)
 {
@@ -414,6 +453,7 @@ static void bridge_ensure(struct vfs_handle_struct *handle, void *state)
 		bridge_sconn = handle->conn->sconn;
 		bridge_client_address = peer_address(bridge_sconn, bridge_sconn->remote_address);
 		bridge_server_address = peer_address(bridge_sconn, bridge_sconn->local_address);
+		bridge_handle_signals(bridge_sconn->ev_ctx);
 	}
 	if (rust_ops->bridge_broken()) {
 		TALLOC_FREE(bridge_fde);

@@ -127,6 +127,17 @@ struct nfsb_rust_ops {
 	 * not read as ready for them, so the shim schedules bridge_readable itself. */
 	bool (*bridge_has_queued_requests)(void);
 	void (*bridge_disconnect)(void);
+	/* The signal the lease bridge asks the kernel to send on a lease break (F_SETSIG). Once
+	 * the shim handles it (and SIGIO, its queue-overflow fallback) for good, it calls
+	 * bridge_signals_handled; connections made after that let the bridge point the break
+	 * signal of files only this process's clients cache on at this process. */
+	int (*bridge_break_signal)(void);
+	void (*bridge_signals_handled)(void);
+	/* A lease break signal arrived: si_fd is the bridge's descriptor of the description
+	 * (nfsb_request_break starts the break). */
+	void (*bridge_break_signalled)(int bridge_fd);
+	/* SIGIO: break signals were lost (queue overflow); every lease is checked. */
+	void (*bridge_break_signals_lost)(void);
 	/* The break nfsb_request_break started with `token` ended: the client now caches
 	 * `lease_state` (or NFSB_BREAK_ABANDONED: its open closed first). */
 	void (*break_answered)(uint64_t token, uint32_t lease_state);

@@ -6,16 +6,17 @@
 //!
 //! Never held across a call into the shim that can call back (`nfsb_request_break` only starts
 //! a break; its answer comes later from the event loop), so the lock is never taken twice.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nfsbridge::lease::client::{BreakRequest, BridgeClient};
 use nfsbridge::lease::kernel::LeaseType;
-use nfsbridge::lease::protocol::{Provisional, WireUnit};
+use nfsbridge::lease::protocol::{Provisional, WireUnit, DIRECT_BREAK};
 use nfsbridge::lease::parking::{self, ClosingOpen, ParkedOpen, Reopen, PARK_LINGER, PARK_MAX};
 use nfsbridge::lease::table::{Caching, GrantKind, InodeKey};
 
@@ -23,6 +24,10 @@ use crate::ffi;
 
 /// How often a process tries to reach a bridge that is not answering.
 const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The shim handles the lease break signal (and SIGIO) for the rest of the process's life:
+/// connections made from now on offer direct breaks to the bridge.
+static SIGNALS_HANDLED: AtomicBool = AtomicBool::new(false);
 
 /// One SMB open of this process whose file has a bridge description.
 struct OpenRecord {
@@ -52,6 +57,8 @@ struct OpenRecord {
     adopted: bool,
     /// A break reached the inode while the open existed: it is not parked when it closes.
     broken_into: bool,
+    /// The bridge's descriptor number of the description: the `si_fd` of its break signal.
+    bridge_fd: RawFd,
 }
 
 /// The description of a file whose last open in this process was closed, kept for
@@ -88,6 +95,14 @@ impl OpenRecord {
             _ => None,
         }
     }
+
+    /// The break unit the bridge counts this open in, once it was granted caching.
+    fn unit(&self) -> Option<WireUnit> {
+        match self.kind? {
+            GrantKind::Lease(key) => Some(WireUnit::Lease(key)),
+            GrantKind::Oplock => Some(WireUnit::Oplock { file_id: self.open_id }),
+        }
+    }
 }
 
 /// A break smbd is carrying out, by the token the shim hands back.
@@ -112,6 +127,8 @@ struct Bridge {
     breaks: BTreeMap<u64, PendingBreak>,
     next_token: u64,
     parked: BTreeMap<InodeKey, Parked>,
+    /// Direct breaks are on for this connection (`DirectBreaks`): the bridge's break timeout.
+    direct: Option<Duration>,
 }
 
 static BRIDGE: Mutex<Bridge> = Mutex::new(Bridge {
@@ -125,6 +142,7 @@ static BRIDGE: Mutex<Bridge> = Mutex::new(Bridge {
     breaks: BTreeMap::new(),
     next_token: 1,
     parked: BTreeMap::new(),
+    direct: None,
 });
 
 fn bridge() -> MutexGuard<'static, Bridge> {
@@ -181,6 +199,16 @@ impl Bridge {
                 self.generation += 1;
                 tracing::info!("connected to the lease bridge at {}", path.display());
                 crate::failover::connected(&mut client);
+                self.direct = None;
+                if SIGNALS_HANDLED.load(Ordering::Relaxed) {
+                    match client.direct_breaks(nfsbridge::lease::signals::lease_break_signal()) {
+                        Ok(break_timeout) => self.direct = Some(break_timeout),
+                        Err(err) => tracing::info!(
+                            "the lease bridge keeps every break signal to itself ({err}): \
+                             breaks take one more wake-up"
+                        ),
+                    }
+                }
                 let fd = client.as_raw_fd();
                 self.client = Some(client);
                 self.socket_path = Some(path.to_path_buf());
@@ -248,6 +276,137 @@ impl Bridge {
                 record.bridge_caching = record.bridge_caching.intersect(caching);
             }
         }
+    }
+
+    /// The file of the description the bridge knows as `bridge_fd`, among this process's
+    /// opens and parked opens of the current connection.
+    fn inode_of_bridge_fd(&self, bridge_fd: RawFd) -> Option<InodeKey> {
+        let generation = self.generation;
+        self.opens
+            .values()
+            .chain(self.parked.values().map(|parked| &parked.record))
+            .find(|record| record.bridge_fd == bridge_fd && record.generation == generation)
+            .map(|record| record.inode)
+    }
+
+    /// A lease break signal of `inode` reached this process (the bridge pointed it here:
+    /// only this process's clients cache on the file, and every break of its writable
+    /// description takes SMB caching to nothing). The one unit caching here is broken to
+    /// nothing at once, as if the bridge had asked (`DIRECT_BREAK`: its answer is a direct
+    /// `BreakAck`, or the answer to the bridge's notice if one arrives first, see
+    /// [`Bridge::merge_notice`]). A parked open alone is given up (its Close answers).
+    /// Anything else (several units, a parked open beside live ones, a description that is
+    /// not writable) goes back to the bridge (`BreakSeen`).
+    fn signalled(&mut self, inode: InodeKey) -> Option<BreakOrder> {
+        let break_timeout = self.direct?;
+        let generation = self.generation;
+        let breaking_here = |pending: &PendingBreak| {
+            matches!(pending, PendingBreak::Daemon { request, generation: g }
+                if request.inode == inode && *g == generation)
+        };
+        if self.breaks.values().any(breaking_here) {
+            return None; // already breaking here
+        }
+        let records: Vec<(RawFd, &OpenRecord)> = self
+            .opens
+            .iter()
+            .filter(|(_, record)| record.inode == inode && record.generation == generation)
+            .map(|(fd, record)| (*fd, record))
+            .collect();
+        let lease_fd = match records.first() {
+            Some((fd, record)) => record.lease_fd(*fd),
+            None => match self.parked.get(&inode) {
+                Some(parked) => parked.description.as_raw_fd(),
+                None => return None, // closed here: the bridge learns it from the Close
+            },
+        };
+        let parked = self.parked.get(&inode);
+        let writable = records.iter().all(|(_, record)| record.writable) && parked.is_none_or(|p| p.record.writable);
+        // SAFETY: lease_fd is the descriptor of an open or parked open of this process, found
+        // in its tables just above and open for the duration of this call.
+        let target = nfsbridge::lease::fcntl::get_lease(unsafe { BorrowedFd::borrow_raw(lease_fd) });
+        match target {
+            // Not breaking: a late signal of a break that ended (a read lease is held only on
+            // a description that is not writable; on a writable one it is a break's target).
+            Ok(Some(LeaseType::Write)) => return None,
+            Ok(Some(LeaseType::Read)) if !writable => return None,
+            _ => {}
+        }
+        let caching: Vec<&OpenRecord> =
+            records.iter().map(|(_, record)| *record).filter(|record| !record.bridge_caching.is_none()).collect();
+        let mut units: Vec<WireUnit> = Vec::new();
+        for unit in caching.iter().filter_map(|record| record.unit()) {
+            if !units.contains(&unit) {
+                units.push(unit);
+            }
+        }
+        let current = caching.iter().fold(Caching::NONE, |current, record| current.union(record.bridge_caching));
+        if records.is_empty() && parked.is_some() {
+            // No client caches through a parked open: it is given up, and its Close is the
+            // unit's answer (the bridge sees the break when it takes the Close).
+            self.unpark(inode);
+            return None;
+        }
+        let direct = units.len() == 1 && writable && target.is_ok() && parked.is_none();
+        let Some(unit) = units.into_iter().next().filter(|_| direct) else {
+            self.hand_back(inode);
+            return None;
+        };
+        for record in self.opens.values_mut().filter(|r| r.inode == inode && r.generation == generation) {
+            record.broken_into = true;
+        }
+        // As the bridge sets it for the only unit a break waits for: a second before the
+        // bridge's break timeout, counted from now (the bridge learns of the break later).
+        let now = nfsbridge::lease::protocol::monotonic_now_ns();
+        let release_until = break_timeout
+            .checked_sub(Duration::from_secs(1))
+            .filter(|margin| !margin.is_zero())
+            .map_or(0, |margin| now.saturating_add(margin.as_nanos() as u64));
+        tracing::debug!(
+            "kernel lease break of inode {}:{} signalled to this process: breaking its client directly",
+            inode.dev,
+            inode.ino
+        );
+        let request =
+            BreakRequest { request_id: DIRECT_BREAK, inode, unit, current, break_to: Caching::NONE, release_until };
+        self.order_break(request)
+    }
+
+    /// Gives a break signal of `inode` back to the bridge.
+    fn hand_back(&mut self, inode: InodeKey) {
+        let Some(client) = self.client.as_mut() else { return };
+        tracing::debug!(
+            "kernel lease break of inode {}:{} signalled to this process: left to the bridge",
+            inode.dev,
+            inode.ino
+        );
+        if let Err(err) = client.break_seen(inode) {
+            self.mark_broken("handing a break back", &err);
+        }
+    }
+
+    /// A notice of the bridge for a break this process started on the kernel's signal:
+    /// the running break answers it (with the notice's request id and release deadline)
+    /// instead of a second one starting. False when no such break is running.
+    fn merge_notice(&mut self, notice: &BreakRequest) -> bool {
+        let generation = self.generation;
+        for pending in self.breaks.values_mut() {
+            if let PendingBreak::Daemon { request, generation: g } = pending {
+                if *g == generation
+                    && request.request_id == DIRECT_BREAK
+                    && request.inode == notice.inode
+                    && request.unit == notice.unit
+                {
+                    request.request_id = notice.request_id;
+                    request.release_until = match notice.release_until {
+                        0 => 0,
+                        until => request.release_until.min(until),
+                    };
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// Whether the open `record` (just removed from `opens`) may be parked when it closes
@@ -493,6 +652,7 @@ pub fn open(
                     share_path: share_path.to_owned(),
                     adopted: false,
                     broken_into: false,
+                    bridge_fd: opened.bridge_fd,
                 },
             );
             // A parked open of the file that could not be taken over (another lease key, no
@@ -552,23 +712,24 @@ pub fn grant(
         let client = bridge.client.as_mut().expect("socket() connected");
         // SAFETY: fd is the fsp's descriptor, open for the duration of this call.
         let reference = unsafe { BorrowedFd::borrow_raw(fd) };
-        match client.open_description(reference, share_path, open_id, false, true) {
-            Ok((side, inode, _)) => {
+        match client.open_description_granting(reference, share_path, open_id, false, true, None) {
+            Ok(side) => {
                 let generation = bridge.generation;
                 bridge.opens.insert(
                     fd,
                     OpenRecord {
                         open_id,
-                        inode,
+                        inode: side.inode,
                         generation,
                         kind: None,
                         provisional: None,
-                        side_description: Some(side),
+                        side_description: Some(side.description),
                         bridge_caching: Caching::NONE,
                         writable: false,
                         share_path: share_path.to_owned(),
                         adopted: false,
                         broken_into: false,
+                        bridge_fd: side.bridge_fd,
                     },
                 );
             }
@@ -670,7 +831,7 @@ pub fn readable() -> bool {
             for record in bridge.opens.values_mut().filter(|r| r.inode == inode && r.generation == generation) {
                 record.broken_into = true;
             }
-            if !bridge.breaks_parked(&request) {
+            if !bridge.merge_notice(&request) && !bridge.breaks_parked(&request) {
                 orders.extend(bridge.order_break(request));
             }
             // No client caches through a parked open: it is given up, and for the parked open's
@@ -694,6 +855,7 @@ pub fn disconnect() {
         }
         bridge.broken = false;
         bridge.socket_path = None;
+        bridge.direct = None;
         // No client caches through a parked open: its descriptor just goes (the kernel lease
         // the dead bridge left goes with the description's last descriptor, or is released
         // by a process whose clients did cache, once they have answered).
@@ -714,6 +876,50 @@ pub fn disconnect() {
         // Breaks the daemon asked for can no longer be acknowledged to it.
         bridge.breaks.retain(|_, pending| matches!(pending, PendingBreak::Orphaned { .. }));
         orders
+    };
+    start_breaks(orders);
+}
+
+/// The shim now handles the lease break signal for good (see [`SIGNALS_HANDLED`]).
+pub fn signals_handled() {
+    SIGNALS_HANDLED.store(true, Ordering::Relaxed);
+}
+
+/// The kernel's lease break signal arrived; `bridge_fd` (its `si_fd`) is the bridge's
+/// descriptor of the description.
+pub fn break_signalled(bridge_fd: RawFd) {
+    let orders = {
+        let mut bridge = bridge();
+        let Some(inode) = bridge.inode_of_bridge_fd(bridge_fd) else {
+            tracing::debug!("break signal for bridge descriptor {bridge_fd}: no open of this process has it");
+            return;
+        };
+        bridge.signalled(inode).into_iter().collect::<Vec<_>>()
+    };
+    start_breaks(orders);
+}
+
+/// SIGIO: the kernel's realtime signal queue overflowed and some break signals were lost;
+/// every description of this process is looked at (`signalled` ignores leases that are not
+/// breaking).
+pub fn break_signals_lost() {
+    let orders = {
+        let mut bridge = bridge();
+        if bridge.direct.is_none() {
+            return;
+        }
+        tracing::info!("lease break signals lost (SIGIO): checking every lease of this process");
+        // Only files this process's clients cache on can have a break signalled here (and
+        // F_GETLEASE cannot tell "breaking to nothing" from "no lease" on the others).
+        let generation = bridge.generation;
+        let inodes: BTreeSet<InodeKey> = bridge
+            .opens
+            .values()
+            .filter(|record| record.generation == generation && !record.bridge_caching.is_none())
+            .map(|record| record.inode)
+            .chain(bridge.parked.keys().copied())
+            .collect();
+        inodes.into_iter().filter_map(|inode| bridge.signalled(inode)).collect::<Vec<_>>()
     };
     start_breaks(orders);
 }

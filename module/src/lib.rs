@@ -49,6 +49,10 @@ static RUST_OPS: ffi::nfsb_rust_ops = ffi::nfsb_rust_ops {
     bridge_broken: Some(bridge_broken),
     bridge_has_queued_requests: Some(bridge_has_queued_requests),
     bridge_disconnect: Some(bridge_disconnect),
+    bridge_break_signal: Some(bridge_break_signal),
+    bridge_signals_handled: Some(bridge_signals_handled),
+    bridge_break_signalled: Some(bridge_break_signalled),
+    bridge_break_signals_lost: Some(bridge_break_signals_lost),
     break_answered: Some(break_answered),
 };
 
@@ -315,6 +319,22 @@ unsafe extern "C" fn bridge_broken() -> bool {
 
 unsafe extern "C" fn bridge_disconnect() {
     guard::call("bridge_disconnect", (), lease::disconnect)
+}
+
+unsafe extern "C" fn bridge_break_signal() -> c_int {
+    guard::call("bridge_break_signal", -1, nfsbridge::lease::signals::lease_break_signal)
+}
+
+unsafe extern "C" fn bridge_signals_handled() {
+    guard::call("bridge_signals_handled", (), lease::signals_handled)
+}
+
+unsafe extern "C" fn bridge_break_signalled(bridge_fd: c_int) {
+    guard::call("bridge_break_signalled", (), || lease::break_signalled(bridge_fd))
+}
+
+unsafe extern "C" fn bridge_break_signals_lost() {
+    guard::call("bridge_break_signals_lost", (), lease::break_signals_lost)
 }
 
 unsafe extern "C" fn break_answered(token: u64, lease_state: u32) {

@@ -316,12 +316,22 @@ def _released_by_smbd(bed, name: str) -> bool:
     return f"kernel lease of inode {st.st_dev}:{st.st_ino} released here" in bed.smbd.log_text()
 
 
+def _broken_directly(bed, name: str) -> bool:
+    """Whether the kernel's break signal went to an smbd, which broke its client without waiting
+    for the bridge's notice (the module's debug line)."""
+    st = os.stat(bed.local.path(name))
+    return (f"kernel lease break of inode {st.st_dev}:{st.st_ino} signalled to this process: "
+            "breaking its client directly") in bed.smbd.log_text()
+
+
 def test_the_only_client_a_break_waits_for_has_its_smbd_release_the_kernel_lease(bed):
     """The bridge lets the smbd of the one unit a break waits for give the kernel lease up as
     soon as its client answered (one wake-up of the bridge less), and the reader still sees
     the flushed bytes."""
     _cached_write_then_break(bed, bed.local.read, "sole-unit.txt")
     assert _released_by_smbd(bed, "sole-unit.txt")
+    # The only client's smbd also got the kernel's break signal itself (direct breaks).
+    assert _broken_directly(bed, "sole-unit.txt")
 
 
 def test_a_break_that_waits_for_two_clients_leaves_the_kernel_lease_to_the_bridge(bed):
@@ -341,3 +351,4 @@ def test_a_break_that_waits_for_two_clients_leaves_the_kernel_lease_to_the_bridg
         a.close()
         b.close()
     assert not _released_by_smbd(bed, "two-units.txt")
+    assert not _broken_directly(bed, "two-units.txt")
