@@ -893,6 +893,14 @@ fn a_break_of_a_file_one_smbd_alone_caches_on_is_signalled_to_that_smbd() {
     let (mut smbd, mut output, granted) = python_direct_smbd(&bridge, &path, "direct", 9);
     assert_eq!(granted, "granted 7 2", "RWH backed by a write lease");
     assert!(eventually(WAIT, || bridge.log_text().contains("break signal handed to smbd")));
+    let inode = inode_of(&path);
+    let signalled_pid = |client: &mut BridgeClient| {
+        let listing = client.list_leases().unwrap();
+        let row = listing.inodes.into_iter().find(|row| (row.dev, row.ino) == (inode.dev, inode.ino));
+        row.expect("listed").break_signal_pid
+    };
+    let mut client = bridge.client();
+    assert_eq!(signalled_pid(&mut client), Some(smbd.id()), "the listing names the smbd");
     // The local reader starts the break; the smbd gets the kernel's signal, not a notice,
     // gives the lease up itself and answers directly.
     assert_eq!(errno(&local_open(&path, false).unwrap_err()), libc::EWOULDBLOCK);
@@ -902,10 +910,10 @@ fn a_break_of_a_file_one_smbd_alone_caches_on_is_signalled_to_that_smbd() {
         .log_text()
         .contains("break ended: every holder acknowledged")));
     assert!(!bridge.log_text().contains("acknowledgement refused"), "{}", bridge.log_text());
-    // The table took the answer: the smbd caches nothing, and no lease is left.
-    let mut client = bridge.client();
+    // The table took the answer: the smbd caches nothing, no lease is left, and the signal
+    // is the bridge's again.
+    assert_eq!(signalled_pid(&mut client), None);
     let listing = client.list_leases().unwrap();
-    let inode = inode_of(&path);
     let row = listing
         .inodes
         .iter()

@@ -172,7 +172,11 @@ fn table(listing: &LeaseListing) -> String {
     ];
     let mut lines: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for row in &listing.inodes {
-        let kernel = row.kernel_lease.clone().unwrap_or_else(|| "-".to_string());
+        let mut kernel = row.kernel_lease.clone().unwrap_or_else(|| "-".to_string());
+        if let Some(pid) = row.break_signal_pid {
+            // The kernel signals that smbd's break directly (direct breaks).
+            kernel.push_str(&format!("@{pid}"));
+        }
         if row.holders.is_empty() {
             lines.push(vec![
                 row.path.clone(),
@@ -245,6 +249,41 @@ mod tests {
         assert!(is_at_or_below("/srv/share/a", "/srv/share"));
         assert!(is_at_or_below("/srv/share", "/srv/share/"));
         assert!(!is_at_or_below("/srv/shared/a", "/srv/share"));
+    }
+
+    #[test]
+    fn the_kernel_column_names_the_smbd_a_break_signal_goes_to() {
+        let row = |break_signal_pid| InodeRow {
+            dev: 1,
+            ino: 2,
+            share_path: "/srv".into(),
+            path: "/srv/a".into(),
+            description_writable: true,
+            kernel_lease: Some("write".into()),
+            break_signal_pid,
+            opens: Vec::new(),
+            holders: Vec::new(),
+            pending_break: None,
+        };
+        let listing = LeaseListing {
+            version: 1,
+            bridge_pid: 9,
+            inodes: vec![row(Some(4242)), row(None)],
+        };
+        let text = table(&listing);
+        let kernel: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .map(|line| line.split_whitespace().nth(1).unwrap())
+            .collect();
+        assert_eq!(kernel, ["write@4242", "write"], "{text}");
+        // A listing from a bridge without the field reads as "the bridge".
+        let old: InodeRow = serde_json::from_str(
+            r#"{"dev":1,"ino":2,"share_path":"/srv","path":"/srv/a","description_writable":true,
+                "kernel_lease":"write","opens":[],"holders":[],"pending_break":null}"#,
+        )
+        .unwrap();
+        assert_eq!(old.break_signal_pid, None);
     }
 
     #[test]

@@ -1357,6 +1357,7 @@ impl Daemon {
                 path: self.path_of(*inode),
                 description_writable: entry.description_writable(),
                 kernel_lease: listing::lease_name(entry.kernel_lease()),
+                break_signal_pid: self.inodes.get(inode).and_then(|info| info.signal_owner),
                 opens: entry
                     .opens()
                     .map(|open| OpenRow {

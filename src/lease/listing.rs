@@ -29,6 +29,10 @@ pub struct InodeRow {
     pub description_writable: bool,
     /// `"read"`, `"write"` or `None`: the lease the bridge holds on the description.
     pub kernel_lease: Option<String>,
+    /// The smbd the kernel sends the lease's break signal to (direct breaks,
+    /// docs/lease-bridge.md); `None`: the bridge.
+    #[serde(default)]
+    pub break_signal_pid: Option<u32>,
     /// Every SMB open using the description, caching or not.
     pub opens: Vec<OpenRow>,
     /// The opens whose clients were granted caching.
