@@ -185,19 +185,25 @@ fn a_client_that_never_acknowledges_loses_the_lease_at_the_break_timeout() {
     assert!(bridge.log_text().contains("break timed out"));
 }
 
+/// The wire format of `src/lease/protocol.rs` (version 5) for the Python "smbd"s below: a
+/// message header, and a string field.
+const PYTHON_WIRE: &str = r#"
+import struct
+def header(tag, request_id):
+    return b"NB" + bytes([5, tag]) + struct.pack("<Q", request_id)
+def string(text):
+    data = text.encode()
+    return struct.pack("<H", len(data)) + data
+"#;
+
 /// An "smbd" that opens a file through the bridge, is granted a batch oplock, then sleeps
-/// without reading its socket (the wire format of `src/lease/protocol.rs`, version 5).
+/// without reading its socket.
 const PYTHON_SMBD: &str = r#"
 import os, socket, struct, sys, time
 signal_alarm = __import__("signal").alarm(60)
 sock_path, share, path = sys.argv[1:4]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 s.connect(sock_path)
-def header(tag, request_id):
-    return b"NB" + bytes([5, tag]) + struct.pack("<Q", request_id)
-def string(text):
-    data = text.encode()
-    return struct.pack("<H", len(data)) + data
 if len(sys.argv) > 4 and sys.argv[4] == "list":
     try:
         s.send(header(10, 1))
@@ -227,7 +233,7 @@ time.sleep(60)
 fn python_smbd(bridge: &Bridge, path: &Path, uid: Option<u32>, mode: &str) -> (Child, String) {
     let mut command = Command::new("python3");
     command
-        .args(["-c", PYTHON_SMBD])
+        .args(["-c", &format!("{PYTHON_WIRE}{PYTHON_SMBD}")])
         .arg(&bridge.socket)
         .arg(&bridge.share)
         .arg(path)
@@ -808,11 +814,6 @@ SIG = signal.SIGRTMIN + 5
 signal.pthread_sigmask(signal.SIG_BLOCK, {SIG})
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 s.connect(sock_path)
-def header(tag, request_id):
-    return b"NB" + bytes([5, tag]) + struct.pack("<Q", request_id)
-def string(text):
-    data = text.encode()
-    return struct.pack("<H", len(data)) + data
 if mode == "direct":
     s.send(header(20, 1) + struct.pack("<I", SIG))
     reply = s.recv(8192)
@@ -864,7 +865,7 @@ fn python_direct_smbd(
     let mut child = {
         let _forking = exclusive();
         Command::new("python3")
-            .args(["-c", PYTHON_DIRECT_SMBD])
+            .args(["-c", &format!("{PYTHON_WIRE}{PYTHON_DIRECT_SMBD}")])
             .arg(&bridge.socket)
             .arg(&bridge.share)
             .arg(path)
