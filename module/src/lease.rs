@@ -321,7 +321,8 @@ impl Bridge {
             },
         };
         let parked = self.parked.get(&inode);
-        let writable = records.iter().all(|(_, record)| record.writable) && parked.is_none_or(|p| p.record.writable);
+        let writable =
+            records.iter().all(|(_, record)| record.writable) && parked.is_none_or(|p| p.record.writable);
         // SAFETY: lease_fd is the descriptor of an open or parked open of this process, found
         // in its tables just above and open for the duration of this call.
         let target = nfsbridge::lease::fcntl::get_lease(unsafe { BorrowedFd::borrow_raw(lease_fd) });
@@ -333,7 +334,7 @@ impl Bridge {
             _ => {}
         }
         let caching: Vec<&OpenRecord> =
-            records.iter().map(|(_, record)| *record).filter(|record| !record.bridge_caching.is_none()).collect();
+            records.iter().map(|(_, record)| *record).filter(|r| !r.bridge_caching.is_none()).collect();
         let mut units: Vec<WireUnit> = Vec::new();
         for unit in caching.iter().filter_map(|record| record.unit()) {
             if !units.contains(&unit) {
