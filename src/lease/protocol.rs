@@ -159,7 +159,8 @@ pub enum Message {
         break_timeout_ms: u64,
     },
     /// smbd → daemon: a lease break signal of `inode` reached this smbd and it leaves the break
-    /// to the bridge (not its clients alone, or a parked open). No reply.
+    /// to the bridge (several units there, a parked open beside live ones, a description that
+    /// is not writable). No reply.
     BreakSeen { request_id: u64, inode: InodeKey },
     /// smbd → daemon: the client acknowledged (or smbd gave up on it) and now caches `caching`.
     /// With request id [`DIRECT_BREAK`]: the answer to a break this smbd started on a signal.
