@@ -313,25 +313,21 @@ impl Bridge {
             .filter(|(_, record)| record.inode == inode && record.generation == generation)
             .map(|(fd, record)| (*fd, record))
             .collect();
-        let lease_fd = match records.first() {
-            Some((fd, record)) => record.lease_fd(*fd),
-            None => match self.parked.get(&inode) {
-                Some(parked) => parked.description.as_raw_fd(),
-                None => return None, // closed here: the bridge learns it from the Close
-            },
-        };
         let parked = self.parked.get(&inode);
+        // Closed here (no open, none parked): the bridge learns it from the Close.
+        let lease_fd = records
+            .first()
+            .map(|(fd, record)| record.lease_fd(*fd))
+            .or(parked.map(|parked| parked.description.as_raw_fd()))?;
         let writable =
             records.iter().all(|(_, record)| record.writable) && parked.is_none_or(|p| p.record.writable);
         // SAFETY: lease_fd is the descriptor of an open or parked open of this process, found
         // in its tables just above and open for the duration of this call.
         let target = nfsbridge::lease::fcntl::get_lease(unsafe { BorrowedFd::borrow_raw(lease_fd) });
-        match target {
-            // Not breaking: a late signal of a break that ended (a read lease is held only on
-            // a description that is not writable; on a writable one it is a break's target).
-            Ok(Some(LeaseType::Write)) => return None,
-            Ok(Some(LeaseType::Read)) if !writable => return None,
-            _ => {}
+        if let Ok(target) = target {
+            if !lease_going(target, writable) {
+                return None; // not breaking: a late signal of a break that ended
+            }
         }
         let caching: Vec<&OpenRecord> =
             records.iter().map(|(_, record)| *record).filter(|r| !r.bridge_caching.is_none()).collect();
@@ -353,16 +349,10 @@ impl Bridge {
             self.hand_back(inode);
             return None;
         };
-        for record in self.opens.values_mut().filter(|r| r.inode == inode && r.generation == generation) {
-            record.broken_into = true;
-        }
-        // As the bridge sets it for the only unit a break waits for: a second before the
-        // bridge's break timeout, counted from now (the bridge learns of the break later).
-        let now = nfsbridge::lease::protocol::monotonic_now_ns();
-        let release_until = break_timeout
-            .checked_sub(Duration::from_secs(1))
-            .filter(|margin| !margin.is_zero())
-            .map_or(0, |margin| now.saturating_add(margin.as_nanos() as u64));
+        self.mark_broken_into(inode);
+        // As the bridge sets it for the only unit a break waits for, with the whole break
+        // timeout left (the bridge learns of the break later).
+        let release_until = nfsbridge::lease::protocol::release_deadline(break_timeout);
         tracing::debug!(
             "kernel lease break of inode {}:{} signalled to this process: breaking its client directly",
             inode.dev,
@@ -371,6 +361,14 @@ impl Bridge {
         let request =
             BreakRequest { request_id: DIRECT_BREAK, inode, unit, current, break_to: Caching::NONE, release_until };
         self.order_break(request)
+    }
+
+    /// A break reached `inode`: none of this process's opens of it is parked when it closes.
+    fn mark_broken_into(&mut self, inode: InodeKey) {
+        let generation = self.generation;
+        for record in self.opens.values_mut().filter(|r| r.inode == inode && r.generation == generation) {
+            record.broken_into = true;
+        }
     }
 
     /// Gives a break signal of `inode` back to the bridge.
@@ -825,13 +823,10 @@ pub fn readable() -> bool {
             }
         };
         bridge.handle_failover_requests();
-        let generation = bridge.generation;
         let mut orders = Vec::new();
         for request in requests {
             let inode = request.inode;
-            for record in bridge.opens.values_mut().filter(|r| r.inode == inode && r.generation == generation) {
-                record.broken_into = true;
-            }
+            bridge.mark_broken_into(inode);
             if !bridge.merge_notice(&request) && !bridge.breaks_parked(&request) {
                 orders.extend(bridge.order_break(request));
             }
@@ -999,8 +994,7 @@ fn release_sole_lease(inode: InodeKey, lease_fd: RawFd, writable: bool, release_
     // caller found the record, which owns or names it), used only during this call.
     let description = unsafe { BorrowedFd::borrow_raw(lease_fd) };
     match nfsbridge::lease::fcntl::get_lease(description) {
-        Ok(None) => {}
-        Ok(Some(LeaseType::Read)) if writable => {}
+        Ok(target) if lease_going(target, writable) => {}
         _ => return,
     }
     match release_lease(description) {
@@ -1012,6 +1006,17 @@ fn release_sole_lease(inode: InodeKey, lease_fd: RawFd, writable: bool, release_
         // EAGAIN: no lease left (the bridge or the kernel released it already).
         Err(err) if err.raw_os_error() == Some(libc::EAGAIN) => {}
         Err(err) => tracing::debug!("cannot release the kernel lease of inode {}:{} here: {err}", inode.dev, inode.ino),
+    }
+}
+
+/// Whether `F_GETLEASE`'s answer on a description means that its lease is going entirely:
+/// no lease (a break to nothing under way, or the lease already given up), or a read lease on
+/// a writable description, which the kernel cannot hold (only a break's target reads so).
+fn lease_going(target: Option<LeaseType>, writable: bool) -> bool {
+    match target {
+        None => true,
+        Some(LeaseType::Read) => writable,
+        Some(LeaseType::Write) => false,
     }
 }
 

@@ -1147,12 +1147,7 @@ impl Daemon {
             .config
             .break_timeout
             .saturating_sub(self.now().saturating_sub(pending.started));
-        match left.checked_sub(Duration::from_secs(1)) {
-            Some(margin) if !margin.is_zero() => {
-                protocol::monotonic_now_ns().saturating_add(margin.as_nanos() as u64)
-            }
-            _ => 0,
-        }
+        protocol::release_deadline(left)
     }
 
     /// The smbd a lease break on the inode can be left to, if any: the bridge holds a

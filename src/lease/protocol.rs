@@ -38,6 +38,17 @@ pub fn monotonic_now_ns() -> u64 {
         .saturating_add(now.tv_nsec as u64)
 }
 
+/// `release_until` for a break that may run `left` longer before the bridge's timeout: a
+/// second short of that, from now; 0 (the smbd may not release) when less is left.
+pub fn release_deadline(left: std::time::Duration) -> u64 {
+    match left.checked_sub(std::time::Duration::from_secs(1)) {
+        Some(margin) if !margin.is_zero() => {
+            monotonic_now_ns().saturating_add(margin.as_nanos() as u64)
+        }
+        _ => 0,
+    }
+}
+
 /// A break unit as it travels: the smbd pid is the connection's peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireUnit {
