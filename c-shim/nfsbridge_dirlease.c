@@ -38,6 +38,14 @@
 	} while (0)
 
 static const struct nfsb_dirlease_ops *dl_ops;
+static const struct nfsb_dirdeleg_ops *dd_ops;
+/* This process announces its namespace changes (the shared table is mapped). */
+static bool dd_prepared;
+/* The holder side's wake-up descriptor in the event loop, once set up. */
+static struct tevent_fd *dd_fde;
+static bool dd_holder_tried;
+static struct tevent_context *dd_ev;
+static struct tevent_timer *dd_retake_timer;
 /* The watch's descriptor in this process's event loop. */
 static struct tevent_fd *dl_fde;
 static bool dl_socket_tried;
@@ -49,6 +57,8 @@ struct dl_entry {
 	/* A directory lease: its own directory. */
 	bool self_watched;
 	uint64_t self_dev, self_ino;
+	/* ... and backed by a directory delegation. */
+	bool self_delegated;
 	/* A lease with H: the directory holding its name. */
 	bool parent_watched;
 	uint64_t parent_dev, parent_ino;
@@ -59,6 +69,223 @@ static struct dl_entry *dl_entries;
 void nfsb_dirlease_register(const struct nfsb_dirlease_ops *ops)
 {
 	dl_ops = ops;
+}
+
+void nfsb_dirdeleg_register(const struct nfsb_dirdeleg_ops *ops)
+{
+	dd_ops = ops;
+}
+
+void nfsb_dirlease_connect(struct connection_struct *conn)
+{
+	char *table;
+
+	if (dd_ops == NULL || dd_prepared) {
+		return;
+	}
+	/* Every smbd of this Samba instance maps the same table from its lock directory. */
+	table = lock_path(talloc_tos(), "nfsbridge_namespace.tbl");
+	if (table == NULL) {
+		return;
+	}
+	dd_prepared = dd_ops->prepare(table, conn->connectpath);
+	TALLOC_FREE(table);
+}
+
+static void ns_add(struct nfsb_namespace_change *change, uint64_t dev, uint64_t ino)
+{
+	if (change->count < ARRAY_SIZE(change->keys) / 2) {
+		change->keys[2 * change->count] = dev;
+		change->keys[2 * change->count + 1] = ino;
+		change->count++;
+	}
+}
+
+static void ns_add_dir(struct nfsb_namespace_change *change, const struct files_struct *dir)
+{
+	struct stat st;
+
+	if (dir == NULL) {
+		return;
+	}
+	if (VALID_STAT(dir->fsp_name->st)) {
+		ns_add(change, dir->fsp_name->st.st_ex_dev, dir->fsp_name->st.st_ex_ino);
+	} else if (fstat(fsp_get_pathref_fd(dir), &st) == 0) {
+		ns_add(change, st.st_dev, st.st_ino);
+	}
+}
+
+void nfsb_namespace_begin(struct nfsb_namespace_change *change, const struct files_struct *dir_a,
+			  const struct files_struct *dir_b, const struct smb_filename *entry)
+{
+	change->count = 0;
+	change->announced = false;
+	if (!dd_prepared) {
+		return;
+	}
+	ns_add_dir(change, dir_a);
+	ns_add_dir(change, dir_b);
+	/* A directory renamed (or removed) breaks its own delegation too. */
+	if (entry != NULL && VALID_STAT(entry->st)) {
+		ns_add(change, entry->st.st_ex_dev, entry->st.st_ex_ino);
+	}
+	dd_ops->namespace_change(change->keys, change->count, true);
+	change->announced = true;
+}
+
+void nfsb_namespace_end(struct nfsb_namespace_change *change)
+{
+	int err = errno;
+
+	if (change->announced) {
+		dd_ops->namespace_change(change->keys, change->count, false);
+		change->announced = false;
+	}
+	errno = err;
+}
+
+void nfsb_dirlease_trace(enum tevent_trace_point point)
+{
+	if (dd_fde == NULL) {
+		return;
+	}
+	if (point == TEVENT_TRACE_BEFORE_WAIT) {
+		dd_ops->idle(true);
+	} else if (point == TEVENT_TRACE_AFTER_WAIT) {
+		dd_ops->idle(false);
+	}
+}
+
+static void dd_readable(struct tevent_context *ev, struct tevent_fd *fde, uint16_t flags,
+			void *private_data)
+{
+	dd_ops->readable();
+}
+
+/* The holder side of this process (the first time a directory lease needs a delegation). */
+static bool dd_ensure_holder(struct smbd_server_connection *sconn)
+{
+	int fd;
+
+	if (dd_fde != NULL) {
+		nfsb_trace_install(sconn->ev_ctx); /* again, in case smbd set another since */
+		return true;
+	}
+	if (dd_holder_tried || !dd_prepared) {
+		return false;
+	}
+	dd_holder_tried = true;
+	fd = dd_ops->holder_socket();
+	if (fd < 0) {
+		return false;
+	}
+	dd_fde = tevent_add_fd(sconn->ev_ctx, sconn, fd, TEVENT_FD_READ, dd_readable, NULL);
+	if (dd_fde == NULL) {
+		DL_LOG(NFSB_DBGLVL_ERR, "cannot watch the directory delegations' descriptor");
+		return false;
+	}
+	dd_ev = sconn->ev_ctx;
+	nfsb_trace_install(dd_ev);
+	return true;
+}
+
+struct dd_release {
+	uint64_t dev, ino;
+};
+
+static void dd_release_now(struct tevent_context *ev, struct tevent_immediate *im,
+			   void *private_data)
+{
+	struct dd_release *r = talloc_get_type_abort(private_data, struct dd_release);
+
+	dd_ops->release(r->dev, r->ino);
+	TALLOC_FREE(r);
+}
+
+void nfsb_dirlease_delegation_broken(uint64_t dev, uint64_t ino)
+{
+	struct dd_release *r;
+	struct tevent_immediate *im;
+	struct dl_entry *e;
+
+	become_root(); /* leases.tdb */
+	for (e = dl_entries; e != NULL; e = e->next) {
+		struct files_struct *fsp = e->fsp;
+		uint32_t state, target;
+
+		if (!e->self_watched || e->self_dev != dev || e->self_ino != ino ||
+		    fsp->lease == NULL) {
+			continue;
+		}
+		(void)fsp_lease_update(fsp);
+		state = fsp->lease->lease.lease_state;
+		target = dl_ops->directory_break(state);
+		if (target != NFSB_DIRLEASE_NO_BREAK) {
+			DL_LOG(NFSB_DBGLVL_INFO, "%s: changing outside smbd (directory delegation "
+			       "broken): breaking directory lease 0x%x to 0x%x before the change",
+			       fsp_str_dbg(fsp), state, target);
+			(void)send_break_request(fsp, target);
+		}
+	}
+	unbecome_root();
+	/* smbd runs its break requests (messages to itself) as immediates, in order: this one
+	 * comes after them, so the breaks are on their way to the clients before the change
+	 * goes on. */
+	r = talloc(dd_ev, struct dd_release);
+	im = r == NULL ? NULL : tevent_create_immediate(r);
+	if (im == NULL) {
+		TALLOC_FREE(r);
+		dd_ops->release(dev, ino);
+		return;
+	}
+	r->dev = dev;
+	r->ino = ino;
+	tevent_schedule_immediate(im, dd_ev, dd_release_now, r);
+}
+
+static void dd_retake_fired(struct tevent_context *ev, struct tevent_timer *te,
+			    struct timeval now, void *private_data)
+{
+	dd_retake_timer = NULL;
+	become_root(); /* leases.tdb */
+	dd_ops->retake();
+	unbecome_root();
+}
+
+void nfsb_dirlease_retake_later(uint32_t ms)
+{
+	if (dd_ev == NULL || dd_retake_timer != NULL) {
+		return;
+	}
+	dd_retake_timer = tevent_add_timer(dd_ev, dd_ev, timeval_current_ofs_msec(ms),
+					   dd_retake_fired, NULL);
+	if (dd_retake_timer == NULL) {
+		/* Taken again when a lease is next granted on the directory. */
+		DL_LOG(NFSB_DBGLVL_ERR, "cannot schedule taking directory delegations again");
+	}
+}
+
+/* Runs as root (leases.tdb): from dd_retake_fired. */
+bool nfsb_dirlease_leased(uint64_t dev, uint64_t ino)
+{
+	struct dl_entry *e;
+
+	for (e = dl_entries; e != NULL; e = e->next) {
+		struct files_struct *fsp = e->fsp;
+
+		if (!e->self_delegated || e->self_dev != dev || e->self_ino != ino ||
+		    fsp->lease == NULL) {
+			continue;
+		}
+		(void)fsp_lease_update(fsp);
+		/* A lease being broken is going to none: taking the delegation again would only
+		 * hold the next change up until the client answered. */
+		if ((fsp->lease->lease.lease_state & (SMB2_LEASE_READ | SMB2_LEASE_HANDLE)) &&
+		    !(fsp->lease->lease.lease_flags & SMB2_LEASE_FLAG_BREAK_IN_PROGRESS)) {
+			return true;
+		}
+	}
+	return false;
 }
 
 static void dl_readable(struct tevent_context *ev, struct tevent_fd *fde, uint16_t flags,
@@ -102,6 +329,9 @@ static int dl_entry_destructor(struct dl_entry *e)
 	/* No privileges here: a watch's last user leaves its mark idle (removed later, by the
 	 * Rust side with root's capabilities). */
 	DLIST_REMOVE(dl_entries, e);
+	if (e->self_delegated) {
+		dd_ops->undelegate(e->self_dev, e->self_ino);
+	}
 	if (e->self_watched) {
 		dl_ops->unwatch(e->self_dev, e->self_ino);
 	}
@@ -134,7 +364,8 @@ static char *dl_abs_path(TALLOC_CTX *mem_ctx, const struct connection_struct *co
 	return talloc_asprintf(mem_ctx, "%s/%s", conn->connectpath, base_name);
 }
 
-void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_struct *fsp)
+void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_struct *fsp,
+				bool delegations)
 {
 	struct connection_struct *conn;
 	struct dl_entry *e;
@@ -171,6 +402,12 @@ void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_s
 			e->self_ino = fsp->fsp_name->st.st_ex_ino;
 			err = dl_ops->watch(e->self_dev, e->self_ino, path);
 			e->self_watched = (err == 0);
+			/* The delegation needs the watch too: it covers what the delegation
+			 * cannot (changes while it is given back, handle leases). */
+			if (e->self_watched && delegations && dd_ensure_holder(conn->sconn)) {
+				e->self_delegated =
+					(dd_ops->delegate(e->self_dev, e->self_ino, path) == 0);
+			}
 		}
 		if (want_parent && path != NULL) {
 			char *parent = talloc_strdup(e, path);

@@ -12,6 +12,7 @@
 #define NFSBRIDGE_DIRLEASE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Rust's half, registered once per process with nfsb_dirlease_register(). Called from smbd's
@@ -45,5 +46,47 @@ void nfsb_dirlease_register(const struct nfsb_dirlease_ops *ops);
  * queue overflowed). Breaks the directory leases on that directory and the handle leases of
  * opens whose name went away. */
 void nfsb_dirlease_changed(uint64_t dev, uint64_t ino, const char *name);
+
+/*
+ * Directory delegations (Linux 6.19+, F_SETDELEG; module/src/dirdeleg.rs): this smbd process
+ * holds a read delegation on each directory its clients hold a directory lease on, so that a
+ * change made outside smbd waits until the leases are broken. Called from smbd's main loop
+ * (the signal handler is Rust's own).
+ */
+struct nfsb_dirdeleg_ops {
+	/* At a tree connect of a share that wants them: maps the table of smbd changes in
+	 * progress at `table_path` if the kernel has delegations for `share_dir`'s file system.
+	 * True: this process announces its namespace changes (and may hold delegations). */
+	bool (*prepare)(const char *table_path, const char *share_dir);
+	/* Around each of smbd's creates, deletes, renames and links: `count` (dev, ino) pairs of
+	 * the directories (and entry) concerned, counted up (`enter`) or down. */
+	void (*namespace_change)(const uint64_t *keys, size_t count, bool enter);
+	/* smbd's main loop starts (true) or stops (false) waiting for events. */
+	void (*idle)(bool waiting);
+	/* The descriptor that wakes the main loop when a delegation was broken (set up on first
+	 * use), or -1 when this process cannot hold delegations. */
+	int (*holder_socket)(void);
+	/* One more open has a directory lease on the directory at `path`: 0 when a delegation
+	 * backs it, or an errno value. */
+	int (*delegate)(uint64_t dev, uint64_t ino, const char *path);
+	void (*undelegate)(uint64_t dev, uint64_t ino);
+	/* holder_socket's descriptor is readable. */
+	void (*readable)(void);
+	/* smbd has sent the breaks nfsb_dirlease_delegation_broken asked for: give it back. */
+	void (*release)(uint64_t dev, uint64_t ino);
+	/* The timer nfsb_dirlease_retake_later set fired. */
+	void (*retake)(void);
+};
+
+void nfsb_dirdeleg_register(const struct nfsb_dirdeleg_ops *ops);
+
+/* Someone other than an smbd is changing the delegated directory dev/ino: breaks its directory
+ * leases, then (after smbd has sent the breaks) has Rust give the delegation back. */
+void nfsb_dirlease_delegation_broken(uint64_t dev, uint64_t ino);
+/* Calls the `retake` op in `ms` milliseconds. */
+void nfsb_dirlease_retake_later(uint32_t ms);
+/* Whether an open of this process still has a directory lease that caches (R or H) on dev/ino
+ * and is not being broken. */
+bool nfsb_dirlease_leased(uint64_t dev, uint64_t ino);
 
 #endif /* NFSBRIDGE_DIRLEASE_H */

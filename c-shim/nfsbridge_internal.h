@@ -12,8 +12,35 @@
 bool send_break_request(struct files_struct *fsp, uint32_t break_to);
 
 /* nfsbridge_dirlease.c: smbd opened `fsp` (create_file or a durable reconnect) and may have
- * granted it a lease: watch what a directory or handle lease on it needs watched. */
-void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_struct *fsp);
+ * granted it a lease: watch what a directory or handle lease on it needs watched; with
+ * `delegations` (the share's nfsbridge:directory delegations) a directory lease is also backed
+ * by a directory delegation where the kernel has them. */
+void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_struct *fsp,
+				bool delegations);
+
+/* nfsbridge_dirlease.c: a tree connect of a share with nfsbridge:directory delegations = yes:
+ * from now on this process announces its namespace changes to the smbds holding delegations. */
+void nfsb_dirlease_connect(struct connection_struct *conn);
+
+/* nfsbridge_dirlease.c: one of smbd's namespace changes (create, delete, rename, link) in the
+ * directories `dir_a` and `dir_b` (either may be NULL) of the entry `entry` (may be NULL),
+ * announced for its duration (nfsb_namespace_begin ... nfsb_namespace_end) so that an smbd
+ * holding a delegation on one of them gives it back at once. */
+struct nfsb_namespace_change {
+	uint64_t keys[6];
+	size_t count;
+	bool announced;
+};
+void nfsb_namespace_begin(struct nfsb_namespace_change *change, const struct files_struct *dir_a,
+			  const struct files_struct *dir_b, const struct smb_filename *entry);
+void nfsb_namespace_end(struct nfsb_namespace_change *change);
+
+/* nfsbridge_dirlease.c: called by the module's tevent trace callback (nfsb_trace_install). */
+void nfsb_dirlease_trace(enum tevent_trace_point point);
+
+/* nfsbridge_shim.c: chains the module's trace callback onto smbd's (once; again if smbd set
+ * another since). */
+void nfsb_trace_install(struct tevent_context *ev);
 
 /* nfsbridge_shim.c: the end of an SMB2 CANCEL of a create the module deferred itself (grace
  * periods, delegation recalls). smbd's own cancel function for deferred creates looks at the

@@ -93,6 +93,9 @@ static int nfsb_connect(struct vfs_handle_struct *handle, const char *service, c
 		/* Reach the lease bridge now, so the first open does not pay for it. */
 		bridge_ensure(handle, state);
 	}
+	if (rust_ops->directory_delegations(state)) {
+		nfsb_dirlease_connect(handle->conn);
+	}
 	return 0;
 }
 
@@ -105,6 +108,11 @@ struct nfsb_sd_result {
 static void *handle_state(struct vfs_handle_struct *handle)
 {
 	return handle->data;
+}
+
+static bool directory_delegations(void *state)
+{
+	return state != NULL && rust_ops->directory_delegations(state);
 }
 
 static NTSTATUS nfsb_fget_nt_acl(struct vfs_handle_struct *handle, struct files_struct *fsp,
@@ -279,28 +287,83 @@ static int nfsb_fstatat(struct vfs_handle_struct *handle, const struct files_str
 				    SMB_VFS_NEXT_FSTATAT(handle, dirfsp, smb_fname, sbuf, flags));
 }
 
+/*
+ * smbd's namespace changes (create, delete, rename, link) are announced for their duration
+ * (nfsb_namespace_begin/end, nfsbridge_dirlease.c), so that an smbd holding a directory
+ * delegation on the directory gives it back at once instead of breaking leases first: Samba
+ * breaks directory leases for its own changes.
+ */
 static int nfsb_unlinkat(struct vfs_handle_struct *handle, struct files_struct *dirfsp,
 			 const struct smb_filename *smb_fname, int flags)
 {
-	return CALL_WITH_ROOT_RETRY(handle,
-				    SMB_VFS_NEXT_UNLINKAT(handle, dirfsp, smb_fname, flags));
+	struct nfsb_namespace_change change;
+	int ret;
+
+	nfsb_namespace_begin(&change, dirfsp, NULL, smb_fname);
+	ret = CALL_WITH_ROOT_RETRY(handle, SMB_VFS_NEXT_UNLINKAT(handle, dirfsp, smb_fname, flags));
+	nfsb_namespace_end(&change);
+	return ret;
 }
 
 static int nfsb_renameat(struct vfs_handle_struct *handle, struct files_struct *srcdir_fsp,
 			 const struct smb_filename *smb_fname_src, struct files_struct *dstdir_fsp,
 			 const struct smb_filename *smb_fname_dst, const struct vfs_rename_how *how)
 {
-	return CALL_WITH_ROOT_RETRY(handle,
-				    SMB_VFS_NEXT_RENAMEAT(handle, srcdir_fsp, smb_fname_src,
-							  dstdir_fsp, smb_fname_dst, how));
+	struct nfsb_namespace_change change;
+	int ret;
+
+	nfsb_namespace_begin(&change, srcdir_fsp, dstdir_fsp, smb_fname_src);
+	ret = CALL_WITH_ROOT_RETRY(handle,
+				   SMB_VFS_NEXT_RENAMEAT(handle, srcdir_fsp, smb_fname_src,
+							 dstdir_fsp, smb_fname_dst, how));
+	nfsb_namespace_end(&change);
+	return ret;
+}
+
+static int nfsb_linkat(struct vfs_handle_struct *handle, struct files_struct *srcfsp,
+		       const struct smb_filename *old_smb_fname, struct files_struct *dstfsp,
+		       const struct smb_filename *new_smb_fname, int flags)
+{
+	struct nfsb_namespace_change change;
+	int ret;
+
+	nfsb_namespace_begin(&change, dstfsp, NULL, NULL);
+	ret = SMB_VFS_NEXT_LINKAT(handle, srcfsp, old_smb_fname, dstfsp, new_smb_fname, flags);
+	nfsb_namespace_end(&change);
+	return ret;
+}
+
+static int nfsb_symlinkat(struct vfs_handle_struct *handle,
+			  const struct smb_filename *link_contents, struct files_struct *dirfsp,
+			  const struct smb_filename *new_smb_fname)
+{
+	struct nfsb_namespace_change change;
+	int ret;
+
+	nfsb_namespace_begin(&change, dirfsp, NULL, NULL);
+	ret = SMB_VFS_NEXT_SYMLINKAT(handle, link_contents, dirfsp, new_smb_fname);
+	nfsb_namespace_end(&change);
+	return ret;
+}
+
+static int nfsb_mknodat(struct vfs_handle_struct *handle, struct files_struct *dirfsp,
+			const struct smb_filename *smb_fname, mode_t mode, SMB_DEV_T dev)
+{
+	struct nfsb_namespace_change change;
+	int ret;
+
+	nfsb_namespace_begin(&change, dirfsp, NULL, NULL);
+	ret = SMB_VFS_NEXT_MKNODAT(handle, dirfsp, smb_fname, mode, dev);
+	nfsb_namespace_end(&change);
+	return ret;
 }
 
 /* A directory the Windows ACL lets the user create (ADD_SUBDIRECTORY, checked by smbd) but the
  * POSIX mirror of its parent does not (no w+x there): created as root and handed to the user
- * at once, as nfsb_openat does for files. EEXIST and other errors of the retry are not
+ * at once, as openat_bridged does for files. EEXIST and other errors of the retry are not
  * reported over the user's own. */
-static int nfsb_mkdirat(struct vfs_handle_struct *handle, struct files_struct *dirfsp,
-			const struct smb_filename *smb_fname, mode_t mode)
+static int mkdirat_with_root_retry(struct vfs_handle_struct *handle, struct files_struct *dirfsp,
+				   const struct smb_filename *smb_fname, mode_t mode)
 {
 	int ret = SMB_VFS_NEXT_MKDIRAT(handle, dirfsp, smb_fname, mode);
 	int err = errno;
@@ -326,6 +389,18 @@ static int nfsb_mkdirat(struct vfs_handle_struct *handle, struct files_struct *d
 	if (ret != 0) {
 		errno = err;
 	}
+	return ret;
+}
+
+static int nfsb_mkdirat(struct vfs_handle_struct *handle, struct files_struct *dirfsp,
+			const struct smb_filename *smb_fname, mode_t mode)
+{
+	struct nfsb_namespace_change change;
+	int ret;
+
+	nfsb_namespace_begin(&change, dirfsp, NULL, NULL);
+	ret = mkdirat_with_root_retry(handle, dirfsp, smb_fname, mode);
+	nfsb_namespace_end(&change);
 	return ret;
 }
 
@@ -650,9 +725,9 @@ static int bridge_open(struct vfs_handle_struct *handle, void *state, int refere
 	return fd;
 }
 
-static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_struct *dirfsp,
-		       const struct smb_filename *smb_fname, struct files_struct *fsp,
-		       const struct vfs_open_how *how)
+static int openat_bridged(struct vfs_handle_struct *handle, const struct files_struct *dirfsp,
+			  const struct smb_filename *smb_fname, struct files_struct *fsp,
+			  const struct vfs_open_how *how)
 {
 	void *state = handle_state(handle);
 	struct stat st;
@@ -721,6 +796,23 @@ static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_stru
 	}
 	errno = err;
 	return fd;
+}
+
+static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_struct *dirfsp,
+		       const struct smb_filename *smb_fname, struct files_struct *fsp,
+		       const struct vfs_open_how *how)
+{
+	struct nfsb_namespace_change change;
+	int ret;
+
+	if (!(how->flags & O_CREAT)) {
+		return openat_bridged(handle, dirfsp, smb_fname, fsp, how);
+	}
+	/* May create the file. */
+	nfsb_namespace_begin(&change, dirfsp, NULL, NULL);
+	ret = openat_bridged(handle, dirfsp, smb_fname, fsp, how);
+	nfsb_namespace_end(&change);
+	return ret;
 }
 
 static int nfsb_close(struct vfs_handle_struct *handle, struct files_struct *fsp)
@@ -812,30 +904,33 @@ static void bridge_breaks_check_all(bool reread)
 	}
 }
 
-static void bridge_breaks_trace(enum tevent_trace_point point, void *private_data)
+/* The module's one trace callback: the lease bridge's break checks after each loop turn, and
+ * the directory delegations' idle flag around each wait. */
+static void nfsb_trace(enum tevent_trace_point point, void *private_data)
 {
 	if (bridge_chained_trace != NULL) {
 		bridge_chained_trace(point, bridge_chained_trace_private);
 	}
+	nfsb_dirlease_trace(point);
 	if (point == TEVENT_TRACE_AFTER_LOOP_ONCE && bridge_breaks != NULL) {
 		bridge_breaks_check_all(false);
 	}
 }
 
 /* Chains onto smbd's own trace callback (its idle-time profiling); checked again by the
- * timer, in case smbd set another one since. */
-static void bridge_breaks_trace_install(struct tevent_context *ev)
+ * callers' timers, in case smbd set another one since. */
+void nfsb_trace_install(struct tevent_context *ev)
 {
 	tevent_trace_callback_t current;
 	void *current_private;
 
 	tevent_get_trace_callback(ev, &current, &current_private);
-	if (current == bridge_breaks_trace) {
+	if (current == nfsb_trace) {
 		return;
 	}
 	bridge_chained_trace = current;
 	bridge_chained_trace_private = current_private;
-	tevent_set_trace_callback(ev, bridge_breaks_trace, NULL);
+	tevent_set_trace_callback(ev, nfsb_trace, NULL);
 }
 
 static void bridge_breaks_poll(struct tevent_context *ev);
@@ -846,7 +941,7 @@ static void bridge_breaks_timer_fired(struct tevent_context *ev, struct tevent_t
 	bridge_breaks_timer = NULL;
 	bridge_breaks_check_all(true);
 	if (bridge_breaks != NULL) {
-		bridge_breaks_trace_install(ev);
+		nfsb_trace_install(ev);
 		bridge_breaks_poll(ev);
 	}
 }
@@ -949,7 +1044,7 @@ bool nfsb_request_break(int fd, const uint8_t *lease_key, uint32_t break_to, uin
 		return false;
 	}
 	ev = fsp->conn->sconn->ev_ctx;
-	bridge_breaks_trace_install(ev);
+	nfsb_trace_install(ev);
 	/* A new break restarts the poll from its shortest interval. */
 	TALLOC_FREE(bridge_breaks_timer);
 	bridge_breaks_poll_ms = 2;
@@ -1098,7 +1193,8 @@ static NTSTATUS nfsb_create_file(struct vfs_handle_struct *handle, struct smb_re
 	if (NT_STATUS_IS_OK(status) && *result != NULL && leases_on(state)) {
 		bridge_back_grant(handle, state, *result);
 	}
-	nfsb_dirlease_after_create(handle, NT_STATUS_IS_OK(status) ? *result : NULL);
+	nfsb_dirlease_after_create(handle, NT_STATUS_IS_OK(status) ? *result : NULL,
+				   directory_delegations(state));
 	return status;
 }
 
@@ -1114,7 +1210,8 @@ static NTSTATUS nfsb_durable_reconnect(struct vfs_handle_struct *handle,
 	if (NT_STATUS_IS_OK(status) && *fsp != NULL && leases_on(state)) {
 		bridge_back_grant(handle, state, *fsp);
 	}
-	nfsb_dirlease_after_create(handle, NT_STATUS_IS_OK(status) ? *fsp : NULL);
+	nfsb_dirlease_after_create(handle, NT_STATUS_IS_OK(status) ? *fsp : NULL,
+				   directory_delegations(state));
 	return status;
 }
 
@@ -1129,6 +1226,9 @@ static struct vfs_fn_pointers nfsb_fns = {
 	.fstatat_fn = nfsb_fstatat,
 	.unlinkat_fn = nfsb_unlinkat,
 	.renameat_fn = nfsb_renameat,
+	.linkat_fn = nfsb_linkat,
+	.symlinkat_fn = nfsb_symlinkat,
+	.mknodat_fn = nfsb_mknodat,
 	.connect_fn = nfsb_connect,
 	.fget_nt_acl_fn = nfsb_fget_nt_acl,
 	.fset_nt_acl_fn = nfsb_fset_nt_acl,

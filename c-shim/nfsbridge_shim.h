@@ -95,6 +95,9 @@ struct nfsb_rust_ops {
 
 	/* Whether this share's lease bridge is on (nfsbridge:leases). */
 	bool (*leases_enabled)(void *state);
+	/* Whether this share backs directory leases with directory delegations where the kernel
+	 * has them (nfsbridge:directory delegations; nfsbridge_dirlease.h). */
+	bool (*directory_delegations)(void *state);
 	/* The bridge socket, or -1 when not connected. With `connect`, connects first if needed
 	 * (called as root; attempts are rate-limited). */
 	int (*bridge_socket)(void *state, bool connect);

@@ -118,6 +118,18 @@ pub const OPTIONS: &[OptionSpec] = &[
                as plain Samba does).",
     },
     OptionSpec {
+        name: "directory delegations",
+        kind: OptionKind::Bool,
+        default: "yes",
+        help: "On kernels with F_SETDELEG (Linux 6.19+, on file systems that take leases), \
+               back every SMB directory lease with a directory delegation held by the smbd \
+               process serving it, so that a local or NFS create, delete or rename in the \
+               directory waits in the kernel until smbd has sent the client its lease break. \
+               smbd's own changes are announced to the other smbds and never wait for them. \
+               Elsewhere, and with 'no', the fanotify watch breaks directory leases right \
+               after the change.",
+    },
+    OptionSpec {
     name: "fault injection",
     kind: OptionKind::Keyword(FaultInjection::KEYWORDS),
     default: "none",
@@ -203,6 +215,7 @@ pub struct ModuleConfig {
     pub lease_bridge_socket: String,
     /// Seconds an SMB create waits for a delegation recall; 0: no recall by the module.
     pub recall_timeout_secs: u32,
+    pub directory_delegations: bool,
     pub fault_injection: FaultInjection,
 }
 
@@ -217,6 +230,7 @@ impl Default for ModuleConfig {
             leases: true,
             lease_bridge_socket: DEFAULT_LEASE_BRIDGE_SOCKET.to_string(),
             recall_timeout_secs: 35,
+            directory_delegations: true,
             fault_injection: FaultInjection::default(),
         }
     }
@@ -249,6 +263,7 @@ impl ModuleConfig {
                 ("leases", Value::Bool(on)) => config.leases = on,
                 ("lease bridge socket", Value::Text(path)) => config.lease_bridge_socket = path,
                 ("recall timeout", Value::Seconds(secs)) => config.recall_timeout_secs = secs as u32, // at most MAX_SECONDS
+                ("directory delegations", Value::Bool(on)) => config.directory_delegations = on,
                 ("fault injection", Value::Keyword(word)) => {
                     config.fault_injection = FaultInjection::from_keyword(word)
                 }
@@ -271,7 +286,7 @@ impl fmt::Display for ModuleConfig {
         write!(
             f,
             "acls={} acl encoding={} acl xattr={} posix mirror={} idmap cache time={} leases={} \
-             lease bridge socket={} recall timeout={} fault injection={fault}",
+             lease bridge socket={} recall timeout={} directory delegations={} fault injection={fault}",
             yes_no(self.acls),
             self.acl_encoding.keyword(),
             self.acl_xattr,
@@ -279,7 +294,8 @@ impl fmt::Display for ModuleConfig {
             self.idmap_cache_time,
             yes_no(self.leases),
             self.lease_bridge_socket,
-            self.recall_timeout_secs
+            self.recall_timeout_secs,
+            yes_no(self.directory_delegations)
         )
     }
 }

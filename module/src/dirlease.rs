@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use nfsbridge::dirlease::{self, mask, DirHandle, DirKey, Mode, Watches};
+use nfsbridge::dirlease::{self, mask, DelegationSupport, DirHandle, DirKey, Mode, Watches};
 
 use crate::samba::Privileged;
 use crate::{ffi, guard, process_time};
@@ -69,7 +69,7 @@ fn watcher() -> std::sync::MutexGuard<'static, Watcher> {
 /// nobody holds is EINVAL only where the command does not exist, or where the file system
 /// takes no leases at all, as FUSE and virtiofs: so the probe uses the share's directory, not
 /// `/`). The directory is opened for reading: fcntl refuses lease commands on O_PATH.
-fn kernel_has_delegations(dir: &CStr) -> bool {
+pub(crate) fn kernel_has_delegations(dir: &CStr) -> bool {
     std::fs::File::open(std::ffi::OsStr::from_bytes(dir.to_bytes()))
         .map(|d| nfsbridge::lease::fcntl::delegations_supported(d.as_fd()))
         .unwrap_or(false)
@@ -94,17 +94,24 @@ unsafe extern "C" fn socket(probe_dir: *const c_char) -> c_int {
             return group.as_raw_fd();
         }
         // SAFETY: the shim passes a NUL-terminated path that lives across the call.
-        let delegations = kernel_has_delegations(unsafe { CStr::from_ptr(probe_dir) });
+        let support = if crate::dirdeleg::prepared() {
+            DelegationSupport::Used
+        } else if kernel_has_delegations(unsafe { CStr::from_ptr(probe_dir) }) {
+            DelegationSupport::NotUsed
+        } else {
+            DelegationSupport::Missing
+        };
         match fanotify_group() {
             Ok(group) => {
                 w.smbd_exe = std::fs::metadata("/proc/self/exe").ok().map(|m| (m.dev(), m.ino()));
-                tracing::info!("{}", Mode::Fanotify.describe(delegations));
+                let mode = if support == DelegationSupport::Used { Mode::Delegations } else { Mode::Fanotify };
+                tracing::info!("{}", mode.describe(support));
                 let fd = group.as_raw_fd();
                 w.group = Some(group);
                 fd
             }
             Err(err) => {
-                tracing::warn!("{} ({err})", Mode::Unavailable.describe(delegations));
+                tracing::warn!("{} ({err})", Mode::Unavailable.describe(support));
                 -1
             }
         }

@@ -899,6 +899,8 @@ pub fn break_signalled(bridge_fd: RawFd) {
 /// every description of this process is looked at (`signalled` ignores leases that are not
 /// breaking).
 pub fn break_signals_lost() {
+    // smbd's SIGIO handler took the place of the directory delegations' own one.
+    crate::dirdeleg::signals_lost();
     let orders = {
         let mut bridge = bridge();
         if bridge.direct.is_none() {

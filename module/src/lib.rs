@@ -11,6 +11,7 @@ use nfsbridge::lease::protocol::Provisional;
 use nfsbridge::lease::table::{Caching, GrantKind, InodeKey};
 
 mod acl;
+mod dirdeleg;
 mod dirlease;
 mod failover;
 mod ffi;
@@ -40,6 +41,7 @@ static RUST_OPS: ffi::nfsb_rust_ops = ffi::nfsb_rust_ops {
     fget_nt_acl: Some(fget_nt_acl),
     fset_nt_acl: Some(fset_nt_acl),
     leases_enabled: Some(leases_enabled),
+    directory_delegations: Some(directory_delegations),
     bridge_socket: Some(bridge_socket),
     bridge_open: Some(bridge_open),
     bridge_grant: Some(bridge_grant),
@@ -77,6 +79,7 @@ pub unsafe extern "C" fn samba_init_module(_ctx: *mut c_void) -> u32 {
     log::install();
     guard::call("samba_init_module", NT_STATUS_UNSUCCESSFUL, || {
         dirlease::register();
+        dirdeleg::register();
         // SAFETY: RUST_OPS is a static, so it outlives the process as nfsb_register requires.
         let status = unsafe { ffi::nfsb_register(&RUST_OPS) };
         failover::register();
@@ -228,6 +231,11 @@ unsafe extern "C" fn fset_nt_acl(
 unsafe extern "C" fn leases_enabled(state: *mut c_void) -> bool {
     // SAFETY: the shim passes the state connect stored.
     guard::call("leases_enabled", false, || unsafe { share(state) }.config.leases)
+}
+
+unsafe extern "C" fn directory_delegations(state: *mut c_void) -> bool {
+    // SAFETY: the shim passes the state connect stored.
+    guard::call("directory_delegations", false, || unsafe { share(state) }.config.directory_delegations)
 }
 
 unsafe extern "C" fn bridge_socket(state: *mut c_void, connect: bool) -> c_int {

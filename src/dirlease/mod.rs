@@ -17,6 +17,8 @@ use std::time::Duration;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
+pub mod delegation;
+
 /// `FAN_*` event bits (include/uapi/linux/fanotify.h).
 pub mod mask {
     pub const MOVED_FROM: u64 = 0x0000_0040;
@@ -266,6 +268,10 @@ pub fn unlinked_lease_break(current: u32) -> Option<u32> {
 /// How namespace changes outside smbd reach SMB leases on this kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// Directory delegations (Linux 6.19+): a local or NFS change of a directory with a
+    /// directory lease waits until the lease is broken; fanotify watches as well (handle
+    /// leases, and changes while a delegation is given back), after the change.
+    Delegations,
     /// fanotify watches: breaks follow the change (the window is measured in BENCHMARKS.md).
     Fanotify,
     /// No watch could be set up (no fanotify, no privilege): directory leases are broken to
@@ -273,14 +279,31 @@ pub enum Mode {
     Unavailable,
 }
 
+/// Why directory delegations are not used, for the mode's log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DelegationSupport {
+    /// The kernel (or the share's file system) has no `F_SETDELEG`.
+    Missing,
+    /// The kernel has them; the share turned them off (`nfsbridge:directory delegations = no`),
+    /// or they could not be set up (logged on its own).
+    NotUsed,
+    Used,
+}
+
 impl Mode {
-    pub fn describe(self, delegations: bool) -> String {
-        let kernel = if delegations {
-            "the kernel has F_SETDELEG, but directory delegations are not used yet"
-        } else {
-            "the kernel has no F_SETDELEG (Linux < 6.19)"
+    pub fn describe(self, support: DelegationSupport) -> String {
+        let kernel = match support {
+            DelegationSupport::Missing => "the kernel has no F_SETDELEG (Linux < 6.19)",
+            DelegationSupport::NotUsed => {
+                "the kernel has F_SETDELEG, but directory delegations are off (nfsbridge:directory delegations = no) or could not be set up"
+            }
+            DelegationSupport::Used => "the kernel has F_SETDELEG",
         };
         match self {
+            Mode::Delegations => format!(
+                "namespace watch: directory delegations and fanotify ({kernel}); local and NFS creates, deletes \
+                 and renames break SMB directory leases before the change, and handle leases after it"
+            ),
             Mode::Fanotify => format!(
                 "namespace watch: fanotify ({kernel}); local and NFS creates, deletes and renames break \
                  SMB directory and handle leases after the change"

@@ -19,6 +19,9 @@ use super::kernel::{LeaseType, F_UNLCK};
 /// link and setattr, and on directories by changes inside them. An unknown command (EINVAL)
 /// on older kernels.
 pub const F_SETDELEG: i32 = F_LINUX_SPECIFIC_BASE + 16;
+/// `F_LINUX_SPECIFIC_BASE + 15` (Linux 6.19): the delegation on a description, as
+/// `F_GETLEASE` (during a break: the type the holder must go down to).
+pub const F_GETDELEG: i32 = F_LINUX_SPECIFIC_BASE + 15;
 
 /// `<uapi/linux/fcntl.h>`: the base of the Linux-only fcntl commands (F_SETLEASE is +0).
 pub const F_LINUX_SPECIFIC_BASE: i32 = 1024;
@@ -112,6 +115,16 @@ pub fn set_delegation(fd: BorrowedFd<'_>, delegation: Option<LeaseType>) -> io::
     // pointer during the call only; `argument` lives on our stack across the call; `fd` is open.
     check(unsafe { libc::fcntl(fd.as_raw_fd(), F_SETDELEG, &argument as *const Delegation) })?;
     Ok(())
+}
+
+/// `F_GETDELEG`: the delegation on the description behind `fd`; during a pending break the
+/// type the holder must go down to (`None`: give it up).
+pub fn get_delegation(fd: BorrowedFd<'_>) -> io::Result<Option<LeaseType>> {
+    let mut argument = Delegation { d_flags: 0, d_type: 0, pad: 0 };
+    // SAFETY: F_GETDELEG writes one `struct delegation` (8 bytes, the layout above) through the
+    // pointer during the call only; `argument` lives on our stack across the call; `fd` is open.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), F_GETDELEG, &mut argument as *mut Delegation) })?;
+    LeaseType::from_raw(i32::from(argument.d_type)).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }
 
 /// Whether this kernel knows `F_SETDELEG`, probed by giving up a delegation on `fd` (a no-op

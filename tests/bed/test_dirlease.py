@@ -3,14 +3,18 @@
 Samba 4.22 breaks an SMB directory lease only for changes made through smbd, and a handle (H)
 lease only for SMB opens that ask for DELETE access. On an nfsbridge share a local or NFS
 create, delete or rename in the directory breaks the directory lease, and a local or NFS
-delete or rename of a file breaks the H of its lease (the fanotify watch, on both tiers: the
-host kernel has no F_SETDELEG, and the 7.3 kernel's delegations are not used yet). Changes made
-through smbd keep Samba's own breaks, and no more. Kernel tier: the NFS actor is the kernel
-NFSv4.2 client, the server kernel nfsd.
+delete or rename of a file breaks the H of its lease. Host tier (6.18, no F_SETDELEG): the
+fanotify watch, after the change. Kernel tier (7.3): the smbd serving a directory lease holds a
+directory delegation, so the change waits until the break is sent; fanotify still breaks handle
+leases. Changes made through smbd keep Samba's own breaks, and no more. Kernel tier: the NFS
+actor is the kernel NFSv4.2 client, the server kernel nfsd.
 """
 from __future__ import annotations
 
 import os
+import re
+import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -183,6 +187,8 @@ def test_other_entries_of_the_directory_keep_handle_caching(bed):
 
 # -- changes through smbd: Samba's breaks, exactly ------------------------------------------------
 
+@pytest.mark.host_tier
+@pytest.mark.kernel_tier
 @pytest.mark.parametrize("profile", ["plain", "nfsbridge"])
 def test_smb_create_by_another_client_breaks_once(bed_factory, profile):
     bed = bed_factory(profile)
@@ -250,11 +256,115 @@ def test_the_active_mode_is_logged(bed):
         d = _dir_with_lease(bed, smb, "d")
         d.close()
     log = bed.smbd.log_text()
-    assert "namespace watch: fanotify (" in log
     delegations = _kernel_has_delegations(bed.local.path("."))
     if bed.tier == "kernel":
         assert delegations   # Debian's 7.3 kernel, ext4
     if delegations:
-        assert "the kernel has F_SETDELEG, but directory delegations are not used yet" in log
+        assert "namespace watch: directory delegations and fanotify (the kernel has F_SETDELEG)" in log
     else:
-        assert "the kernel has no F_SETDELEG (Linux < 6.19)" in log
+        assert "namespace watch: fanotify (the kernel has no F_SETDELEG (Linux < 6.19))" in log
+
+
+@pytest.mark.kernel_tier
+@pytest.mark.bed_share("nfsbridge", **{"nfsbridge:directory delegations": "no"})
+def test_directory_delegations_can_be_turned_off(bed):
+    with bed.smb() as smb:
+        d = _dir_with_lease(bed, smb, "d")
+        assert _delegation_holders(bed.local.path("d")) == []
+        bed.local.write("d/new.txt", b"x")   # the fanotify watch still breaks it, after
+        _expect_dir_break(smb, d)
+        d.close()
+    assert "namespace watch: fanotify (the kernel has F_SETDELEG, but directory delegations are off" in bed.smbd.log_text()
+
+
+# -- directory delegations (kernel tier: F_SETDELEG is Linux 6.19+) --------------------------------
+
+def _delegation_holders(path) -> list[int]:
+    """The pids holding a delegation on the inode at `path` (/proc/locks: "N: DELEG ACTIVE READ
+    pid maj:min:ino ..."; waiters blocked on one are "N: -> DELEG ..." lines)."""
+    st = os.stat(path)
+    pids = []
+    with open("/proc/locks") as locks:
+        for line in locks:
+            fields = line.split()
+            if len(fields) < 6 or fields[1] != "DELEG":
+                continue
+            major, minor, ino = fields[5].split(":")
+            if int(ino) == st.st_ino and os.makedev(int(major, 16), int(minor, 16)) == st.st_dev:
+                pids.append(int(fields[4]))
+    return pids
+
+
+def _held_delegation(path, timeout: float = BREAK_TIMEOUT) -> int:
+    """The one pid holding a delegation on `path` (waits for it to be taken, or taken again)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        holders = _delegation_holders(path)
+        if holders:
+            assert len(holders) == 1, holders
+            return holders[0]
+        assert time.monotonic() < deadline, f"no delegation on {path} within {timeout} s"
+        time.sleep(0.01)
+
+
+@pytest.mark.kernel_tier
+def test_a_local_change_waits_until_the_directory_lease_is_broken(bed):
+    """The smbd serving a directory lease holds a delegation on the directory: a local create
+    in it waits in the kernel until that smbd has sent the break. Shown by stopping that smbd:
+    nothing is created until it runs again."""
+    with bed.smb() as smb:
+        d = _dir_with_lease(bed, smb, "d")
+        smbd_pid = _held_delegation(bed.local.path("d"))
+        os.kill(smbd_pid, signal.SIGSTOP)
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                created = pool.submit(bed.local.write, "d/new.txt", b"new")
+                time.sleep(0.5)
+                assert not created.done()
+                assert not os.path.exists(bed.local.path("d/new.txt"))
+                os.kill(smbd_pid, signal.SIGCONT)
+                created.result(timeout=BREAK_TIMEOUT)
+        finally:
+            os.kill(smbd_pid, signal.SIGCONT)
+        _expect_dir_break(smb, d)
+        _expect_no_break(smb)   # the fanotify watch's own break of it changes nothing
+        d.close()
+    assert "breaking directory lease 0x3 to 0x0 before the change" in bed.smbd.log_text()
+
+
+@pytest.mark.kernel_tier
+def test_nfs_change_is_held_until_the_directory_lease_is_broken(bed):
+    """The same for kernel nfsd: it meets the delegation, the NFS client retries until smbd
+    has sent the break and given it back."""
+    with bed.smb() as smb:
+        d = _dir_with_lease(bed, smb, "d")
+        _held_delegation(bed.local.path("d"))
+        bed.nfs.create("d/new.txt", b"new")
+        _expect_dir_break(smb, d)
+        d.close()
+    assert "breaking directory lease 0x3 to 0x0 before the change" in bed.smbd.log_text()
+
+
+@pytest.mark.kernel_tier
+def test_smb_changes_make_the_holder_give_its_delegation_back_at_once(bed):
+    """smbd's own creates in a delegated directory, from the lease's smbd and from another one,
+    are announced: the holder gives the delegation back without breaking anything itself, so
+    Samba's breaks (with its parent lease key rule) are the only ones."""
+    with bed.smb() as a, bed.smb() as b:
+        d = _dir_with_lease(bed, a, "d")
+        path = bed.local.path("d")
+        _held_delegation(path)
+        a.open("d/own.txt", lease="RWH", parent_lease_key=d.lease_key).close()
+        _held_delegation(path)   # taken again: the lease still caches
+        b.open("d/other.txt", lease="RWH", parent_lease_key=d.lease_key).close()
+        _expect_no_break(a)
+        _held_delegation(path)
+        b.delete("d/other.txt")   # Samba breaks it, once
+        _expect_dir_break(a, d)
+        _expect_no_break(a)
+        d.close()
+    log = bed.smbd.log_text()
+    assert "directory delegation broken): breaking" not in log
+    given_up = re.findall(r"directory delegations: \d+:\d+ given up; broken (\d+) times by others "
+                          r"\(leases broken first\), (\d+) times by smbd", log)
+    assert given_up and given_up[-1][0] == "0" and int(given_up[-1][1]) >= 3, given_up
