@@ -1,10 +1,13 @@
 #!/bin/bash
 # scripts/kernel-vm-guest.sh OUT [pytest args...] - runs INSIDE the kernel-tier VM (started by
 # scripts/kernel-vm.sh), as root, over the host's userspace (read-only except --rwdir OUT).
+# scripts/kernel-vm-guest.sh OUT --bench [dirlease_bench.py args...] - the same set-up, then the
+# directory lease bench (scripts/bench-dirlease.sh --kernel-vm) instead of the tests.
 #
 # Brings up kernel nfsd exporting an ext4 scratch disk and an NFSv4.2 mount of it, then runs the
 # test bed's kernel_tier tests with the same pytest harness as the host. Results go to OUT:
-# junit.xml, pytest.log, setup.log. Exit status: pytest's, or 90 if the setup failed.
+# junit.xml, pytest.log, setup.log (the bench: bench/, bench.log). Exit status: pytest's (the
+# bench's), or 90 if the setup failed.
 set -uo pipefail
 OUT=$1; shift
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -51,14 +54,22 @@ setup() {
 ( setup ) > "$OUT/setup.log" 2>&1
 rc=$?
 [ $rc = 0 ] || { cat "$OUT/setup.log"; exit $rc; }
-ts "setup done; running the kernel_tier tests"
+ts "setup done; running ${1:-the kernel_tier tests}"
 
 cd "$REPO" || exit 90
+export NFSBRIDGE_TIER=kernel NFSBRIDGE_KERNEL_EXPORT=$EXP NFSBRIDGE_KERNEL_NFS_MOUNT=$MNT
 # The repository and the venv are read-only here: no bytecode, no pytest cache.
-NFSBRIDGE_TIER=kernel NFSBRIDGE_KERNEL_EXPORT=$EXP NFSBRIDGE_KERNEL_NFS_MOUNT=$MNT \
-PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" -m pytest -p no:cacheprovider -v -rfE \
-  --junitxml="$OUT/junit.xml" tests/bed "$@" > "$OUT/pytest.log" 2>&1
-rc=$?
-ts "pytest exited $rc"
+if [ "${1:-}" = --bench ]; then
+  shift
+  PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" benches/smb/dirlease_bench.py --out "$OUT/bench" \
+    "$@" > "$OUT/bench.log" 2>&1
+  rc=$?
+  ts "bench exited $rc"
+else
+  PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" -m pytest -p no:cacheprovider -v -rfE \
+    --junitxml="$OUT/junit.xml" tests/bed "$@" > "$OUT/pytest.log" 2>&1
+  rc=$?
+  ts "pytest exited $rc"
+fi
 umount $MNT; rpc.nfsd 0; exportfs -ua; umount $EXP
 exit $rc

@@ -13,6 +13,9 @@
 #   NFSBRIDGE_KVM=1           use KVM instead of TCG (only on hosts with real VMX/SVM: this
 #                             machine's /dev/kvm is PVM-only and Debian kernels die on it)
 #   NFSBRIDGE_KEEP_VM_OUT=1   keep the VM's output directory (console, setup and pytest logs)
+#
+# scripts/kernel-vm.sh --bench DIR [dirlease_bench.py args...] boots the same VM and runs the
+# directory lease bench there instead (scripts/bench-dirlease.sh --kernel-vm), results in DIR.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 . "$REPO/scripts/lib/common.sh"
@@ -74,6 +77,12 @@ BLACKLIST=$BLACKLIST,aesni_intel,pcspkr,evdev,i2c_i801,serio_raw,lpc_ich,i2c_smb
 ACCEL=--disable-kvm; ACCEL_NAME=TCG
 [ "${NFSBRIDGE_KVM:-0}" = 1 ] && { ACCEL=""; ACCEL_NAME=KVM; }
 export PATH=$VIRTIOFSD_DIR/bin:$NFSBRIDGE_VENV/bin:$PATH
+BENCH_DIR=""
+if [ "${1:-}" = --bench ]; then
+  BENCH_DIR=${2:?--bench needs an output directory}
+  shift 2
+  set -- --bench "$@"
+fi
 guest_cmd="bash $REPO/scripts/kernel-vm-guest.sh $OUT"
 for a in "$@"; do guest_cmd="$guest_cmd $(printf '%q' "$a")"; done
 
@@ -91,6 +100,14 @@ timeout --kill-after=15 "$TIMEOUT" vng $ACCEL -r "$KERNEL_IMAGE" -m 2G --cpus 2 
 vm_rc=${PIPESTATUS[0]}
 elapsed=$(( $(date +%s) - t0 ))
 grep '^\[guest' "$OUT/console.log"
+
+if [ -n "$BENCH_DIR" ]; then
+  [ -f "$OUT/bench.log" ] && cat "$OUT/bench.log"
+  [ -f "$OUT/bench/table.txt" ] || die "the bench did not finish in the VM (status $vm_rc; console: $OUT/console.log)"
+  mkdir -p "$BENCH_DIR" && cp -r "$OUT/bench/." "$BENCH_DIR/"
+  echo "results in $BENCH_DIR"
+  exit "$vm_rc"
+fi
 
 if [ ! -f "$OUT/junit.xml" ]; then
   case $vm_rc in

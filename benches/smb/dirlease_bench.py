@@ -2,14 +2,16 @@
 the SMB client holding a directory lease on it gets the break, and how long after a local
 rename or delete of a file an RH lease on it loses H. Not a test: numbers depend on the machine.
 
-One test bed (docs/test-bed.md, host tier: a private smbd and NFS-Ganesha in one network
-namespace, nfs-rs as the NFS client, local changes by this process). For each change kind and
+One test bed (docs/test-bed.md; the tier NFSBRIDGE_TIER names: host = a private smbd and
+NFS-Ganesha in one network namespace with nfs-rs as the NFS client, kernel = inside the 7.3 VM
+with kernel nfsd and an NFSv4.2 mount; local changes by this process). For each change kind and
 repetition: open the directory (or file) over SMB with an RH lease, take t0, make the change,
 take t1 when the call returned (the change is visible), and take the time the client's receive
 thread got the break notification. Windows from t1 (change visible -> break received; negative
-when the break arrived before the change's call returned, as for NFS) and from t0.
+when the break arrived before the change's call returned: with directory delegations the change
+waits for the break) and from t0, and the change's own duration t1 - t0.
 
-    dirlease_bench.py [--reps N] [--out DIR] [--profile nfsbridge|plain]
+    dirlease_bench.py [--reps N] [--out DIR] [--profile nfsbridge|plain] [--option KEY=VALUE]...
 """
 from __future__ import annotations
 
@@ -60,8 +62,8 @@ def handle_changes(bed, name: str, i: int):
     }
 
 
-def probe(smb, open_target, change) -> tuple[float, float] | None:
-    """(break - t1, break - t0) in seconds, or None when no break came."""
+def probe(smb, open_target, change) -> tuple[float, float, float] | None:
+    """(break - t1, break - t0, t1 - t0) in seconds, or None when no break came."""
     target = open_target()
     assert target.lease_state & 0x2, f"no H granted: {lease_text(target.lease_state)}"
     t0 = time.perf_counter()
@@ -75,7 +77,7 @@ def probe(smb, open_target, change) -> tuple[float, float] | None:
     assert isinstance(brk, LeaseBreak) and brk.lease_key == target.lease_key
     smb.ack_lease_break(brk)
     target.close()
-    return brk.received_at - t1, brk.received_at - t0
+    return brk.received_at - t1, brk.received_at - t0, t1 - t0
 
 
 def summary(values: list[float]) -> dict:
@@ -92,6 +94,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=100)
     ap.add_argument("--profile", default="nfsbridge")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="an smb.conf option for the share, e.g. 'nfsbridge:directory delegations=no'")
     ap.add_argument("--command", default="")
     args = ap.parse_args()
     stamp = datetime.datetime.now(datetime.timezone.utc)
@@ -103,7 +107,8 @@ def main() -> int:
     samples: dict[str, list] = {}
     load_start = os.getloadavg()
     started = time.time()
-    with Bed(work, TEST_USER, args.profile) as bed, bed.smb() as smb:
+    options = dict(o.split("=", 1) for o in args.option)
+    with Bed(work, TEST_USER, args.profile, options or None) as bed, bed.smb() as smb:
         for i in range(args.reps):
             d = f"d{i}"
             bed.local.mkdir(d)
@@ -120,32 +125,38 @@ def main() -> int:
                 os.chmod(bed.local.path(f"f{i}"), 0o666)
                 opened = lambda: smb.open(f"f{i}", lease="RH", write=False, create=False)
                 samples.setdefault(kind, []).append(probe(smb, opened, change))
+        # The mode line each smbd process logs when it first needs the watch.
+        mode = next((line.strip() for line in bed.smbd.log_text().splitlines()
+                     if line.strip().startswith("namespace watch:")), "")
     results = {}
     for kind, values in samples.items():
         got = [v for v in values if v is not None]
         results[kind] = {"breaks": len(got), "changes": len(values),
                          "from_visible_ms": summary([v[0] for v in got]),
-                         "from_start_ms": summary([v[1] for v in got])}
+                         "from_start_ms": summary([v[1] for v in got]),
+                         "change_ms": summary([v[2] for v in got])}
     meta = {"date": stamp.isoformat(timespec="seconds"), "seconds": round(time.time() - started),
-            "command": args.command, "profile": args.profile, "reps": args.reps,
+            "command": args.command, "profile": args.profile, "options": options,
+            "tier": os.environ.get("NFSBRIDGE_TIER", "host"), "mode": mode, "reps": args.reps,
             "kernel": platform.release(), "nproc": os.cpu_count(),
             "load_start": load_start, "load_end": os.getloadavg(),
             "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                                      capture_output=True, text=True).stdout.strip()}
     (out / "dirlease.json").write_text(json.dumps({"meta": meta, "results": results,
                                                     "samples": samples}, indent=1))
-    lines = [f"namespace watch window, share profile {args.profile}, {args.reps} repetitions, "
-             f"kernel {meta['kernel']}, commit {meta['commit']}",
-             "| change | breaks | median | p25-p75 | p90 | p99 | max | median from call start |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"namespace watch window, share profile {args.profile} {options or ''}, {args.reps} repetitions, "
+             f"kernel {meta['kernel']}, {meta['tier']} tier, commit {meta['commit']}",
+             f"mode: {mode or '(not logged)'}",
+             "| change | breaks | after visible: median | p25-p75 | p90 | p99 | max | from call start: median | the change took: median |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for kind, r in results.items():
-        v, s = r["from_visible_ms"], r["from_start_ms"]
+        v, s, c = r["from_visible_ms"], r["from_start_ms"], r["change_ms"]
         if not v:
-            lines.append(f"| {kind} | 0/{r['changes']} | none within {NO_BREAK_AFTER:.0f} s | | | | | |")
+            lines.append(f"| {kind} | 0/{r['changes']} | none within {NO_BREAK_AFTER:.0f} s | | | | | | |")
             continue
         lines.append(f"| {kind} | {r['breaks']}/{r['changes']} | {v['median']:.2f} ms | "
-                     f"{v['p25']:.2f}-{v['p75']:.2f} | {v['p90']:.2f} | {v['p99']:.2f} | {v['max']:.2f} | "
-                     f"{s['median']:.2f} ms |")
+                     f"{v['p25']:.2f} to {v['p75']:.2f} | {v['p90']:.2f} | {v['p99']:.2f} | {v['max']:.2f} | "
+                     f"{s['median']:.2f} ms | {c['median']:.2f} ms |")
     table = "\n".join(lines)
     (out / "table.txt").write_text(table + "\n")
     print(table)
