@@ -58,6 +58,10 @@ ts "setup done; running ${1:-the kernel_tier tests}"
 
 cd "$REPO" || exit 90
 export NFSBRIDGE_TIER=kernel NFSBRIDGE_KERNEL_EXPORT=$EXP NFSBRIDGE_KERNEL_NFS_MOUNT=$MNT
+# Test directories (smbd state, the parity gate's shares) on the ext4 scratch disk: the guest's
+# /tmp takes no fanotify marks with file handles (EOPNOTSUPP), so directory leases there would
+# be broken as soon as granted.
+mkdir -p "$EXP/.tmp" && chmod 1777 "$EXP/.tmp" && export TMPDIR=$EXP/.tmp
 # The repository and the venv are read-only here: no bytecode, no pytest cache.
 if [ "${1:-}" = --bench ]; then
   shift
@@ -67,7 +71,7 @@ if [ "${1:-}" = --bench ]; then
   ts "bench exited $rc"
 else
   PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" -m pytest -p no:cacheprovider -v -rfE \
-    --junitxml="$OUT/junit.xml" tests/bed "$@" > "$OUT/pytest.log" 2>&1
+    --junitxml="$OUT/junit.xml" tests/bed tests/parity "$@" > "$OUT/pytest.log" 2>&1
   rc=$?
   ts "pytest exited $rc"
 fi

@@ -2,7 +2,8 @@
 # scripts/kernel-vm.sh [pytest args...] - the test bed's kernel tier: boots Debian's 7.3 kernel
 # (downloaded by scripts/setup.sh, never installed) with virtme-ng over this machine's
 # userspace, runs scripts/kernel-vm-guest.sh inside (kernel nfsd exporting an ext4 scratch disk,
-# an NFSv4.2 mount, smbd with the module) and the kernel_tier tests of tests/bed there.
+# an NFSv4.2 mount, smbd with the module) and the kernel_tier tests of tests/bed (and the
+# smb2.dirlease parity gate of tests/parity) there.
 #
 # Prints the guest's per-test results, then one line "kernel tier: N passed, N failed".
 # If the VM cannot start or the guest setup fails, it says so loudly, names every test it could
@@ -35,7 +36,7 @@ trap cleanup EXIT
 # selected: these are named if the VM cannot run them.
 kernel_tests() {
   (cd "$REPO/tests" && NFSBRIDGE_TIER=kernel PYTHONDONTWRITEBYTECODE=1 "$PY" -m pytest -p no:cacheprovider \
-     --collect-only -q bed "$@" 2>/dev/null | grep '::' | sed 's|^|tests/|')
+     --collect-only -q bed parity "$@" 2>/dev/null | grep '::' | sed 's|^|tests/|')
 }
 
 not_run() {

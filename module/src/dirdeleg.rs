@@ -456,6 +456,15 @@ unsafe extern "C" fn delegate(dev: u64, ino: u64, path: *const c_char) -> c_int 
                 tracing::debug!("directory delegations: holding one on {} ({} directories)", path.to_string_lossy(), h.dirs.len());
                 0
             }
+            Err(err) if err.raw_os_error() == Some(libc::ENOSPC) => {
+                // Expected on a busy process, not an error: logged quietly.
+                tracing::debug!(
+                    "directory delegations: already {} directories held in this process; {} is watched by fanotify only",
+                    delegation::MAX_DELEGATIONS,
+                    path.to_string_lossy()
+                );
+                libc::ENOSPC
+            }
             Err(err) => {
                 tracing::warn!("directory delegations: cannot hold one on {}: {err}; it is watched by fanotify only", path.to_string_lossy());
                 err.raw_os_error().unwrap_or(libc::EIO)
