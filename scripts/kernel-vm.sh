@@ -69,8 +69,10 @@ done
 (cd "$REPO/tests" && PYTHONDONTWRITEBYTECODE=1 "$PY" -c \
   'from harness.fixtures import TEST_USER; from harness.samba import ensure_unix_user; ensure_unix_user(TEST_USER.name)')
 
-# A fresh ext4 scratch disk each run, formatted here (0.1 s vs seconds under TCG).
-truncate -s 1G "$OUT/scratch.img" && mkfs.ext4 -q -F "$OUT/scratch.img" || { REASON="cannot make the scratch disk"; not_run "$@"; }
+# A fresh ext4 scratch disk each run, formatted here (0.1 s vs seconds under TCG). Sparse;
+# 8 GiB because the tests' own directories (smbd state and logs, the parity shares) live on
+# it too (TMPDIR in the guest), and a full disk fails smbd's tdb writes.
+truncate -s 8G "$OUT/scratch.img" && mkfs.ext4 -q -F "$OUT/scratch.img" || { REASON="cannot make the scratch disk"; not_run "$@"; }
 
 # Modules udev would load for QEMU's q35 devices; none is needed, each costs TCG time.
 BLACKLIST=kvm,kvm_amd,kvm_intel,ccp,sr_mod,cdrom,ahci,libahci,libata,iTCO_wdt,intel_pmc_bxt,psmouse

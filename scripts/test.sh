@@ -43,14 +43,18 @@ stage() {
   local out; out=$(mktemp)
   "$@" 2>&1 | tee "$out"
   local rc=${PIPESTATUS[0]}
-  local p f
-  p=$(grep -hoE '(^| )[0-9]+ passed' "$out" | awk '{s+=$1} END {print s+0}')
-  f=$(grep -hoE '(^| )[0-9]+ failed' "$out" | awk '{s+=$1} END {print s+0}')
-  f=$((f + $(grep -hoE '(^| )[0-9]+ errors?( |$)' "$out" | awk '{s+=$1} END {print s+0}')))
+  # Recorded first: nothing below may lose a failed stage.
+  if [ "$rc" != 0 ]; then failed_stages="$failed_stages $name"; fi
+  # Counts from the runners' own summary lines only: cargo's "test result:", pytest's last
+  # line, and the "<what>: N passed, N failed" lines of our scripts. smbd logs quoted in a
+  # failure report are full of other "... 1234567 failed" text.
+  local summaries p f
+  summaries=$(grep -E '^test result: |^(=+ )?[0-9]+ (passed|failed|errors?|skipped|deselected|warnings?)(, [0-9]+ [a-z]+)* in [0-9.]+s|^[A-Za-z][A-Za-z0-9 ._-]*: [0-9]+ passed, [0-9]+ failed$' "$out")
+  p=$(printf '%s\n' "$summaries" | grep -oE '(^| )[0-9]+ passed' | awk '{s+=$1} END {printf "%d", s}')
+  f=$(printf '%s\n' "$summaries" | grep -oE '(^| )[0-9]+ (failed|errors?)' | awk '{s+=$1} END {printf "%d", s}')
   rm -f "$out"
   if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; fi
   passed=$((passed + p)); failed=$((failed + f))
-  if [ "$rc" != 0 ]; then failed_stages="$failed_stages $name"; fi
   step "$name: $p passed, $f failed (exit $rc)"
 }
 
