@@ -291,71 +291,58 @@ static int nfsb_fstatat(struct vfs_handle_struct *handle, const struct files_str
  * smbd's namespace changes (create, delete, rename, link) are announced for their duration
  * (nfsb_namespace_begin/end, nfsbridge_dirlease.c), so that an smbd holding a directory
  * delegation on the directory gives it back at once instead of breaking leases first: Samba
- * breaks directory leases for its own changes.
+ * breaks directory leases for its own changes. ANNOUNCED evaluates `call` (an int) so.
  */
+#define ANNOUNCED(dir_a, dir_b, entry, call)                                  \
+	({                                                                    \
+		struct nfsb_namespace_change _announced;                      \
+		int _announced_ret;                                           \
+		nfsb_namespace_begin(&_announced, (dir_a), (dir_b), (entry)); \
+		_announced_ret = (call);                                      \
+		nfsb_namespace_end(&_announced);                              \
+		_announced_ret;                                               \
+	})
+
 static int nfsb_unlinkat(struct vfs_handle_struct *handle, struct files_struct *dirfsp,
 			 const struct smb_filename *smb_fname, int flags)
 {
-	struct nfsb_namespace_change change;
-	int ret;
-
-	nfsb_namespace_begin(&change, dirfsp, NULL, smb_fname);
-	ret = CALL_WITH_ROOT_RETRY(handle, SMB_VFS_NEXT_UNLINKAT(handle, dirfsp, smb_fname, flags));
-	nfsb_namespace_end(&change);
-	return ret;
+	return ANNOUNCED(dirfsp, NULL, smb_fname,
+			 CALL_WITH_ROOT_RETRY(handle, SMB_VFS_NEXT_UNLINKAT(handle, dirfsp, smb_fname,
+									  flags)));
 }
 
 static int nfsb_renameat(struct vfs_handle_struct *handle, struct files_struct *srcdir_fsp,
 			 const struct smb_filename *smb_fname_src, struct files_struct *dstdir_fsp,
 			 const struct smb_filename *smb_fname_dst, const struct vfs_rename_how *how)
 {
-	struct nfsb_namespace_change change;
-	int ret;
-
-	nfsb_namespace_begin(&change, srcdir_fsp, dstdir_fsp, smb_fname_src);
-	ret = CALL_WITH_ROOT_RETRY(handle,
-				   SMB_VFS_NEXT_RENAMEAT(handle, srcdir_fsp, smb_fname_src,
-							 dstdir_fsp, smb_fname_dst, how));
-	nfsb_namespace_end(&change);
-	return ret;
+	return ANNOUNCED(srcdir_fsp, dstdir_fsp, smb_fname_src,
+			 CALL_WITH_ROOT_RETRY(handle,
+					      SMB_VFS_NEXT_RENAMEAT(handle, srcdir_fsp, smb_fname_src,
+								    dstdir_fsp, smb_fname_dst, how)));
 }
 
 static int nfsb_linkat(struct vfs_handle_struct *handle, struct files_struct *srcfsp,
 		       const struct smb_filename *old_smb_fname, struct files_struct *dstfsp,
 		       const struct smb_filename *new_smb_fname, int flags)
 {
-	struct nfsb_namespace_change change;
-	int ret;
-
-	nfsb_namespace_begin(&change, dstfsp, NULL, NULL);
-	ret = SMB_VFS_NEXT_LINKAT(handle, srcfsp, old_smb_fname, dstfsp, new_smb_fname, flags);
-	nfsb_namespace_end(&change);
-	return ret;
+	return ANNOUNCED(dstfsp, NULL, NULL,
+			 SMB_VFS_NEXT_LINKAT(handle, srcfsp, old_smb_fname, dstfsp, new_smb_fname,
+					     flags));
 }
 
 static int nfsb_symlinkat(struct vfs_handle_struct *handle,
 			  const struct smb_filename *link_contents, struct files_struct *dirfsp,
 			  const struct smb_filename *new_smb_fname)
 {
-	struct nfsb_namespace_change change;
-	int ret;
-
-	nfsb_namespace_begin(&change, dirfsp, NULL, NULL);
-	ret = SMB_VFS_NEXT_SYMLINKAT(handle, link_contents, dirfsp, new_smb_fname);
-	nfsb_namespace_end(&change);
-	return ret;
+	return ANNOUNCED(dirfsp, NULL, NULL,
+			 SMB_VFS_NEXT_SYMLINKAT(handle, link_contents, dirfsp, new_smb_fname));
 }
 
 static int nfsb_mknodat(struct vfs_handle_struct *handle, struct files_struct *dirfsp,
 			const struct smb_filename *smb_fname, mode_t mode, SMB_DEV_T dev)
 {
-	struct nfsb_namespace_change change;
-	int ret;
-
-	nfsb_namespace_begin(&change, dirfsp, NULL, NULL);
-	ret = SMB_VFS_NEXT_MKNODAT(handle, dirfsp, smb_fname, mode, dev);
-	nfsb_namespace_end(&change);
-	return ret;
+	return ANNOUNCED(dirfsp, NULL, NULL,
+			 SMB_VFS_NEXT_MKNODAT(handle, dirfsp, smb_fname, mode, dev));
 }
 
 /* A directory the Windows ACL lets the user create (ADD_SUBDIRECTORY, checked by smbd) but the
@@ -395,13 +382,8 @@ static int mkdirat_with_root_retry(struct vfs_handle_struct *handle, struct file
 static int nfsb_mkdirat(struct vfs_handle_struct *handle, struct files_struct *dirfsp,
 			const struct smb_filename *smb_fname, mode_t mode)
 {
-	struct nfsb_namespace_change change;
-	int ret;
-
-	nfsb_namespace_begin(&change, dirfsp, NULL, NULL);
-	ret = mkdirat_with_root_retry(handle, dirfsp, smb_fname, mode);
-	nfsb_namespace_end(&change);
-	return ret;
+	return ANNOUNCED(dirfsp, NULL, NULL,
+			 mkdirat_with_root_retry(handle, dirfsp, smb_fname, mode));
 }
 
 /*
@@ -802,17 +784,11 @@ static int nfsb_openat(struct vfs_handle_struct *handle, const struct files_stru
 		       const struct smb_filename *smb_fname, struct files_struct *fsp,
 		       const struct vfs_open_how *how)
 {
-	struct nfsb_namespace_change change;
-	int ret;
-
 	if (!(how->flags & O_CREAT)) {
 		return openat_bridged(handle, dirfsp, smb_fname, fsp, how);
 	}
 	/* May create the file. */
-	nfsb_namespace_begin(&change, dirfsp, NULL, NULL);
-	ret = openat_bridged(handle, dirfsp, smb_fname, fsp, how);
-	nfsb_namespace_end(&change);
-	return ret;
+	return ANNOUNCED(dirfsp, NULL, NULL, openat_bridged(handle, dirfsp, smb_fname, fsp, how));
 }
 
 static int nfsb_close(struct vfs_handle_struct *handle, struct files_struct *fsp)
