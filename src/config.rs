@@ -125,7 +125,8 @@ pub const OPTIONS: &[OptionSpec] = &[
                back every SMB directory lease with a directory delegation held by the smbd \
                process serving it, so that a local or NFS create, delete or rename in the \
                directory waits in the kernel until smbd has sent the client its lease break. \
-               smbd's own changes are announced to the other smbds and never wait for them. \
+               smbd's own changes are announced to the other smbds and never wait for their \
+               main loops (only for the holder's signal handler). \
                Elsewhere, and with 'no', the fanotify watch breaks directory leases right \
                after the change.",
     },
