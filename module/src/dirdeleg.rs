@@ -405,24 +405,6 @@ fn take(fd: BorrowedFd<'_>) -> io::Result<()> {
     fcntl::set_delegation(fd, Some(LeaseType::Read))
 }
 
-fn open_directory(key: (u64, u64), path: &CStr) -> io::Result<OwnedFd> {
-    let _root = Privileged::enter();
-    // SAFETY: `path` is a C string that lives across the call; the result is a new descriptor
-    // or -1.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: open just returned this descriptor; nothing else owns it.
-    let dir = unsafe { OwnedFd::from_raw_fd(fd) };
-    let meta = std::fs::File::from(dir.try_clone()?).metadata()?;
-    if (meta.dev(), meta.ino()) != key {
-        // Renamed or replaced since smbd opened it.
-        return Err(io::Error::from_raw_os_error(libc::ESTALE));
-    }
-    Ok(dir)
-}
-
 fn add(h: &mut Holder, key: (u64, u64), path: &CStr) -> io::Result<()> {
     if let Some((dir, refs)) = h.dirs.get_mut(&key) {
         *refs += 1;
@@ -433,7 +415,10 @@ fn add(h: &mut Holder, key: (u64, u64), path: &CStr) -> io::Result<()> {
         }
         return Ok(());
     }
-    let dir = open_directory(key, path)?;
+    let dir = {
+        let _root = Privileged::enter();
+        crate::dirlease::open_directory(path, key, libc::O_RDONLY | libc::O_NOFOLLOW)?
+    };
     let entry = TABLE.insert(dir.as_raw_fd(), key.0, key.1).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOSPC))?;
     if let Err(err) = take(dir.as_fd()) {
         TABLE.remove(dir.as_raw_fd());

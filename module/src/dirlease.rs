@@ -166,6 +166,25 @@ fn mark(group: RawFd, flags: u32, dir: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens the directory at `path` (`O_DIRECTORY | O_CLOEXEC` and `flags`) and checks that it is
+/// still the one smbd opened (`key`: dev, ino); ESTALE when it was renamed or replaced since.
+/// The caller holds whatever privilege the open needs.
+pub(crate) fn open_directory(path: &CStr, key: DirKey, flags: c_int) -> io::Result<OwnedFd> {
+    // SAFETY: `path` is a C string that lives across the call; the result is a new
+    // descriptor or -1.
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open just returned this descriptor; nothing else owns it.
+    let dir = unsafe { OwnedFd::from_raw_fd(fd) };
+    let meta = std::fs::metadata(format!("/proc/self/fd/{fd}"))?;
+    if (meta.dev(), meta.ino()) != key {
+        return Err(io::Error::from_raw_os_error(libc::ESTALE));
+    }
+    Ok(dir)
+}
+
 fn add_watch(w: &mut Watcher, key: DirKey, path: &CStr) -> io::Result<()> {
     if w.watches.retain(key) {
         return Ok(()); // the common case: no system call
@@ -174,19 +193,7 @@ fn add_watch(w: &mut Watcher, key: DirKey, path: &CStr) -> io::Result<()> {
     // A new mark: the directory is opened and marked with root's access (fanotify checks read
     // access to what it marks; smbd may reach it only through the ACL bridge's root retries).
     let _root = Privileged::enter();
-    // SAFETY: `path` is a C string that lives across the call; the result is a new
-    // descriptor or -1.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: open just returned this descriptor; nothing else owns it.
-    let dir = unsafe { OwnedFd::from_raw_fd(fd) };
-    let meta = std::fs::metadata(format!("/proc/self/fd/{fd}"))?;
-    if (meta.dev(), meta.ino()) != key {
-        // Renamed or replaced since smbd opened it: not the directory the lease is on.
-        return Err(io::Error::from_raw_os_error(libc::ESTALE));
-    }
+    let dir = open_directory(path, key, libc::O_PATH)?;
     let handle = dir_handle(&dir)?;
     mark(group, libc::FAN_MARK_ADD, &dir)?;
     w.watches.insert(key, handle, dir);

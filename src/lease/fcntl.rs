@@ -117,16 +117,6 @@ pub fn set_delegation(fd: BorrowedFd<'_>, delegation: Option<LeaseType>) -> io::
     Ok(())
 }
 
-/// `F_GETDELEG`: the delegation on the description behind `fd`; during a pending break the
-/// type the holder must go down to (`None`: give it up).
-pub fn get_delegation(fd: BorrowedFd<'_>) -> io::Result<Option<LeaseType>> {
-    let mut argument = Delegation { d_flags: 0, d_type: 0, pad: 0 };
-    // SAFETY: F_GETDELEG writes one `struct delegation` (8 bytes, the layout above) through the
-    // pointer during the call only; `argument` lives on our stack across the call; `fd` is open.
-    check(unsafe { libc::fcntl(fd.as_raw_fd(), F_GETDELEG, &mut argument as *mut Delegation) })?;
-    LeaseType::from_raw(i32::from(argument.d_type)).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
-}
-
 /// Whether this kernel knows `F_SETDELEG`, probed by giving up a delegation on `fd` (a no-op
 /// when none is held): EINVAL means the command is unknown. Any other answer (success, EAGAIN
 /// for "nothing to give up") means it exists.
