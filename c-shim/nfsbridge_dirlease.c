@@ -10,7 +10,9 @@
  * opens of this smbd concerned then get the break smbd itself would send: a directory lease on
  * the changed directory to none (contend_dirleases' rule), a lease whose own name went away
  * to its state without H. The breaks go through MSG_SMB_BREAK_REQUEST to this process
- * (send_break_request in nfsbridge_shim.c), so smbd's own break code runs them.
+ * (send_break_request in nfsbridge_shim.c), so smbd's own break code runs them. Where the
+ * kernel has directory delegations (module/src/dirdeleg.rs) the same directories are also
+ * delegated, and the same breaks are sent before the change, for any change in them.
  *
  * Copyright (C) 2026 the nfsbridge authors. GPL-3.0-or-later.
  */
@@ -62,6 +64,8 @@ struct dl_entry {
 	/* A lease with H: the directory holding its name. */
 	bool parent_watched;
 	uint64_t parent_dev, parent_ino;
+	/* ... and backed by a directory delegation on it. */
+	bool parent_delegated;
 };
 
 static struct dl_entry *dl_entries;
@@ -211,18 +215,31 @@ void nfsb_dirlease_delegation_broken(uint64_t dev, uint64_t ino)
 	become_root(); /* leases.tdb */
 	for (e = dl_entries; e != NULL; e = e->next) {
 		struct files_struct *fsp = e->fsp;
+		/* Every directory lease on it; the H only of leases whose share delegates them. */
+		bool self = e->self_watched && e->self_dev == dev && e->self_ino == ino;
+		bool parent = e->parent_delegated && e->parent_dev == dev && e->parent_ino == ino;
 		uint32_t state, target;
 
-		if (!e->self_watched || e->self_dev != dev || e->self_ino != ino ||
-		    fsp->lease == NULL) {
+		if ((!self && !parent) || fsp->lease == NULL) {
 			continue;
 		}
 		(void)fsp_lease_update(fsp);
 		state = fsp->lease->lease.lease_state;
-		target = dl_ops->directory_break(state);
+		if (self) {
+			target = dl_ops->directory_break(state);
+			if (target != NFSB_DIRLEASE_NO_BREAK) {
+				DL_LOG(NFSB_DBGLVL_INFO, "%s: changing outside smbd (directory "
+				       "delegation broken): breaking directory lease 0x%x to 0x%x "
+				       "before the change", fsp_str_dbg(fsp), state, target);
+				(void)send_break_request(fsp, target);
+			}
+			continue;
+		}
+		/* The kernel does not say which entry is changing: it may be this one. */
+		target = dl_ops->unlinked_break(state);
 		if (target != NFSB_DIRLEASE_NO_BREAK) {
-			DL_LOG(NFSB_DBGLVL_INFO, "%s: changing outside smbd (directory delegation "
-			       "broken): breaking directory lease 0x%x to 0x%x before the change",
+			DL_LOG(NFSB_DBGLVL_INFO, "%s: its directory changing outside smbd (directory "
+			       "delegation broken): breaking lease 0x%x to 0x%x before the change",
 			       fsp_str_dbg(fsp), state, target);
 			(void)send_break_request(fsp, target);
 		}
@@ -272,16 +289,24 @@ bool nfsb_dirlease_leased(uint64_t dev, uint64_t ino)
 
 	for (e = dl_entries; e != NULL; e = e->next) {
 		struct files_struct *fsp = e->fsp;
+		bool self = e->self_delegated && e->self_dev == dev && e->self_ino == ino;
+		bool parent = e->parent_delegated && e->parent_dev == dev && e->parent_ino == ino;
+		uint32_t state;
 
-		if (!e->self_delegated || e->self_dev != dev || e->self_ino != ino ||
-		    fsp->lease == NULL) {
+		if ((!self && !parent) || fsp->lease == NULL) {
 			continue;
 		}
 		(void)fsp_lease_update(fsp);
-		/* A lease being broken is going to none: taking the delegation again would only
-		 * hold the next change up until the client answered. */
-		if ((fsp->lease->lease.lease_state & (SMB2_LEASE_READ | SMB2_LEASE_HANDLE)) &&
-		    !(fsp->lease->lease.lease_flags & SMB2_LEASE_FLAG_BREAK_IN_PROGRESS)) {
+		state = fsp->lease->lease.lease_state;
+		/* A lease being broken is losing what the delegation backs: taking it again would
+		 * only hold the next change up until the client answered. */
+		if (fsp->lease->lease.lease_flags & SMB2_LEASE_FLAG_BREAK_IN_PROGRESS) {
+			continue;
+		}
+		if (self && (state & (SMB2_LEASE_READ | SMB2_LEASE_HANDLE))) {
+			return true;
+		}
+		if (parent && (state & SMB2_LEASE_HANDLE)) {
 			return true;
 		}
 	}
@@ -297,8 +322,10 @@ static void dl_readable(struct tevent_context *ev, struct tevent_fd *fde, uint16
 	dl_ops->readable();
 }
 
-/* Watches the group's descriptor in smbd's event loop (the first time it is needed). */
-static bool dl_ensure_socket(struct smbd_server_connection *sconn, const char *probe_dir)
+/* Watches the group's descriptor in smbd's event loop (the first time it is needed; the mode
+ * logged then is that of the share whose open needed it first). */
+static bool dl_ensure_socket(struct smbd_server_connection *sconn, const char *probe_dir,
+			     unsigned delegations)
 {
 	int fd;
 
@@ -310,7 +337,7 @@ static bool dl_ensure_socket(struct smbd_server_connection *sconn, const char *p
 	}
 	dl_socket_tried = true;
 	become_root(); /* fanotify_init needs CAP_SYS_ADMIN */
-	fd = dl_ops->socket(probe_dir);
+	fd = dl_ops->socket(probe_dir, (delegations & NFSB_DELEGATE_HANDLE_LEASES) != 0);
 	unbecome_root();
 	if (fd < 0) {
 		return false;
@@ -331,6 +358,9 @@ static int dl_entry_destructor(struct dl_entry *e)
 	DLIST_REMOVE(dl_entries, e);
 	if (e->self_delegated) {
 		dd_ops->undelegate(e->self_dev, e->self_ino);
+	}
+	if (e->parent_delegated) {
+		dd_ops->undelegate(e->parent_dev, e->parent_ino);
 	}
 	if (e->self_watched) {
 		dl_ops->unwatch(e->self_dev, e->self_ino);
@@ -365,7 +395,7 @@ static char *dl_abs_path(TALLOC_CTX *mem_ctx, const struct connection_struct *co
 }
 
 void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_struct *fsp,
-				bool delegations)
+				unsigned delegations)
 {
 	struct connection_struct *conn;
 	struct dl_entry *e;
@@ -392,7 +422,7 @@ void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_s
 		return;
 	}
 	e->fsp = fsp;
-	if (dl_ensure_socket(conn->sconn, conn->connectpath)) {
+	if (dl_ensure_socket(conn->sconn, conn->connectpath, delegations)) {
 		char *path = dl_abs_path(e, conn, base_name);
 
 		/* A new mark is made with root's capabilities by the Rust side; a directory
@@ -404,7 +434,8 @@ void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_s
 			e->self_watched = (err == 0);
 			/* The delegation needs the watch too: it covers what the delegation
 			 * cannot (changes while it is given back, handle leases). */
-			if (e->self_watched && delegations && dd_ensure_holder(conn->sconn)) {
+			if (e->self_watched && (delegations & NFSB_DELEGATE_DIRECTORY_LEASES) &&
+			    dd_ensure_holder(conn->sconn)) {
 				e->self_delegated =
 					(dd_ops->delegate(e->self_dev, e->self_ino, path) == 0);
 			}
@@ -421,6 +452,14 @@ void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_s
 					e->parent_ino = st.st_ino;
 					err = dl_ops->watch(e->parent_dev, e->parent_ino, parent);
 					e->parent_watched = (err == 0);
+				}
+				/* As for a directory lease: the watch covers what the delegation
+				 * cannot (changes while it is given back). */
+				if (e->parent_watched &&
+				    (delegations & NFSB_DELEGATE_HANDLE_LEASES) &&
+				    dd_ensure_holder(conn->sconn)) {
+					e->parent_delegated = (dd_ops->delegate(
+						e->parent_dev, e->parent_ino, parent) == 0);
 				}
 			}
 			TALLOC_FREE(parent);

@@ -20,8 +20,9 @@
 struct nfsb_dirlease_ops {
 	/* The group's descriptor to poll (set up on first use, logging which mode is active;
 	 * the kernel's support for delegations is probed on `probe_dir`, a directory of the
-	 * share), or -1 when no watch is possible in this process. */
-	int (*socket)(const char *probe_dir);
+	 * share, whose handle leases are delegated if `handle_leases`), or -1 when no watch is
+	 * possible in this process. */
+	int (*socket)(const char *probe_dir, bool handle_leases);
 	/* One more open needs the directory at `path` (absolute) with device/inode dev/ino
 	 * watched. 0, or an errno value (the directory is not watched). */
 	int (*watch)(uint64_t dev, uint64_t ino, const char *path);
@@ -49,9 +50,10 @@ void nfsb_dirlease_changed(uint64_t dev, uint64_t ino, const char *name);
 
 /*
  * Directory delegations (Linux 6.19+, F_SETDELEG; module/src/dirdeleg.rs): this smbd process
- * holds a read delegation on each directory its clients hold a directory lease on, so that a
- * change made outside smbd waits until the leases are broken. Called from smbd's main loop
- * (the signal handler is Rust's own).
+ * holds a read delegation on each directory its clients hold a directory lease on, and on each
+ * directory holding the name of an open whose lease has H, so that a change made outside smbd
+ * waits until the leases are broken. Called from smbd's main loop (the signal handler is
+ * Rust's own).
  */
 struct nfsb_dirdeleg_ops {
 	/* At a tree connect of a share that wants them: maps the table of smbd changes in
@@ -66,8 +68,8 @@ struct nfsb_dirdeleg_ops {
 	/* The descriptor that wakes the main loop when a delegation was broken (set up on first
 	 * use), or -1 when this process cannot hold delegations. */
 	int (*holder_socket)(void);
-	/* One more open has a directory lease on the directory at `path`: 0 when a delegation
-	 * backs it, or an errno value. */
+	/* One more open has a directory lease on the directory at `path`, or a lease with H on
+	 * an entry of it: 0 when a delegation backs it, or an errno value. */
 	int (*delegate)(uint64_t dev, uint64_t ino, const char *path);
 	void (*undelegate)(uint64_t dev, uint64_t ino);
 	/* holder_socket's descriptor is readable. */
@@ -81,12 +83,13 @@ struct nfsb_dirdeleg_ops {
 void nfsb_dirdeleg_register(const struct nfsb_dirdeleg_ops *ops);
 
 /* Someone other than an smbd is changing the delegated directory dev/ino: breaks its directory
- * leases, then (after smbd has sent the breaks) has Rust give the delegation back. */
+ * leases and the H of the leases on its entries, then (after smbd has sent the breaks) has Rust
+ * give the delegation back. */
 void nfsb_dirlease_delegation_broken(uint64_t dev, uint64_t ino);
 /* Calls the `retake` op in `ms` milliseconds. */
 void nfsb_dirlease_retake_later(uint32_t ms);
-/* Whether an open of this process still has a directory lease that caches (R or H) on dev/ino
- * and is not being broken. */
+/* Whether an open of this process still has a directory lease that caches (R or H) on dev/ino,
+ * or a lease with H on an entry of it, that is not being broken. */
 bool nfsb_dirlease_leased(uint64_t dev, uint64_t ino);
 
 #endif /* NFSBRIDGE_DIRLEASE_H */

@@ -12,20 +12,26 @@
 bool send_break_request(struct files_struct *fsp, uint32_t break_to);
 
 /* nfsbridge_dirlease.c: smbd opened `fsp` (create_file or a durable reconnect) and may have
- * granted it a lease: watch what a directory or handle lease on it needs watched; with
- * `delegations` (the share's nfsbridge:directory delegations) a directory lease is also backed
- * by a directory delegation where the kernel has them. */
+ * granted it a lease: watch what a directory or handle lease on it needs watched; where the
+ * kernel has directory delegations, a directory lease is also backed by one on its directory
+ * with NFSB_DELEGATE_DIRECTORY_LEASES (nfsbridge:directory delegations), and the H of a lease
+ * by one on the directory holding its name with NFSB_DELEGATE_HANDLE_LEASES (nfsbridge:handle
+ * lease delegations). */
+#define NFSB_DELEGATE_DIRECTORY_LEASES 0x1
+#define NFSB_DELEGATE_HANDLE_LEASES 0x2
 void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_struct *fsp,
-				bool delegations);
+				unsigned delegations);
 
 /* nfsbridge_dirlease.c: a tree connect of a share with nfsbridge:directory delegations = yes:
  * from now on this process announces its namespace changes to the smbds holding delegations. */
 void nfsb_dirlease_connect(struct connection_struct *conn);
 
 /* nfsbridge_dirlease.c: one of smbd's namespace changes (create, delete, rename, link) in the
- * directories `dir_a` and `dir_b` (either may be NULL) of the entry `entry` (may be NULL),
- * announced for its duration (nfsb_namespace_begin ... nfsb_namespace_end) so that an smbd
- * holding a delegation on one of them gives it back at once. */
+ * directories `dir_a` and `dir_b` (either may be NULL) of the entry `entry` (may be NULL), or
+ * a change of a directory's own attributes, timestamps, xattrs or ACL (`dir_a` the directory;
+ * these break delegations on it too), announced for its duration (nfsb_namespace_begin ...
+ * nfsb_namespace_end) so that an smbd holding a delegation on one of them gives it back at
+ * once. */
 struct nfsb_namespace_change {
 	uint64_t keys[6];
 	size_t count;

@@ -110,9 +110,18 @@ static void *handle_state(struct vfs_handle_struct *handle)
 	return handle->data;
 }
 
-static bool directory_delegations(void *state)
+/* NFSB_DELEGATE_* for nfsb_dirlease_after_create. */
+static unsigned delegations(void *state)
 {
-	return state != NULL && rust_ops->directory_delegations(state);
+	unsigned which = 0;
+
+	if (state != NULL && rust_ops->directory_delegations(state)) {
+		which |= NFSB_DELEGATE_DIRECTORY_LEASES;
+		if (rust_ops->handle_lease_delegations(state)) {
+			which |= NFSB_DELEGATE_HANDLE_LEASES;
+		}
+	}
+	return which;
 }
 
 static NTSTATUS nfsb_fget_nt_acl(struct vfs_handle_struct *handle, struct files_struct *fsp,
@@ -135,9 +144,9 @@ static NTSTATUS nfsb_fget_nt_acl(struct vfs_handle_struct *handle, struct files_
 	return status;
 }
 
-static NTSTATUS nfsb_fset_nt_acl(struct vfs_handle_struct *handle, struct files_struct *fsp,
-				 uint32_t security_info_sent,
-				 const struct security_descriptor *psd)
+static NTSTATUS fset_nt_acl_bridged(struct vfs_handle_struct *handle, struct files_struct *fsp,
+				    uint32_t security_info_sent,
+				    const struct security_descriptor *psd)
 {
 	void *state = handle_state(handle);
 	uint8_t *data = NULL;
@@ -158,6 +167,24 @@ static NTSTATUS nfsb_fset_nt_acl(struct vfs_handle_struct *handle, struct files_
 	TALLOC_FREE(data);
 	/* The mirror changed mode and maybe owner: let smbd see them. */
 	(void)vfs_stat_fsp(fsp);
+	return status;
+}
+
+/* The ACL bridge writes through the next module: a directory's new ACL is announced here (the
+ * wrappers of nfsb_fsetxattr and the like do not see those writes). */
+static NTSTATUS nfsb_fset_nt_acl(struct vfs_handle_struct *handle, struct files_struct *fsp,
+				 uint32_t security_info_sent,
+				 const struct security_descriptor *psd)
+{
+	struct nfsb_namespace_change announced;
+	NTSTATUS status;
+
+	if (!fsp->fsp_flags.is_directory) {
+		return fset_nt_acl_bridged(handle, fsp, security_info_sent, psd);
+	}
+	nfsb_namespace_begin(&announced, fsp, NULL, NULL);
+	status = fset_nt_acl_bridged(handle, fsp, security_info_sent, psd);
+	nfsb_namespace_end(&announced);
 	return status;
 }
 
@@ -343,6 +370,56 @@ static int nfsb_mknodat(struct vfs_handle_struct *handle, struct files_struct *d
 {
 	return ANNOUNCED(dirfsp, NULL, NULL,
 			 SMB_VFS_NEXT_MKNODAT(handle, dirfsp, smb_fname, mode, dev));
+}
+
+/*
+ * A change of a directory's own attributes, timestamps, xattrs (DOS attributes) or ACL breaks a
+ * delegation on it too (checked on Linux 7.3: chmod, utimes, setxattr, setfacl of the
+ * directory; nothing done to a file inside it does, but its delete, rename or creation): smbd's
+ * own are announced as well. Files need nothing (delegations are held on directories only).
+ */
+#define ANNOUNCED_IF_DIRECTORY(fsp, call) \
+	((fsp)->fsp_flags.is_directory ? ANNOUNCED((fsp), NULL, NULL, (call)) : (call))
+
+static int nfsb_fntimes(struct vfs_handle_struct *handle, struct files_struct *fsp,
+			struct smb_file_time *ft)
+{
+	return ANNOUNCED_IF_DIRECTORY(fsp, SMB_VFS_NEXT_FNTIMES(handle, fsp, ft));
+}
+
+static int nfsb_fchmod(struct vfs_handle_struct *handle, struct files_struct *fsp, mode_t mode)
+{
+	return ANNOUNCED_IF_DIRECTORY(fsp, SMB_VFS_NEXT_FCHMOD(handle, fsp, mode));
+}
+
+static int nfsb_fchown(struct vfs_handle_struct *handle, struct files_struct *fsp, uid_t uid,
+		       gid_t gid)
+{
+	return ANNOUNCED_IF_DIRECTORY(fsp, SMB_VFS_NEXT_FCHOWN(handle, fsp, uid, gid));
+}
+
+static int nfsb_fsetxattr(struct vfs_handle_struct *handle, struct files_struct *fsp,
+			  const char *name, const void *value, size_t size, int flags)
+{
+	return ANNOUNCED_IF_DIRECTORY(fsp,
+				      SMB_VFS_NEXT_FSETXATTR(handle, fsp, name, value, size, flags));
+}
+
+static int nfsb_fremovexattr(struct vfs_handle_struct *handle, struct files_struct *fsp,
+			     const char *name)
+{
+	return ANNOUNCED_IF_DIRECTORY(fsp, SMB_VFS_NEXT_FREMOVEXATTR(handle, fsp, name));
+}
+
+static int nfsb_sys_acl_set_fd(struct vfs_handle_struct *handle, struct files_struct *fsp,
+			       SMB_ACL_TYPE_T type, SMB_ACL_T theacl)
+{
+	return ANNOUNCED_IF_DIRECTORY(fsp, SMB_VFS_NEXT_SYS_ACL_SET_FD(handle, fsp, type, theacl));
+}
+
+static int nfsb_sys_acl_delete_def_fd(struct vfs_handle_struct *handle, struct files_struct *fsp)
+{
+	return ANNOUNCED_IF_DIRECTORY(fsp, SMB_VFS_NEXT_SYS_ACL_DELETE_DEF_FD(handle, fsp));
 }
 
 /* A directory the Windows ACL lets the user create (ADD_SUBDIRECTORY, checked by smbd) but the
@@ -1170,7 +1247,7 @@ static NTSTATUS nfsb_create_file(struct vfs_handle_struct *handle, struct smb_re
 		bridge_back_grant(handle, state, *result);
 	}
 	nfsb_dirlease_after_create(handle, NT_STATUS_IS_OK(status) ? *result : NULL,
-				   directory_delegations(state));
+				   delegations(state));
 	return status;
 }
 
@@ -1187,7 +1264,7 @@ static NTSTATUS nfsb_durable_reconnect(struct vfs_handle_struct *handle,
 		bridge_back_grant(handle, state, *fsp);
 	}
 	nfsb_dirlease_after_create(handle, NT_STATUS_IS_OK(status) ? *fsp : NULL,
-				   directory_delegations(state));
+				   delegations(state));
 	return status;
 }
 
@@ -1208,6 +1285,13 @@ static struct vfs_fn_pointers nfsb_fns = {
 	.connect_fn = nfsb_connect,
 	.fget_nt_acl_fn = nfsb_fget_nt_acl,
 	.fset_nt_acl_fn = nfsb_fset_nt_acl,
+	.fntimes_fn = nfsb_fntimes,
+	.fchmod_fn = nfsb_fchmod,
+	.fchown_fn = nfsb_fchown,
+	.fsetxattr_fn = nfsb_fsetxattr,
+	.fremovexattr_fn = nfsb_fremovexattr,
+	.sys_acl_set_fd_fn = nfsb_sys_acl_set_fd,
+	.sys_acl_delete_def_fd_fn = nfsb_sys_acl_delete_def_fd,
 	/* Every slot left NULL passes straight to the next module. */
 };
 

@@ -98,6 +98,9 @@ struct nfsb_rust_ops {
 	/* Whether this share backs directory leases with directory delegations where the kernel
 	 * has them (nfsbridge:directory delegations; nfsbridge_dirlease.h). */
 	bool (*directory_delegations)(void *state);
+	/* ... and backs the H of leases with a delegation on the directory holding their name
+	 * (nfsbridge:handle lease delegations). */
+	bool (*handle_lease_delegations)(void *state);
 	/* The bridge socket, or -1 when not connected. With `connect`, connects first if needed
 	 * (called as root; attempts are rate-limited). */
 	int (*bridge_socket)(void *state, bool connect);

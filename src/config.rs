@@ -131,6 +131,19 @@ pub const OPTIONS: &[OptionSpec] = &[
                after the change.",
     },
     OptionSpec {
+        name: "handle lease delegations",
+        kind: OptionKind::Bool,
+        default: "yes",
+        help: "With directory delegations on: the smbd process serving a lease with H (handle \
+               caching) on a file or directory also holds a directory delegation on the \
+               directory holding its name, so that a local or NFS delete or rename of it waits \
+               in the kernel until smbd has sent the client the break of H (RWH to RW, RH to \
+               R). The kernel does not say which entry is changing: any local or NFS create, \
+               delete or rename in that directory breaks the H of every such lease there that \
+               the smbd process serves, a stronger break than SMB needs. With 'no' the fanotify \
+               watch breaks only the H of the lease whose name went, right after the change.",
+    },
+    OptionSpec {
     name: "fault injection",
     kind: OptionKind::Keyword(FaultInjection::KEYWORDS),
     default: "none",
@@ -217,6 +230,7 @@ pub struct ModuleConfig {
     /// Seconds an SMB create waits for a delegation recall; 0: no recall by the module.
     pub recall_timeout_secs: u32,
     pub directory_delegations: bool,
+    pub handle_lease_delegations: bool,
     pub fault_injection: FaultInjection,
 }
 
@@ -232,6 +246,7 @@ impl Default for ModuleConfig {
             lease_bridge_socket: DEFAULT_LEASE_BRIDGE_SOCKET.to_string(),
             recall_timeout_secs: 35,
             directory_delegations: true,
+            handle_lease_delegations: true,
             fault_injection: FaultInjection::default(),
         }
     }
@@ -265,6 +280,7 @@ impl ModuleConfig {
                 ("lease bridge socket", Value::Text(path)) => config.lease_bridge_socket = path,
                 ("recall timeout", Value::Seconds(secs)) => config.recall_timeout_secs = secs as u32, // at most MAX_SECONDS
                 ("directory delegations", Value::Bool(on)) => config.directory_delegations = on,
+                ("handle lease delegations", Value::Bool(on)) => config.handle_lease_delegations = on,
                 ("fault injection", Value::Keyword(word)) => {
                     config.fault_injection = FaultInjection::from_keyword(word)
                 }
@@ -287,7 +303,8 @@ impl fmt::Display for ModuleConfig {
         write!(
             f,
             "acls={} acl encoding={} acl xattr={} posix mirror={} idmap cache time={} leases={} \
-             lease bridge socket={} recall timeout={} directory delegations={} fault injection={fault}",
+             lease bridge socket={} recall timeout={} directory delegations={} handle lease delegations={} \
+             fault injection={fault}",
             yes_no(self.acls),
             self.acl_encoding.keyword(),
             self.acl_xattr,
@@ -296,7 +313,8 @@ impl fmt::Display for ModuleConfig {
             yes_no(self.leases),
             self.lease_bridge_socket,
             self.recall_timeout_secs,
-            yes_no(self.directory_delegations)
+            yes_no(self.directory_delegations),
+            yes_no(self.handle_lease_delegations)
         )
     }
 }

@@ -1,7 +1,8 @@
 //! Directory delegations in smbd (issue 7, Linux 6.19+; docs/lease-bridge.md "Directory
 //! delegations"): each smbd process holds an `F_SETDELEG` read delegation on every directory
-//! its clients hold a directory lease on, so that a local or NFS create, delete or rename in it
-//! waits in the kernel until the SMB client has been sent the break. The decision about a
+//! its clients hold a directory lease on, and on every directory holding the name of an open
+//! whose lease has H, so that a local or NFS create, delete or rename in it waits in the kernel
+//! until the SMB client has been sent the break. The decision about a
 //! broken delegation is `nfsbridge::dirlease::delegation` (pure); here are the system calls:
 //! the shared table every smbd announces its own namespace changes in, the signal handler,
 //! the wake-up of the main loop and the late-release timer, taking and giving back.
@@ -429,8 +430,9 @@ fn add(h: &mut Holder, key: (u64, u64), path: &CStr) -> io::Result<()> {
     Ok(())
 }
 
-/// One more open has a directory lease on the directory at `path` (dev/ino): holds a
-/// delegation on it. 0, or an errno value (then fanotify alone watches it).
+/// One more open has a directory lease on the directory at `path` (dev/ino), or a lease with H
+/// on an entry of it: holds a delegation on it. 0, or an errno value (then fanotify alone
+/// watches it).
 unsafe extern "C" fn delegate(dev: u64, ino: u64, path: *const c_char) -> c_int {
     guard::call("dirdeleg_delegate", libc::EIO, || {
         // SAFETY: the shim passes a NUL-terminated path that lives across the call.
@@ -504,7 +506,7 @@ unsafe extern "C" fn readable() {
         let breaking: Vec<(u64, u64)> =
             TABLE.in_use().filter(|e| e.state() == State::Breaking).map(|e| e.key()).collect();
         for (dev, ino) in breaking {
-            tracing::debug!("directory delegations: {dev}:{ino} broken by a change outside smbd: breaking its directory leases before the change");
+            tracing::debug!("directory delegations: {dev}:{ino} broken by a change outside smbd: breaking the leases it backs before the change");
             // SAFETY: the shim's callback; the holder's lock is not held.
             unsafe { ffi::nfsb_dirlease_delegation_broken(dev, ino) };
         }
@@ -527,7 +529,8 @@ unsafe extern "C" fn release(dev: u64, ino: u64) {
     })
 }
 
-/// Takes released delegations again where the directory still has a lease that caches.
+/// Takes released delegations again where the directory (or an entry's H) still has a lease
+/// that caches.
 unsafe extern "C" fn retake() {
     guard::call("dirdeleg_retake", (), || {
         let mut h = holder();

@@ -87,7 +87,7 @@ fn fanotify_group() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-unsafe extern "C" fn socket(probe_dir: *const c_char) -> c_int {
+unsafe extern "C" fn socket(probe_dir: *const c_char, handle_leases: bool) -> c_int {
     guard::call("dirlease_socket", -1, || {
         let mut w = watcher();
         if let Some(group) = &w.group {
@@ -105,13 +105,13 @@ unsafe extern "C" fn socket(probe_dir: *const c_char) -> c_int {
             Ok(group) => {
                 w.smbd_exe = std::fs::metadata("/proc/self/exe").ok().map(|m| (m.dev(), m.ino()));
                 let mode = if support == DelegationSupport::Used { Mode::Delegations } else { Mode::Fanotify };
-                tracing::info!("{}", mode.describe(support));
+                tracing::info!("{}", mode.describe(support, handle_leases));
                 let fd = group.as_raw_fd();
                 w.group = Some(group);
                 fd
             }
             Err(err) => {
-                tracing::warn!("{} ({err})", Mode::Unavailable.describe(support));
+                tracing::warn!("{} ({err})", Mode::Unavailable.describe(support, handle_leases));
                 -1
             }
         }

@@ -42,6 +42,7 @@ static RUST_OPS: ffi::nfsb_rust_ops = ffi::nfsb_rust_ops {
     fset_nt_acl: Some(fset_nt_acl),
     leases_enabled: Some(leases_enabled),
     directory_delegations: Some(directory_delegations),
+    handle_lease_delegations: Some(handle_lease_delegations),
     bridge_socket: Some(bridge_socket),
     bridge_open: Some(bridge_open),
     bridge_grant: Some(bridge_grant),
@@ -236,6 +237,14 @@ unsafe extern "C" fn leases_enabled(state: *mut c_void) -> bool {
 unsafe extern "C" fn directory_delegations(state: *mut c_void) -> bool {
     // SAFETY: the shim passes the state connect stored.
     guard::call("directory_delegations", false, || unsafe { share(state) }.config.directory_delegations)
+}
+
+unsafe extern "C" fn handle_lease_delegations(state: *mut c_void) -> bool {
+    // SAFETY: the shim passes the state connect stored.
+    guard::call("handle_lease_delegations", false, || {
+        let config = &unsafe { share(state) }.config;
+        config.directory_delegations && config.handle_lease_delegations
+    })
 }
 
 unsafe extern "C" fn bridge_socket(state: *mut c_void, connect: bool) -> c_int {

@@ -269,8 +269,10 @@ pub fn unlinked_lease_break(current: u32) -> Option<u32> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Directory delegations (Linux 6.19+): a local or NFS change of a directory with a
-    /// directory lease waits until the lease is broken; fanotify watches as well (handle
-    /// leases, and changes while a delegation is given back), after the change.
+    /// directory lease, or of the directory holding the name of a lease with H (unless the
+    /// share turned that off), waits until the lease is broken; fanotify watches as well
+    /// (changes while a delegation is given back, and handle leases not delegated), after the
+    /// change.
     Delegations,
     /// fanotify watches: breaks follow the change (the window is measured in BENCHMARKS.md).
     Fanotify,
@@ -291,7 +293,9 @@ pub enum DelegationSupport {
 }
 
 impl Mode {
-    pub fn describe(self, support: DelegationSupport) -> String {
+    /// The mode's log line; `handle_leases`: the share delegates the directories of handle
+    /// leases too (`nfsbridge:handle lease delegations`).
+    pub fn describe(self, support: DelegationSupport, handle_leases: bool) -> String {
         let kernel = match support {
             DelegationSupport::Missing => "the kernel has no F_SETDELEG (Linux < 6.19)",
             DelegationSupport::NotUsed => {
@@ -300,9 +304,15 @@ impl Mode {
             DelegationSupport::Used => "the kernel has F_SETDELEG",
         };
         match self {
+            Mode::Delegations if handle_leases => format!(
+                "namespace watch: directory delegations and fanotify ({kernel}); local and NFS creates, deletes \
+                 and renames break SMB directory leases before the change, and the H of leases on the \
+                 directory's entries before it too (any such change in the directory)"
+            ),
             Mode::Delegations => format!(
                 "namespace watch: directory delegations and fanotify ({kernel}); local and NFS creates, deletes \
-                 and renames break SMB directory leases before the change, and handle leases after it"
+                 and renames break SMB directory leases before the change, and handle leases after it \
+                 (nfsbridge:handle lease delegations = no)"
             ),
             Mode::Fanotify => format!(
                 "namespace watch: fanotify ({kernel}); local and NFS creates, deletes and renames break \

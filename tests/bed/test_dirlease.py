@@ -4,9 +4,10 @@ Samba 4.22 breaks an SMB directory lease only for changes made through smbd, and
 lease only for SMB opens that ask for DELETE access. On an nfsbridge share a local or NFS
 create, delete or rename in the directory breaks the directory lease, and a local or NFS
 delete or rename of a file breaks the H of its lease. Host tier (6.18, no F_SETDELEG): the
-fanotify watch, after the change. Kernel tier (7.3): the smbd serving a directory lease holds a
-directory delegation, so the change waits until the break is sent; fanotify still breaks handle
-leases. Changes made through smbd keep Samba's own breaks, and no more. Kernel tier: the NFS
+fanotify watch, after the change. Kernel tier (7.3): the smbd serving a directory lease, or a
+lease with H, holds a delegation on the directory (the one holding the name, for H), so the
+change waits until the break is sent. Changes made through smbd keep Samba's own breaks, and no
+more. Kernel tier: the NFS
 actor is the kernel NFSv4.2 client, the server kernel nfsd.
 """
 from __future__ import annotations
@@ -59,9 +60,13 @@ LOCAL_CHANGES = {
     "mkdir": lambda bed, d: bed.local.mkdir(f"{d}/sub"),
     "delete": lambda bed, d: os.unlink(bed.local.path(f"{d}/old.txt")),
     "rename": lambda bed, d: os.rename(bed.local.path(f"{d}/old.txt"), bed.local.path(f"{d}/renamed.txt")),
-    "rename-out": lambda bed, d: os.rename(bed.local.path(f"{d}/old.txt"), bed.local.path("moved-out.txt")),
-    "rename-in": lambda bed, d: (bed.local.write("outside.txt", b"x"),
-                                 os.rename(bed.local.path("outside.txt"), bed.local.path(f"{d}/moved-in.txt"))),
+    # From and to another directory, not d's parent: with handle lease delegations (kernel
+    # tier) a change of d's parent also breaks the H of d's own lease first (RH -> R, then
+    # none), the documented stronger break.
+    "rename-out": lambda bed, d: os.rename(bed.local.path(f"{d}/old.txt"),
+                                           bed.local.path("elsewhere/moved-out.txt")),
+    "rename-in": lambda bed, d: os.rename(bed.local.path("elsewhere/outside.txt"),
+                                          bed.local.path(f"{d}/moved-in.txt")),
 }
 
 NFS_CHANGES = {
@@ -76,6 +81,8 @@ NFS_CHANGES = {
 @pytest.mark.kernel_tier
 @pytest.mark.parametrize("change", sorted(LOCAL_CHANGES))
 def test_local_change_breaks_directory_lease(bed, change):
+    bed.local.mkdir("elsewhere")
+    bed.local.write("elsewhere/outside.txt", b"x")
     with bed.smb() as smb:
         d = _dir_with_lease(bed, smb, "d")
         LOCAL_CHANGES[change](bed, "d")
@@ -307,6 +314,15 @@ def _held_delegation(path, timeout: float = BREAK_TIMEOUT) -> int:
         time.sleep(0.01)
 
 
+def _given_up(log: str, path) -> list[tuple[int, int]]:
+    """For each time this process gave up its delegation on the directory at `path`: how often
+    it was broken by others (leases broken first) and by smbd (given back at once)."""
+    ino = os.stat(path).st_ino
+    return [(int(by_others), int(by_smbd)) for by_others, by_smbd in re.findall(
+        rf"directory delegations: \d+:{ino} given up; broken (\d+) times by others "
+        r"\(leases broken first\), (\d+) times by smbd", log)]
+
+
 @pytest.mark.kernel_tier
 def test_a_local_change_waits_until_the_directory_lease_is_broken(bed):
     """The smbd serving a directory lease holds a delegation on the directory: a local create
@@ -365,6 +381,102 @@ def test_smb_changes_make_the_holder_give_its_delegation_back_at_once(bed):
         d.close()
     log = bed.smbd.log_text()
     assert "directory delegation broken): breaking" not in log
-    given_up = re.findall(r"directory delegations: \d+:\d+ given up; broken (\d+) times by others "
-                          r"\(leases broken first\), (\d+) times by smbd", log)
-    assert given_up and given_up[-1][0] == "0" and int(given_up[-1][1]) >= 3, given_up
+    given_up = _given_up(log, path)
+    assert given_up and given_up[-1][0] == 0 and given_up[-1][1] >= 3, given_up
+
+
+# -- handle leases backed by a delegation on the directory holding the name (kernel tier) ---------
+
+@pytest.mark.kernel_tier
+def test_a_local_rename_waits_until_the_handle_lease_is_broken(bed):
+    """The smbd serving a lease with H holds a delegation on the directory holding the file's
+    name: a local rename of the file waits in the kernel until that smbd has sent the break of
+    H. Shown by stopping that smbd: the name does not change until it runs again."""
+    with bed.smb() as smb:
+        f = _file_with_rh(bed, smb, "f.txt")
+        smbd_pid = _held_delegation(bed.local.path("."))
+        os.kill(smbd_pid, signal.SIGSTOP)
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                renamed = pool.submit(os.rename, bed.local.path("f.txt"), bed.local.path("g.txt"))
+                time.sleep(0.5)
+                assert not renamed.done()
+                assert os.path.exists(bed.local.path("f.txt"))
+                os.kill(smbd_pid, signal.SIGCONT)
+                renamed.result(timeout=BREAK_TIMEOUT)
+        finally:
+            os.kill(smbd_pid, signal.SIGCONT)
+        _expect_handle_break(smb, f)
+        _expect_no_break(smb)   # the fanotify watch's own break of it changes nothing
+        assert f.read() == b"cached contents\n"
+        f.close()
+    assert "breaking lease 0x3 to 0x1 before the change" in bed.smbd.log_text()
+
+
+@pytest.mark.kernel_tier
+def test_nfs_delete_is_held_until_the_handle_lease_is_broken(bed):
+    """The same for kernel nfsd: the NFS client retries its REMOVE until smbd has sent the
+    break and given the delegation back."""
+    with bed.smb() as smb:
+        f = _file_with_rh(bed, smb, "f.txt")
+        _held_delegation(bed.local.path("."))
+        bed.nfs.unlink("f.txt")
+        brk = smb.wait_break(timeout=BREAK_TIMEOUT)
+        assert isinstance(brk, LeaseBreak) and lease_text(brk.current) == "RH"
+        assert lease_text(brk.new) in ("R", "")   # "": the NFS path's own open got there first
+        smb.ack_lease_break(brk)
+        f.close()
+    assert "before the change" in bed.smbd.log_text()
+
+
+@pytest.mark.kernel_tier
+def test_any_change_in_the_directory_breaks_handle_caching_before_it(bed):
+    """The kernel does not say which entry of a delegated directory is changing, so any local
+    create, delete or rename in the directory breaks the H of the leases on its entries: a
+    stronger break than SMB needs (documented; nfsbridge:handle lease delegations = no keeps
+    the exact fanotify rule, next test)."""
+    with bed.smb() as smb:
+        f = _file_with_rh(bed, smb, "f.txt")
+        _held_delegation(bed.local.path("."))
+        bed.local.write("other.txt", b"x")
+        _expect_handle_break(smb, f)
+        f.close()
+    assert "its directory changing outside smbd (directory delegation broken): breaking lease " \
+           "0x3 to 0x1 before the change" in bed.smbd.log_text()
+
+
+@pytest.mark.kernel_tier
+@pytest.mark.bed_share("nfsbridge", **{"nfsbridge:handle lease delegations": "no"})
+def test_handle_lease_delegations_can_be_turned_off(bed):
+    with bed.smb() as smb:
+        f = _file_with_rh(bed, smb, "f.txt")
+        assert _delegation_holders(bed.local.path(".")) == []
+        bed.local.write("other.txt", b"x")   # another entry: H stays
+        _expect_no_break(smb)
+        os.rename(bed.local.path("f.txt"), bed.local.path("g.txt"))   # fanotify, after
+        _expect_handle_break(smb, f)
+        f.close()
+    assert "and handle leases after it (nfsbridge:handle lease delegations = no)" in bed.smbd.log_text()
+
+
+@pytest.mark.kernel_tier
+def test_smb_attribute_change_of_a_delegated_directory_breaks_nothing(bed):
+    """A directory's own attribute, time or ACL change breaks delegations on it as well; smbd's
+    are announced like its namespace changes, so another smbd's client setting the directory's
+    write time leaves the handle lease on an entry alone (as on a plain share)."""
+    bed.local.mkdir("d")
+    os.chmod(bed.local.path("d"), 0o777)
+    with bed.smb() as a, bed.smb() as b:
+        f = _file_with_rh(bed, a, "d/f.txt")
+        path = bed.local.path("d")
+        holder = _held_delegation(path)
+        d = b.open("d", lease=None, directory=True, write=True, data=False, create=False)
+        b.set_write_time(d, time.time() - 3600)
+        d.close()
+        _expect_no_break(a)
+        assert _held_delegation(path) == holder   # taken again: the H still caches
+        f.close()
+    log = bed.smbd.log_text()
+    assert "directory delegation broken): breaking" not in log
+    given_up = _given_up(log, path)
+    assert given_up and given_up[-1][0] == 0 and given_up[-1][1] >= 1, given_up

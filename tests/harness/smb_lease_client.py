@@ -21,7 +21,8 @@ from smbprotocol.create_contexts import (CreateContextName, SMB2CreateContextReq
                                          SMB2CreateDurableHandleReconnectV2,
                                          SMB2CreateDurableHandleRequestV2,
                                          SMB2CreateRequestLeaseV2, SMB2CreateResponseLeaseV2)
-from smbprotocol.file_info import FileDispositionInformation, FileRenameInformation
+from smbprotocol.file_info import (FileBasicInformation, FileDispositionInformation,
+                                    FileRenameInformation)
 from smbprotocol.header import Commands, NtStatus
 
 from smbprotocol.open import (CreateDisposition, CreateOptions, FilePipePrinterAccessMask,
@@ -302,6 +303,13 @@ class SmbLeaseClient:
         """Sets delete-pending on `f` (opened with DELETE access): its close deletes it."""
         info = FileDispositionInformation()
         info["delete_pending"] = True
+        self._set_info(f, info)
+
+    def set_write_time(self, f: SmbOpen, unix_time: float) -> None:
+        """Sets the last write time of `f` (opened with FILE_WRITE_ATTRIBUTES) through smbd
+        (FileBasicInformation; the other times and the attributes 0: unchanged)."""
+        info = FileBasicInformation()
+        info["last_write_time"] = int((unix_time + 11644473600) * 10_000_000)   # FILETIME
         self._set_info(f, info)
 
     def _set_info(self, f: SmbOpen, info) -> None:
