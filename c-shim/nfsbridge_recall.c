@@ -2,14 +2,17 @@
  * nfsbridge_recall.c - SMB changes to a delegated file recall the delegation without blocking
  * smbd (nfsbridge_recall.h; docs/lease-bridge.md, "Delegations held by others").
  *
- * The create of an existing regular file that may change it (DELETE, write or attribute
- * access, an overwriting disposition; on a share with the lease bridge only creates without
- * data access, see below) looks up the file's delegations in /proc/locks (Rust,
- * src/lease/proc_locks.rs). None: nothing happens.
+ * The create of an existing regular file or directory that may change it (DELETE, write or
+ * attribute access, an overwriting disposition; on a share with the lease bridge only file
+ * creates without data access, see below) looks up its delegations in /proc/locks (Rust,
+ * src/lease/proc_locks.rs; smbd processes' own directory delegations left out: smbd's changes
+ * are announced to them). None: nothing happens.
  * Some: once smbd's own access check would let the user have that access, the module opens
- * the file for writing with O_NONBLOCK as root. That open is what starts the recall (the
+ * a file for writing with O_NONBLOCK as root. That open is what starts the recall (the
  * kernel breaks every delegation an open for writing conflicts with, tells nfsd or the local
- * holder, and returns EWOULDBLOCK at once). The create is then deferred the way smbd defers a
+ * holder, and returns EWOULDBLOCK at once). No open breaks a directory's read delegation: for
+ * a directory a thread of the module makes a change that alters only its ctime and waits for
+ * the recall in the kernel instead of smbd (recall_directory, module/src/recall.rs). The create is then deferred the way smbd defers a
  * create on a sharing violation (SMB2 interim STATUS_PENDING; other requests of the client go
  * on), /proc/locks is polled on a backing-off timer, and the create is run again as soon as
  * the delegation is gone. After 'nfsbridge:recall timeout' seconds it fails with
@@ -172,10 +175,19 @@ static bool create_may_need_recall(uint32_t mask, uint32_t create_disposition, b
  * path reference, so no name is looked up again. True when a recall is under way (or was
  * already); false when the open went through (no delegation any more) or failed otherwise.
  */
-static bool start_recall(const struct files_struct *pathref, const char *name)
+static bool start_recall(const struct files_struct *pathref, const char *name, bool directory)
 {
 	char proc_path[64];
 	int fd, err;
+
+	if (directory) {
+		err = recall_ops->recall_directory(fsp_get_pathref_fd(pathref));
+		if (err != 0) {
+			DBG_NOTICE("nfsbridge: %s: cannot start the recall of its delegation (%s); "
+				   "smbd will wait for it in the kernel\n", name, strerror(err));
+		}
+		return err == 0;
+	}
 
 	snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", fsp_get_pathref_fd(pathref));
 	nfsb_privilege_raise();
@@ -262,6 +274,8 @@ bool nfsb_recall_create_deferred(struct vfs_handle_struct *handle, void *share_s
 	uint32_t timeout_secs, deleg;
 	uint64_t dev, ino;
 	struct file_id id;
+	/* Directories are never opened through the lease bridge. */
+	bool directory = VALID_STAT(smb_fname->st) && S_ISDIR(smb_fname->st.st_ex_mode);
 
 	if (recall_ops == NULL || req == NULL || req->xconn == NULL) {
 		return false;
@@ -275,11 +289,12 @@ bool nfsb_recall_create_deferred(struct vfs_handle_struct *handle, void *share_s
 	/* First what costs nothing: most creates stop here. */
 	se_map_generic(&mask, &recall_generic_mapping);
 	mask &= ~SEC_FLAG_MAXIMUM_ALLOWED;
-	if (wait == NULL && !create_may_need_recall(mask, create_disposition, bridged)) {
+	if (wait == NULL && !create_may_need_recall(mask, create_disposition, bridged && !directory)) {
 		return false;
 	}
 	timeout_secs = recall_ops->timeout_secs(share_state);
-	if (timeout_secs == 0 || !VALID_STAT(smb_fname->st) || !S_ISREG(smb_fname->st.st_ex_mode) ||
+	if (timeout_secs == 0 || !VALID_STAT(smb_fname->st) ||
+	    (!S_ISREG(smb_fname->st.st_ex_mode) && !directory) ||
 	    smb_fname->fsp == NULL || fsp_get_pathref_fd(smb_fname->fsp) == -1 ||
 	    is_named_stream(smb_fname)) {
 		finish_wait(wait, req);
@@ -317,7 +332,7 @@ bool nfsb_recall_create_deferred(struct vfs_handle_struct *handle, void *share_s
 		}
 	}
 	/* Started again on every retry: a holder may have taken a new delegation meanwhile. */
-	if (!(deleg & NFSB_DELEG_BREAKING) && !start_recall(smb_fname->fsp, name)) {
+	if (!(deleg & NFSB_DELEG_BREAKING) && !start_recall(smb_fname->fsp, name, directory)) {
 		finish_wait(wait, req);
 		return false;
 	}
@@ -334,8 +349,9 @@ bool nfsb_recall_create_deferred(struct vfs_handle_struct *handle, void *share_s
 			*status = NT_STATUS_NO_MEMORY;
 			return true;
 		}
-		DBG_NOTICE("nfsbridge: %s: delegated (NFS or local); its recall started, the SMB "
-			   "create waits for it (at most %" PRIu32 " s)\n", name, timeout_secs);
+		DBG_NOTICE("nfsbridge: %s: delegated (NFS or local)%s; its recall started, the SMB "
+			   "create waits for it (at most %" PRIu32 " s)\n", name,
+			   directory ? ", a directory" : "", timeout_secs);
 	}
 	if (!push_deferred_open_message_smb(req, (struct timeval){ .tv_sec = timeout_secs }, id, NULL)) {
 		TALLOC_FREE(wait);

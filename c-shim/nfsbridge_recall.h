@@ -2,12 +2,13 @@
  * nfsbridge_recall.h - SMB changes to a delegated file recall the delegation first, without
  * blocking smbd (issue 7 item 3; docs/lease-bridge.md, "Delegations held by others").
  *
- * An unlink, rename, link, chmod, utimes, truncate or setxattr of a file that nfsd (or a local
- * F_SETDELEG holder) has delegated waits inside the kernel until the delegation is given back;
- * done by smbd, that wait stalls every client of the smbd process. The SMB create that precedes
- * each such change (it asks for DELETE, write or attribute access) is where the module looks:
- * a file with a delegation gets its recall started by a non-blocking open for writing, and the
- * create is deferred (STATUS_PENDING) until the delegation is gone, then retried.
+ * An unlink, rename, link, chmod, utimes, truncate or setxattr of a file or directory that nfsd
+ * (or a local F_SETDELEG holder) has delegated waits inside the kernel until the delegation is
+ * given back; done by smbd, that wait stalls every client of the smbd process. The SMB create
+ * that precedes each such change (it asks for DELETE, write or attribute access) is where the
+ * module looks: a file with a delegation gets its recall started by a non-blocking open for
+ * writing, a directory by a thread that waits for it (recall_directory), and the create is
+ * deferred (STATUS_PENDING) until the delegation is gone, then retried.
  *
  * Copyright (C) 2026 the nfsbridge authors. GPL-3.0-or-later.
  */
@@ -31,6 +32,10 @@ struct nfsb_recall_ops {
 	uint32_t (*holders_on)(uint64_t dev, uint64_t ino);
 	/* The share's 'nfsbridge:recall timeout' in seconds (0: the module does not recall). */
 	uint32_t (*timeout_secs)(void *share_state);
+	/* Starts the recall of the delegations on the directory `fd` refers to without blocking
+	 * (a thread of its own makes a change that alters nothing but the ctime and waits for
+	 * them). 0, or an errno value. */
+	int (*recall_directory)(int fd);
 };
 
 void nfsb_recall_register(const struct nfsb_recall_ops *ops);

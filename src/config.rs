@@ -107,9 +107,11 @@ pub const OPTIONS: &[OptionSpec] = &[
         kind: OptionKind::Seconds,
         default: "35",
         help: "How long an SMB create waits for a delegation to be given back. An SMB create \
-               that may delete, rename or change a file (DELETE, write or attribute access, or an \
-               overwriting disposition) finds the delegations nfsd or a local F_SETDELEG holder \
-               has on it; the module starts their recall without blocking and the create waits \
+               that may delete, rename or change a file or directory (DELETE, write or attribute \
+               access, or an overwriting disposition) finds the delegations nfsd or a local \
+               F_SETDELEG holder has on it; the module starts their recall without blocking (for \
+               a directory a thread of the module changes its ctime and waits for the recall) \
+               and the create waits \
                (STATUS_PENDING, other requests go on) until they are given back, instead of smbd \
                waiting inside the kernel. On a share with the lease bridge, data opens meet the \
                delegation in the bridge, which starts the recall; they are retried as soon as the \

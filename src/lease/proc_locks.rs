@@ -35,10 +35,20 @@ pub struct Holders {
 /// The leases and delegations on the file `(major, minor, inode)` in `text` (the contents of
 /// `/proc/locks`).
 pub fn holders_on(text: &str, major: u32, minor: u32, inode: u64) -> Holders {
+    holders_on_except(text, major, minor, inode, |_| false)
+}
+
+/// The same, leaving out the delegations of holders `skip(pid)` names (smbd's own directory
+/// delegations: smbd's changes are announced to them, they are never recalled this way). Only
+/// the lines of this file are passed to `skip`.
+pub fn holders_on_except(text: &str, major: u32, minor: u32, inode: u64, mut skip: impl FnMut(i32) -> bool) -> Holders {
     let mut holders = Holders::default();
     for line in text.lines() {
         let Some(entry) = parse_line(line) else { continue };
         if entry.device != (major, minor) || entry.inode != inode {
+            continue;
+        }
+        if entry.class == "DELEG" && skip(entry.pid) {
             continue;
         }
         if entry.class == "LEASE" {
@@ -56,6 +66,7 @@ pub fn holders_on(text: &str, major: u32, minor: u32, inode: u64) -> Holders {
 struct Entry<'a> {
     class: &'a str,
     state: &'a str,
+    pid: i32,
     device: (u32, u32),
     inode: u64,
 }
@@ -74,7 +85,7 @@ fn parse_line(line: &str) -> Option<Entry<'_>> {
     }
     let state = fields.next()?;
     let _kind = fields.next()?; // READ, WRITE; during a break its target
-    let _pid = fields.next()?;
+    let pid = fields.next()?.parse().ok()?;
     let mut location = fields.next()?.split(':');
     let major = u32::from_str_radix(location.next()?, 16).ok()?;
     let minor = u32::from_str_radix(location.next()?, 16).ok()?;
@@ -82,7 +93,7 @@ fn parse_line(line: &str) -> Option<Entry<'_>> {
     if location.next().is_some() {
         return None;
     }
-    Some(Entry { class, state, device: (major, minor), inode })
+    Some(Entry { class, state, pid, device: (major, minor), inode })
 }
 
 #[cfg(test)]
@@ -104,6 +115,21 @@ mod tests {
             holders_on(SAMPLE, 0xfe, 0, 77).delegation,
             Some(Delegation { breaking: false })
         );
+    }
+
+    #[test]
+    fn delegations_of_skipped_holders_are_left_out() {
+        let text = "3: DELEG  ACTIVE    READ 4242 fe:00:77 0 EOF\n6: DELEG  BREAKING  UNLCK 99 fe:00:77 0 EOF\n";
+        let mut asked = Vec::new();
+        let holders = holders_on_except(text, 0xfe, 0, 77, |pid| {
+            asked.push(pid);
+            pid == 4242
+        });
+        assert_eq!(holders.delegation, Some(Delegation { breaking: true }));
+        assert_eq!(asked, vec![4242, 99]);
+        assert_eq!(holders_on_except(text, 0xfe, 0, 77, |_| true).delegation, None);
+        // Only the file's own lines are looked at.
+        assert_eq!(holders_on_except(SAMPLE, 0xfe, 0, 131, |_| panic!("not this file's")), Holders::default());
     }
 
     #[test]

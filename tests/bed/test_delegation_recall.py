@@ -1,8 +1,8 @@
 """SMB changes to a delegated file recall the delegation without stalling smbd (issue 7 item 3).
 
-An unlink, rename or attribute change of a file that nfsd or a local process has delegated
-waits in the kernel until the delegation is given back; done by smbd, that wait would stall
-every request of the client. On an nfsbridge share the SMB create that precedes the change
+An unlink, rename or attribute change of a file or directory that nfsd or a local process has
+delegated waits in the kernel until the delegation is given back; done by smbd, that wait would
+stall every request of the client. On an nfsbridge share the SMB create that precedes the change
 (DELETE, write or attribute access, no data: as Windows opens to delete or rename) starts the
 recall without blocking and waits (STATUS_PENDING) until the delegation is gone; other
 requests on the same connection are answered meanwhile. Kernel tier only: F_SETDELEG needs
@@ -15,6 +15,7 @@ read delegation from nfsd, which is recalled over the callback channel.
 from __future__ import annotations
 
 import os
+import pwd
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -103,6 +104,43 @@ def test_smb_change_of_a_delegated_file_waits_for_the_recall_without_stalling_th
             f.close()
             assert bed.local.read("renamed.txt") == b"contents of deleg.txt"
     assert "its recall started" in bed.smbd.log_text()
+
+
+@pytest.mark.parametrize("change", ["delete", "rename", "attributes"])
+def test_smb_change_of_a_delegated_directory_waits_for_the_recall_without_stalling_the_connection(bed, change):
+    """No open breaks a directory's read delegation: a thread of the module makes a change that
+    alters only the directory's ctime and waits for the recall in the kernel, while the SMB
+    create waits (STATUS_PENDING) and the connection's other requests go on."""
+    _files(bed, "other.txt")
+    bed.local.mkdir("ddir")
+    smb_user = pwd.getpwnam(bed.user.name)
+    os.chown(bed.local.path("ddir"), smb_user.pw_uid, smb_user.pw_gid)   # may set its times
+    holder = bed.local.hold_lease("ddir", "read", kind="deleg")
+    with bed.smb() as smb:
+        pending = smb.open("ddir", lease=None, directory=True, create=False, data=False,
+                           write=(change == "attributes"), delete=(change != "attributes"),
+                           pending=True)
+        holder.wait_broken(timeout=10)
+        assert eventually(5, pending.interim_received), "the create did not wait (STATUS_PENDING)"
+        assert _other_request_time(smb, "other.txt") < PROMPT
+        time.sleep(HOLD)
+        assert _delegations(bed, "ddir"), "the holder still has its delegation (being recalled)"
+        assert _other_request_time(smb, "other.txt") < PROMPT
+        holder.release()
+        d = _result(pending)
+        if change == "delete":
+            smb.mark_deleted(d)
+            d.close()
+            assert not bed.local.path("ddir").exists()
+        elif change == "rename":
+            smb.rename_open(d, "renamed-dir")
+            d.close()
+            assert bed.local.path("renamed-dir").is_dir()
+        else:
+            smb.set_write_time(d, 1_000_000_000)
+            d.close()
+            assert os.stat(bed.local.path("ddir")).st_mtime == 1_000_000_000
+    assert "delegated (NFS or local), a directory; its recall started" in bed.smbd.log_text()
 
 
 def test_attribute_change_waits_for_the_recall(bed):

@@ -480,3 +480,25 @@ def test_smb_attribute_change_of_a_delegated_directory_breaks_nothing(bed):
     assert "directory delegation broken): breaking" not in log
     given_up = _given_up(log, path)
     assert given_up and given_up[-1][0] == 0 and given_up[-1][1] >= 1, given_up
+
+
+@pytest.mark.kernel_tier
+def test_an_smbd_delegation_is_not_recalled_as_someone_elses(bed):
+    """An SMB create that may change a delegated directory recalls the delegations of others
+    first (test_delegation_recall.py); an smbd's own directory delegation is left out (smbd's
+    change is announced to it instead), so opening a leased directory to set its times starts
+    no recall."""
+    import pwd
+    bed.local.mkdir("d")
+    smb_user = pwd.getpwnam(bed.user.name)
+    os.chown(bed.local.path("d"), smb_user.pw_uid, smb_user.pw_gid)   # may set its times
+    with bed.smb() as a, bed.smb() as b:
+        d = a.open("d", lease="RH", directory=True, write=False, create=False)
+        assert lease_text(d.lease_state) == "RH"
+        _held_delegation(bed.local.path("d"))
+        dd = b.open("d", lease=None, directory=True, write=True, data=False, create=False)
+        b.set_write_time(dd, 1_000_000_000)
+        dd.close()
+        assert os.stat(bed.local.path("d")).st_mtime == 1_000_000_000
+        d.close()
+    assert "its recall started" not in bed.smbd.log_text()
