@@ -433,7 +433,7 @@ void nfsb_dirlease_after_create(struct vfs_handle_struct *handle, struct files_s
 			err = dl_ops->watch(e->self_dev, e->self_ino, path);
 			e->self_watched = (err == 0);
 			/* The delegation needs the watch too: it covers what the delegation
-			 * cannot (changes while it is given back, handle leases). */
+			 * cannot (changes while it is given back). */
 			if (e->self_watched && (delegations & NFSB_DELEGATE_DIRECTORY_LEASES) &&
 			    dd_ensure_holder(conn->sconn)) {
 				e->self_delegated =

@@ -314,13 +314,32 @@ def _held_delegation(path, timeout: float = BREAK_TIMEOUT) -> int:
         time.sleep(0.01)
 
 
-def _given_up(log: str, path) -> list[tuple[int, int]]:
-    """For each time this process gave up its delegation on the directory at `path`: how often
-    it was broken by others (leases broken first) and by smbd (given back at once)."""
+def _assert_given_back_for_smbd_only(bed, path, times: int) -> None:
+    """The delegation on the directory at `path` was, when last given up, never broken by
+    others (no lease broken first) and given back at least `times` times for smbd's changes."""
+    log = bed.smbd.log_text()
+    assert "directory delegation broken): breaking" not in log
     ino = os.stat(path).st_ino
-    return [(int(by_others), int(by_smbd)) for by_others, by_smbd in re.findall(
-        rf"directory delegations: \d+:{ino} given up; broken (\d+) times by others "
-        r"\(leases broken first\), (\d+) times by smbd", log)]
+    given_up = re.findall(rf"directory delegations: \d+:{ino} given up; broken (\d+) times by "
+                          r"others \(leases broken first\), (\d+) times by smbd", log)
+    assert given_up and given_up[-1][0] == "0" and int(given_up[-1][1]) >= times, given_up
+
+
+def _change_waits_for_the_stopped_holder(path, change, not_yet) -> None:
+    """Stops the smbd holding the delegation on the directory at `path`, starts `change`, and
+    checks that it waits (and `not_yet()` holds) until that smbd runs again, then goes through."""
+    smbd_pid = _held_delegation(path)
+    os.kill(smbd_pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            changed = pool.submit(change)
+            time.sleep(0.5)
+            assert not changed.done()
+            assert not_yet()
+            os.kill(smbd_pid, signal.SIGCONT)
+            changed.result(timeout=BREAK_TIMEOUT)
+    finally:
+        os.kill(smbd_pid, signal.SIGCONT)
 
 
 @pytest.mark.kernel_tier
@@ -330,18 +349,9 @@ def test_a_local_change_waits_until_the_directory_lease_is_broken(bed):
     nothing is created until it runs again."""
     with bed.smb() as smb:
         d = _dir_with_lease(bed, smb, "d")
-        smbd_pid = _held_delegation(bed.local.path("d"))
-        os.kill(smbd_pid, signal.SIGSTOP)
-        try:
-            with ThreadPoolExecutor(1) as pool:
-                created = pool.submit(bed.local.write, "d/new.txt", b"new")
-                time.sleep(0.5)
-                assert not created.done()
-                assert not os.path.exists(bed.local.path("d/new.txt"))
-                os.kill(smbd_pid, signal.SIGCONT)
-                created.result(timeout=BREAK_TIMEOUT)
-        finally:
-            os.kill(smbd_pid, signal.SIGCONT)
+        _change_waits_for_the_stopped_holder(
+            bed.local.path("d"), lambda: bed.local.write("d/new.txt", b"new"),
+            not_yet=lambda: not os.path.exists(bed.local.path("d/new.txt")))
         _expect_dir_break(smb, d)
         _expect_no_break(smb)   # the fanotify watch's own break of it changes nothing
         d.close()
@@ -379,10 +389,7 @@ def test_smb_changes_make_the_holder_give_its_delegation_back_at_once(bed):
         _expect_dir_break(a, d)
         _expect_no_break(a)
         d.close()
-    log = bed.smbd.log_text()
-    assert "directory delegation broken): breaking" not in log
-    given_up = _given_up(log, path)
-    assert given_up and given_up[-1][0] == 0 and given_up[-1][1] >= 3, given_up
+    _assert_given_back_for_smbd_only(bed, path, times=3)
 
 
 # -- handle leases backed by a delegation on the directory holding the name (kernel tier) ---------
@@ -394,18 +401,9 @@ def test_a_local_rename_waits_until_the_handle_lease_is_broken(bed):
     H. Shown by stopping that smbd: the name does not change until it runs again."""
     with bed.smb() as smb:
         f = _file_with_rh(bed, smb, "f.txt")
-        smbd_pid = _held_delegation(bed.local.path("."))
-        os.kill(smbd_pid, signal.SIGSTOP)
-        try:
-            with ThreadPoolExecutor(1) as pool:
-                renamed = pool.submit(os.rename, bed.local.path("f.txt"), bed.local.path("g.txt"))
-                time.sleep(0.5)
-                assert not renamed.done()
-                assert os.path.exists(bed.local.path("f.txt"))
-                os.kill(smbd_pid, signal.SIGCONT)
-                renamed.result(timeout=BREAK_TIMEOUT)
-        finally:
-            os.kill(smbd_pid, signal.SIGCONT)
+        _change_waits_for_the_stopped_holder(
+            bed.local.path("."), lambda: os.rename(bed.local.path("f.txt"), bed.local.path("g.txt")),
+            not_yet=lambda: os.path.exists(bed.local.path("f.txt")))
         _expect_handle_break(smb, f)
         _expect_no_break(smb)   # the fanotify watch's own break of it changes nothing
         assert f.read() == b"cached contents\n"
@@ -476,10 +474,7 @@ def test_smb_attribute_change_of_a_delegated_directory_breaks_nothing(bed):
         _expect_no_break(a)
         assert _held_delegation(path) == holder   # taken again: the H still caches
         f.close()
-    log = bed.smbd.log_text()
-    assert "directory delegation broken): breaking" not in log
-    given_up = _given_up(log, path)
-    assert given_up and given_up[-1][0] == 0 and given_up[-1][1] >= 1, given_up
+    _assert_given_back_for_smbd_only(bed, path, times=1)
 
 
 @pytest.mark.kernel_tier
