@@ -12,8 +12,8 @@
  * kernel breaks every delegation an open for writing conflicts with, tells nfsd or the local
  * holder, and returns EWOULDBLOCK at once). No open breaks a directory's read delegation: for
  * a directory a thread of the module makes a change that alters only its ctime and waits for
- * the recall in the kernel instead of smbd (recall_directory, module/src/recall.rs). The create is then deferred the way smbd defers a
- * create on a sharing violation (SMB2 interim STATUS_PENDING; other requests of the client go
+ * the recall in the kernel instead of smbd (recall_directory, module/src/recall.rs). The
+ * create is then deferred the way smbd defers a create on a sharing violation (SMB2 interim STATUS_PENDING; other requests of the client go
  * on), /proc/locks is polled on a backing-off timer, and the create is run again as soon as
  * the delegation is gone. After 'nfsbridge:recall timeout' seconds it fails with
  * STATUS_SHARING_VIOLATION instead.
@@ -311,7 +311,7 @@ bool nfsb_recall_create_deferred(struct vfs_handle_struct *handle, void *share_s
 		struct timeval now = timeval_current();
 
 		if (timeval_compare(&now, &wait->deadline) >= 0) {
-			DBG_WARNING("nfsbridge: %s: a delegation of this file (NFS or local) was not "
+			DBG_WARNING("nfsbridge: %s: a delegation on it (NFS or local) was not "
 				    "given back within %" PRIu32 " s (nfsbridge:recall timeout); the "
 				    "SMB create fails with STATUS_SHARING_VIOLATION\n",
 				    name, timeout_secs);
