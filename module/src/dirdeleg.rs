@@ -2,8 +2,8 @@
 //! delegations"): each smbd process holds an `F_SETDELEG` read delegation on every directory
 //! its clients hold a directory lease on, and on every directory holding the name of an open
 //! whose lease has H, so that a local or NFS create, delete or rename in it waits in the kernel
-//! until the SMB client has been sent the break. The decision about a
-//! broken delegation is `nfsbridge::dirlease::delegation` (pure); here are the system calls:
+//! until the SMB client has been sent the break. The decision about a broken delegation is
+//! `nfsbridge::dirlease::delegation` (pure); here are the system calls:
 //! the shared table every smbd announces its own namespace changes in, the signal handler,
 //! the wake-up of the main loop and the late-release timer, taking and giving back.
 //!

@@ -1,8 +1,9 @@
 //! Directory delegations (`F_SETDELEG`, Linux 6.19+): the state each smbd process keeps about
 //! the delegations it holds on directories its clients have directory leases on (or leases
-//! with H on an entry of), and the decision its signal handler takes when one is broken (docs/lease-bridge.md, "Directory
-//! delegations"). Everything here is lock-free and allocation-free: the handler runs in signal
-//! context, interrupting smbd's main thread anywhere.
+//! with H on an entry of), and the decision its signal handler takes when one is broken
+//! (docs/lease-bridge.md, "Directory delegations"). Everything here is lock-free and
+//! allocation-free: the handler runs in signal context, interrupting smbd's main thread
+//! anywhere.
 //!
 //! A delegation makes the changer (a local process, nfsd, another smbd, or this one) wait in
 //! the kernel until the holder gives it back. Who changed the directory decides what happens:
@@ -12,10 +13,9 @@
 //!   rule), and an smbd must never wait on another's main loop;
 //! - **anyone else** (this process idle in its event loop, no smbd change announced): the
 //!   handler only marks it; the main loop breaks the directory leases to none (and the H of
-//!   the leases on its entries) and gives the
-//!   delegation back after smbd has sent the breaks, so the SMB client hears of the change
-//!   before it is visible. A timer gives it back anyway if the main loop has not got there in
-//!   [`LATE_RELEASE`].
+//!   the leases on its entries) and gives the delegation back after smbd has sent the breaks,
+//!   so the SMB client hears of the change before it is visible. A timer gives it back anyway
+//!   if the main loop has not got there in [`LATE_RELEASE`].
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
