@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use nfsbridge::dirlease::{self, mask, DelegationSupport, DirHandle, DirKey, Mode, Watches};
@@ -45,9 +45,6 @@ struct Watcher {
     group: Option<OwnedFd>,
     /// Each watched directory's descriptor (an O_PATH reference; the mark is removed through it).
     watches: Watches<OwnedFd>,
-    /// The smbd binary (dev, ino of /proc/self/exe): a change by a process running it was made
-    /// by an smbd, which breaks directory leases itself.
-    smbd_exe: Option<(u64, u64)>,
     pids: BTreeMap<i32, bool>,
     /// When idle marks were last looked at (on `process_time()`).
     last_expiry: Duration,
@@ -56,7 +53,6 @@ struct Watcher {
 static WATCHER: Mutex<Watcher> = Mutex::new(Watcher {
     group: None,
     watches: Watches::new(),
-    smbd_exe: None,
     pids: BTreeMap::new(),
     last_expiry: Duration::ZERO,
 });
@@ -103,7 +99,6 @@ unsafe extern "C" fn socket(probe_dir: *const c_char, handle_leases: bool) -> c_
         };
         match fanotify_group() {
             Ok(group) => {
-                w.smbd_exe = std::fs::metadata("/proc/self/exe").ok().map(|m| (m.dev(), m.ino()));
                 let mode = if support == DelegationSupport::Used { Mode::Delegations } else { Mode::Fanotify };
                 tracing::info!("{}", mode.describe(support, handle_leases));
                 let fd = group.as_raw_fd();
@@ -245,24 +240,34 @@ fn expire_idle(w: &mut Watcher, now: Duration) {
     }
 }
 
-/// Whether `pid` runs the smbd binary (this process included). A process that is gone, or
-/// pid 0 (not visible to us, e.g. nfsd threads get their own), is not an smbd.
-fn is_smbd(pids: &mut BTreeMap<i32, bool>, smbd_exe: Option<(u64, u64)>, pid: i32) -> bool {
+/// Whether `pid` runs the smbd binary (dev, ino of /proc/self/exe; this process included): a
+/// namespace change it made was made by an smbd, which breaks directory leases itself, and a
+/// directory delegation it holds is given back for smbd's announced changes. A process that is
+/// gone, or pid 0 (not visible to us, e.g. nfsd threads get their own), is not an smbd.
+pub(crate) fn runs_smbd(pid: i32) -> bool {
+    static SMBD_EXE: OnceLock<Option<(u64, u64)>> = OnceLock::new();
     if pid <= 0 {
         return false;
     }
     if pid == std::process::id() as i32 {
         return true;
     }
+    let exe = |path: &str| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let smbd_exe = *SMBD_EXE.get_or_init(|| exe("/proc/self/exe"));
+    // Another user's process: reading its exe link takes root's capabilities.
+    let theirs = {
+        let _root = Privileged::enter();
+        exe(&format!("/proc/{pid}/exe"))
+    };
+    theirs.is_some() && theirs == smbd_exe
+}
+
+/// runs_smbd with a small cache of the smbds seen (fanotify reports a pid per event).
+fn is_smbd(pids: &mut BTreeMap<i32, bool>, pid: i32) -> bool {
     if let Some(&known) = pids.get(&pid) {
         return known;
     }
-    // Another user's process: reading its exe link takes root's capabilities.
-    let exe = {
-        let _root = Privileged::enter();
-        std::fs::metadata(format!("/proc/{pid}/exe")).ok().map(|m| (m.dev(), m.ino()))
-    };
-    let smbd = exe.is_some() && exe == smbd_exe;
+    let smbd = runs_smbd(pid);
     if pids.len() >= PID_CACHE {
         pids.clear(); // pids are reused: a small cache, emptied rather than aged
     }
@@ -292,8 +297,8 @@ unsafe extern "C" fn readable() {
                         vec![dirlease::Event { mask: mask::Q_OVERFLOW, pid: 0, dir: None, name: None }]
                     }
                 };
-                let Watcher { watches, pids, smbd_exe, .. } = &mut *w;
-                changes.extend(dirlease::changes(&events, watches, |pid| is_smbd(pids, *smbd_exe, pid)));
+                let Watcher { watches, pids, .. } = &mut *w;
+                changes.extend(dirlease::changes(&events, watches, |pid| is_smbd(pids, pid)));
             }
             changes
         };

@@ -4,12 +4,10 @@
 use std::ffi::{c_int, c_void};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nfsbridge::lease::proc_locks::holders_on_except;
 
-use crate::samba::Privileged;
 use crate::{ffi, guard};
 
 static OPS: ffi::nfsb_recall_ops = ffi::nfsb_recall_ops {
@@ -17,25 +15,6 @@ static OPS: ffi::nfsb_recall_ops = ffi::nfsb_recall_ops {
     timeout_secs: Some(timeout_secs),
     recall_directory: Some(recall_directory),
 };
-
-/// Whether `pid` runs the smbd binary, this process included: its directory delegations are
-/// given back at once for smbd's own (announced) changes and are never recalled here.
-fn runs_smbd(pid: i32) -> bool {
-    if pid == std::process::id() as i32 {
-        return true;
-    }
-    if pid <= 0 {
-        return false;
-    }
-    let exe = |path: &str| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
-    let ours = exe("/proc/self/exe");
-    // Another user's process: reading its exe link takes root's capabilities.
-    let theirs = {
-        let _root = Privileged::enter();
-        exe(&format!("/proc/{pid}/exe"))
-    };
-    ours.is_some() && ours == theirs
-}
 
 /// Hands the shim its callbacks (once, at module load).
 pub fn register() {
@@ -58,7 +37,7 @@ unsafe extern "C" fn holders(dev: u64, ino: u64) -> u32 {
             }
         };
         let (major, minor) = (libc::major(dev), libc::minor(dev));
-        let holders = holders_on_except(&text, major, minor, ino, runs_smbd);
+        let holders = holders_on_except(&text, major, minor, ino, crate::dirlease::runs_smbd);
         let mut bits = if holders.lease { ffi::NFSB_LEASE_HELD } else { ffi::NFSB_DELEG_NONE };
         if let Some(d) = holders.delegation {
             bits |= ffi::NFSB_DELEG_HELD;
@@ -93,14 +72,11 @@ unsafe extern "C" fn recall_directory(fd: c_int) -> c_int {
         // SAFETY: fcntl just returned this descriptor; nothing else owns it.
         let dir = unsafe { OwnedFd::from_raw_fd(copy) };
         let spawned = std::thread::Builder::new().name("nfsb-recall".into()).spawn(move || {
+            // Its result is not logged (Samba's logging belongs to the main thread): a failed
+            // chown recalls nothing, and the create's own timeout ends its wait.
             // SAFETY: `dir` is open for the call; the empty path names it (AT_EMPTY_PATH); -1
             // changes neither owner nor group, so no privilege is needed.
-            let rc = unsafe {
-                libc::fchownat(dir.as_raw_fd(), c"".as_ptr(), u32::MAX, u32::MAX, libc::AT_EMPTY_PATH)
-            };
-            // Nothing is logged from here (Samba's logging belongs to the main thread): a
-            // failed chown recalls nothing, and the create's own timeout ends its wait.
-            let _ = rc;
+            unsafe { libc::fchownat(dir.as_raw_fd(), c"".as_ptr(), u32::MAX, u32::MAX, libc::AT_EMPTY_PATH) };
         });
         match spawned {
             Ok(_) => 0,

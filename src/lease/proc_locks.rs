@@ -33,14 +33,9 @@ pub struct Holders {
 }
 
 /// The leases and delegations on the file `(major, minor, inode)` in `text` (the contents of
-/// `/proc/locks`).
-pub fn holders_on(text: &str, major: u32, minor: u32, inode: u64) -> Holders {
-    holders_on_except(text, major, minor, inode, |_| false)
-}
-
-/// The same, leaving out the delegations of holders `skip(pid)` names (smbd's own directory
-/// delegations: smbd's changes are announced to them, they are never recalled this way). Only
-/// the lines of this file are passed to `skip`.
+/// `/proc/locks`), leaving out the delegations of holders `skip(pid)` names (smbd's own
+/// directory delegations: smbd's changes are announced to them, they are never recalled this
+/// way). Only the lines of this file are passed to `skip`.
 pub fn holders_on_except(text: &str, major: u32, minor: u32, inode: u64, mut skip: impl FnMut(i32) -> bool) -> Holders {
     let mut holders = Holders::default();
     for line in text.lines() {
@@ -99,6 +94,11 @@ fn parse_line(line: &str) -> Option<Entry<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every holder counted.
+    fn holders_on(text: &str, major: u32, minor: u32, inode: u64) -> Holders {
+        holders_on_except(text, major, minor, inode, |_| false)
+    }
 
     const SAMPLE: &str = "\
 1: POSIX  ADVISORY  WRITE 611 fe:00:131 0 EOF
