@@ -170,24 +170,6 @@ static NTSTATUS fset_nt_acl_bridged(struct vfs_handle_struct *handle, struct fil
 	return status;
 }
 
-/* The ACL bridge writes through the next module: a directory's new ACL is announced here (the
- * wrappers of nfsb_fsetxattr and the like do not see those writes). */
-static NTSTATUS nfsb_fset_nt_acl(struct vfs_handle_struct *handle, struct files_struct *fsp,
-				 uint32_t security_info_sent,
-				 const struct security_descriptor *psd)
-{
-	struct nfsb_namespace_change announced;
-	NTSTATUS status;
-
-	if (!fsp->fsp_flags.is_directory) {
-		return fset_nt_acl_bridged(handle, fsp, security_info_sent, psd);
-	}
-	nfsb_namespace_begin(&announced, fsp, NULL, NULL);
-	status = fset_nt_acl_bridged(handle, fsp, security_info_sent, psd);
-	nfsb_namespace_end(&announced);
-	return status;
-}
-
 /*
  * smbd applies the Windows ACL itself before every open, rename and delete (its NT access
  * check). The POSIX mirror that the kernel enforces is for everyone else (NFS, local users),
@@ -318,12 +300,12 @@ static int nfsb_fstatat(struct vfs_handle_struct *handle, const struct files_str
  * smbd's namespace changes (create, delete, rename, link) are announced for their duration
  * (nfsb_namespace_begin/end, nfsbridge_dirlease.c), so that an smbd holding a directory
  * delegation on the directory gives it back at once instead of breaking leases first: Samba
- * breaks directory leases for its own changes. ANNOUNCED evaluates `call` (an int) so.
+ * breaks directory leases for its own changes. ANNOUNCED evaluates `call` (of any type) so.
  */
 #define ANNOUNCED(dir_a, dir_b, entry, call)                                  \
 	({                                                                    \
 		struct nfsb_namespace_change _announced;                      \
-		int _announced_ret;                                           \
+		__typeof__(call) _announced_ret;                              \
 		nfsb_namespace_begin(&_announced, (dir_a), (dir_b), (entry)); \
 		_announced_ret = (call);                                      \
 		nfsb_namespace_end(&_announced);                              \
@@ -420,6 +402,16 @@ static int nfsb_sys_acl_set_fd(struct vfs_handle_struct *handle, struct files_st
 static int nfsb_sys_acl_delete_def_fd(struct vfs_handle_struct *handle, struct files_struct *fsp)
 {
 	return ANNOUNCED_IF_DIRECTORY(fsp, SMB_VFS_NEXT_SYS_ACL_DELETE_DEF_FD(handle, fsp));
+}
+
+/* The ACL bridge writes through the next module: a directory's new ACL is announced here (the
+ * wrappers above do not see those writes). */
+static NTSTATUS nfsb_fset_nt_acl(struct vfs_handle_struct *handle, struct files_struct *fsp,
+				 uint32_t security_info_sent,
+				 const struct security_descriptor *psd)
+{
+	return ANNOUNCED_IF_DIRECTORY(fsp,
+				      fset_nt_acl_bridged(handle, fsp, security_info_sent, psd));
 }
 
 /* A directory the Windows ACL lets the user create (ADD_SUBDIRECTORY, checked by smbd) but the
