@@ -5,7 +5,6 @@ kernel NFS mount, nfs4_getfacl show.
 from __future__ import annotations
 
 import json
-import pwd
 import re
 import subprocess
 
@@ -38,7 +37,7 @@ def masks(bed, path: str) -> dict[str, list[int]]:
 
 def set_acl(bed, path: str) -> None:
     """Owner full control, uid 12345 read, Everyone read."""
-    uid = pwd.getpwnam(bed.user.name).pw_uid
+    uid = bed.smb_uid
     spec = (f"OWNER:S-1-22-1-{uid},ACL:S-1-22-1-{uid}:ALLOWED/0x0/0x{FULL:08x},"
             f"ACL:S-1-22-1-{STRANGER}:ALLOWED/0x0/0x{READ:08x},ACL:S-1-1-0:ALLOWED/0x0/0x{READ:08x}")
     out = smbcacls(bed, path, "--set", spec)
@@ -47,8 +46,7 @@ def set_acl(bed, path: str) -> None:
 
 def make_file(bed, name: str) -> None:
     bed.local.write(name, b"content\n")
-    uid = pwd.getpwnam(bed.user.name).pw_uid
-    subprocess.run(["chown", str(uid), str(bed.local.path(name))], check=True)
+    bed.give_to_smb_user(name)
 
 
 @pytest.mark.host_tier
@@ -112,8 +110,8 @@ def test_nfs4_setfacl_over_the_kernel_mount_is_what_smb_sees(bed):
 @pytest.mark.bed_share("nfsbridge")
 def test_file_created_over_nfs_inherits_what_smb_set_on_its_directory(bed):
     bed.local.mkdir("inheriting")
-    uid = pwd.getpwnam(bed.user.name).pw_uid
-    subprocess.run(["chown", str(uid), str(bed.local.path("inheriting"))], check=True)
+    bed.give_to_smb_user("inheriting")
+    uid = bed.smb_uid
     spec = (f"OWNER:S-1-22-1-{uid},ACL:S-1-22-1-{uid}:ALLOWED/0x3/0x{FULL:08x},"
             f"ACL:S-1-22-1-{STRANGER}:ALLOWED/0x3/0x{READ | 0x20:08x}")  # OI|CI, read & execute
     out = smbcacls(bed, "inheriting", "--set", spec)

@@ -15,7 +15,6 @@ read delegation from nfsd, which is recalled over the callback channel.
 from __future__ import annotations
 
 import os
-import pwd
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -113,8 +112,7 @@ def test_smb_change_of_a_delegated_directory_waits_for_the_recall_without_stalli
     create waits (STATUS_PENDING) and the connection's other requests go on."""
     _files(bed, "other.txt")
     bed.local.mkdir("ddir")
-    smb_user = pwd.getpwnam(bed.user.name)
-    os.chown(bed.local.path("ddir"), smb_user.pw_uid, smb_user.pw_gid)   # may set its times
+    bed.give_to_smb_user("ddir")   # may set its times
     holder = bed.local.hold_lease("ddir", "read", kind="deleg")
     with bed.smb() as smb:
         pending = smb.open("ddir", lease=None, directory=True, create=False, data=False,

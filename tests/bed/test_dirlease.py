@@ -483,10 +483,8 @@ def test_an_smbd_delegation_is_not_recalled_as_someone_elses(bed):
     first (test_delegation_recall.py); an smbd's own directory delegation is left out (smbd's
     change is announced to it instead), so opening a leased directory to set its times starts
     no recall."""
-    import pwd
     bed.local.mkdir("d")
-    smb_user = pwd.getpwnam(bed.user.name)
-    os.chown(bed.local.path("d"), smb_user.pw_uid, smb_user.pw_gid)   # may set its times
+    bed.give_to_smb_user("d")   # may set its times
     with bed.smb() as a, bed.smb() as b:
         d = a.open("d", lease="RH", directory=True, write=False, create=False)
         assert lease_text(d.lease_state) == "RH"

@@ -96,11 +96,19 @@ class Bed:
             raise
         return self
 
+    @property
+    def smb_uid(self) -> int:
+        """The SMB user's uid on this machine."""
+        return pwd.getpwnam(self.user.name).pw_uid
+
+    def give_to_smb_user(self, name: str) -> None:
+        """Makes the SMB user the owner of `name` (an owner may set its times and its ACL)."""
+        os.chown(self.local.path(name), self.smb_uid, -1)
+
     def _start(self) -> None:
-        uid = pwd.getpwnam(self.user.name).pw_uid
         self.export.mkdir(parents=True)
         # The SMB user must be able to create files; NFS (root, no_root_squash) and local can anyway.
-        os.chown(self.export, uid, -1)
+        os.chown(self.export, self.smb_uid, -1)
         self.netns = NetNamespace()
         smbd_root = self.root / "smbd"
         self.smbd = SambaInstance(smbd_root, [Share(SHARE_NAME, self.export, self.share_options)],
