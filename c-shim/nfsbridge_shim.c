@@ -96,6 +96,10 @@ static int nfsb_connect(struct vfs_handle_struct *handle, const char *service, c
 	if (rust_ops->directory_delegations(state)) {
 		nfsb_dirlease_connect(handle->conn);
 	}
+	if (rust_ops->acl_bridge_enabled(state)) {
+		/* Counts the loop turns the ACL state cache keeps its snapshots for. */
+		nfsb_trace_install(handle->conn->sconn->ev_ctx);
+	}
 	return 0;
 }
 
@@ -380,28 +384,43 @@ static int nfsb_fchown(struct vfs_handle_struct *handle, struct files_struct *fs
 	return ANNOUNCED_IF_DIRECTORY(fsp, SMB_VFS_NEXT_FCHOWN(handle, fsp, uid, gid));
 }
 
+/* An xattr or POSIX ACL write that did not come through the ACL bridge: the ACL state cache
+ * forgets the file, since within one loop turn it trusts a read whose ctime a write in the
+ * same clock tick may keep (nfsbridge::acl::statecache). */
+#define ACL_STATE_CHANGED(fsp, call)                                                      \
+	({                                                                                \
+		__typeof__(call) _changed_ret = (call);                                   \
+		rust_ops->acl_state_changed((fsp)->fsp_name->st.st_ex_dev,                \
+					    (fsp)->fsp_name->st.st_ex_ino);               \
+		_changed_ret;                                                             \
+	})
+
 static int nfsb_fsetxattr(struct vfs_handle_struct *handle, struct files_struct *fsp,
 			  const char *name, const void *value, size_t size, int flags)
 {
-	return ANNOUNCED_IF_DIRECTORY(fsp,
-				      SMB_VFS_NEXT_FSETXATTR(handle, fsp, name, value, size, flags));
+	return ACL_STATE_CHANGED(fsp, ANNOUNCED_IF_DIRECTORY(fsp, SMB_VFS_NEXT_FSETXATTR(
+						     handle, fsp, name, value, size, flags)));
 }
 
 static int nfsb_fremovexattr(struct vfs_handle_struct *handle, struct files_struct *fsp,
 			     const char *name)
 {
-	return ANNOUNCED_IF_DIRECTORY(fsp, SMB_VFS_NEXT_FREMOVEXATTR(handle, fsp, name));
+	return ACL_STATE_CHANGED(fsp, ANNOUNCED_IF_DIRECTORY(fsp, SMB_VFS_NEXT_FREMOVEXATTR(
+						     handle, fsp, name)));
 }
 
 static int nfsb_sys_acl_set_fd(struct vfs_handle_struct *handle, struct files_struct *fsp,
 			       SMB_ACL_TYPE_T type, SMB_ACL_T theacl)
 {
-	return ANNOUNCED_IF_DIRECTORY(fsp, SMB_VFS_NEXT_SYS_ACL_SET_FD(handle, fsp, type, theacl));
+	return ACL_STATE_CHANGED(fsp, ANNOUNCED_IF_DIRECTORY(fsp, SMB_VFS_NEXT_SYS_ACL_SET_FD(
+						     handle, fsp, type, theacl)));
 }
 
 static int nfsb_sys_acl_delete_def_fd(struct vfs_handle_struct *handle, struct files_struct *fsp)
 {
-	return ANNOUNCED_IF_DIRECTORY(fsp, SMB_VFS_NEXT_SYS_ACL_DELETE_DEF_FD(handle, fsp));
+	return ACL_STATE_CHANGED(fsp, ANNOUNCED_IF_DIRECTORY(fsp,
+							     SMB_VFS_NEXT_SYS_ACL_DELETE_DEF_FD(
+								     handle, fsp)));
 }
 
 /* The ACL bridge writes through the next module: a directory's new ACL is announced here (the
@@ -949,10 +968,18 @@ static void bridge_breaks_check_all(bool reread)
 	}
 }
 
-/* The module's one trace callback: the lease bridge's break checks after each loop turn, and
- * the directory delegations' idle flag around each wait. */
+/* Counted by nfsb_trace on the event context it is installed on (nfsb_loop_turn). */
+static uint64_t loop_turn = 1;
+static struct tevent_context *loop_turn_ev;
+
+/* The module's one trace callback: the loop turns (the ACL state cache's snapshots), the lease
+ * bridge's break checks after each turn, and the directory delegations' idle flag around each
+ * wait. */
 static void nfsb_trace(enum tevent_trace_point point, void *private_data)
 {
+	if (point == TEVENT_TRACE_BEFORE_LOOP_ONCE || point == TEVENT_TRACE_AFTER_LOOP_ONCE) {
+		loop_turn++; /* also at the end: what runs between two turns is a turn of its own */
+	}
 	if (bridge_chained_trace != NULL) {
 		bridge_chained_trace(point, bridge_chained_trace_private);
 	}
@@ -976,6 +1003,21 @@ void nfsb_trace_install(struct tevent_context *ev)
 	bridge_chained_trace = current;
 	bridge_chained_trace_private = current_private;
 	tevent_set_trace_callback(ev, nfsb_trace, NULL);
+	loop_turn_ev = ev;
+	loop_turn++;
+}
+
+uint64_t nfsb_loop_turn(void)
+{
+	tevent_trace_callback_t current;
+	void *current_private;
+
+	if (loop_turn_ev == NULL) {
+		return 0;
+	}
+	/* Someone may have set another callback since: then the turns are not counted. */
+	tevent_get_trace_callback(loop_turn_ev, &current, &current_private);
+	return current == nfsb_trace ? loop_turn : 0;
 }
 
 static void bridge_breaks_poll(struct tevent_context *ev);

@@ -147,6 +147,9 @@ struct nfsb_rust_ops {
 	/* The break nfsb_request_break started with `token` ended: the client now caches
 	 * `lease_state` (or NFSB_BREAK_ABANDONED: its open closed first). */
 	void (*break_answered)(uint64_t token, uint32_t lease_state);
+	/* smbd (or a module above nfsbridge) wrote an xattr or POSIX ACL of the file `dev`:`ino`
+	 * itself (not through the ACL bridge): what the ACL state cache holds for it goes. */
+	void (*acl_state_changed)(uint64_t dev, uint64_t ino);
 };
 
 /* What the SMB create being processed asks to cache, handed to bridge_open so that the bridge
@@ -215,6 +218,11 @@ int nfsb_next_fchown(nfsb_handle *handle, nfsb_fsp *fsp, uint32_t uid, uint32_t 
  * paired, never nested. */
 void nfsb_privilege_raise(void);
 void nfsb_privilege_drop(void);
+
+/* The turn of smbd's event loop this call runs in: one request (or compound chain) is handled
+ * within one turn, and every turn has a new number. 0 when it cannot be told (the module's
+ * tevent trace callback, which counts the turns, is not the one installed). */
+uint64_t nfsb_loop_turn(void);
 
 /* The uid smbd is acting as for this connection's current request. */
 uint32_t nfsb_handle_current_uid(const nfsb_handle *handle);

@@ -18,7 +18,7 @@ use nfsbridge::config::{AclEncoding, ModuleConfig};
 
 use std::time::SystemTime;
 
-use crate::samba::{status, with_state_cache, Errno, File, FileInfo, Privileged, SambaIdMap};
+use crate::samba::{loop_turn, status, with_state_cache, Errno, File, FileInfo, Privileged, SambaIdMap};
 
 const POSIX_ACCESS: &str = "system.posix_acl_access";
 const POSIX_DEFAULT: &str = "system.posix_acl_default";
@@ -89,12 +89,19 @@ fn bridge_failure(err: BridgeError) -> AclFailure {
 /// `whole`: the caller needs the file's DACL as it stands (a get, or a set that keeps the
 /// DACL). A set that replaces the DACL only needs the stored SACL and the POSIX state to
 /// restore on failure, and skips the coherence comparison (a POSIX mirror computation).
-fn current_acl(file: &File, config: &ModuleConfig, whole: bool, cache_dev: Option<u64>) -> Result<CurrentAcl, AclFailure> {
+/// `turn`: the loop turn whose snapshot a get may share ([`read_acl_xattrs`]); `None` for a set.
+fn current_acl(
+    file: &File,
+    config: &ModuleConfig,
+    whole: bool,
+    cache_dev: Option<u64>,
+    turn: Option<u64>,
+) -> Result<CurrentAcl, AclFailure> {
     // Taken before the stat: the state cache's racy-timestamp rule compares the file's ctime
     // with the moment the read began.
     let began = SystemTime::now();
     let info = file.info().ok_or_else(|| failure(status::INTERNAL_ERROR, "smbd has no valid stat for the file"))?;
-    let AclXattrs { stored, access, default, .. } = read_acl_xattrs(file, config, info, cache_dev, began)?;
+    let AclXattrs { stored, access, default, .. } = read_acl_xattrs(file, config, info, cache_dev, began, turn)?;
     let bridge = Bridge::new(encoding(config));
     let with_xattr = |what: BridgeError| {
         let mut f = bridge_failure(what);
@@ -132,7 +139,9 @@ fn current_acl(file: &File, config: &ModuleConfig, whole: bool, cache_dev: Optio
 
 /// The file's NFSv4 ACL xattr and POSIX ACLs: from the process's state cache when a fresh
 /// stat (`info`, taken after `began`) proves that they cannot have changed since they were
-/// cached ([`nfsbridge::acl::statecache`]), else read (and cached) now. `cache_dev`: the
+/// cached, or they were read in this same loop `turn` of smbd's (one request: smbd's access
+/// checks read a directory's ACL up to three times while creating one file in it) and the stat
+/// is unchanged ([`nfsbridge::acl::statecache`]); else read (and cached) now. `cache_dev`: the
 /// device whose ctimes the cache may trust (the share's, when it is a local file system).
 fn read_acl_xattrs(
     file: &File,
@@ -140,11 +149,14 @@ fn read_acl_xattrs(
     info: FileInfo,
     cache_dev: Option<u64>,
     began: SystemTime,
+    turn: Option<u64>,
 ) -> Result<AclXattrs, AclFailure> {
     let cacheable = cache_dev == Some(info.dev);
     let stamp = info.stamp();
     if cacheable {
-        if let Some(hit) = with_state_cache(|cache| cache.get(&stamp, &config.acl_xattr, began).cloned()).flatten() {
+        if let Some(hit) =
+            with_state_cache(|cache| cache.get(&stamp, &config.acl_xattr, began, turn).cloned()).flatten()
+        {
             return Ok(hit);
         }
     }
@@ -155,7 +167,7 @@ fn read_acl_xattrs(
     let default = if info.is_dir { read_posix(file, POSIX_DEFAULT)? } else { None };
     let xattrs = AclXattrs { xattr_name: config.acl_xattr.clone(), stored, access, default };
     if cacheable {
-        with_state_cache(|cache| cache.put(stamp, began, xattrs.clone()));
+        with_state_cache(|cache| cache.put(stamp, began, turn, xattrs.clone()));
     }
     Ok(xattrs)
 }
@@ -196,7 +208,7 @@ fn select_parts(mut sd: SecurityDescriptor, security_info: u32) -> SecurityDescr
 
 /// SMB_VFS_FGET_NT_ACL: the self-relative security descriptor of `file`.
 pub fn get_nt_acl(file: &File, config: &ModuleConfig, cache_dev: Option<u64>, security_info: u32) -> Result<Vec<u8>, AclFailure> {
-    let current = current_acl(file, config, true, cache_dev)?;
+    let current = current_acl(file, config, true, cache_dev, loop_turn())?;
     let sd = select_parts(to_sd(&current, &SambaIdMap::new(config.idmap_cache_time))?, security_info);
     binary::encode(&sd).map_err(|e| failure(status::INTERNAL_ERROR, format!("cannot encode the security descriptor: {e}")))
 }
@@ -213,7 +225,8 @@ pub fn set_nt_acl(
     let new = binary::decode(sd_bytes)
         .map_err(|e| failure(status::INVALID_SECURITY_DESCR, format!("malformed security descriptor from the client: {e}")))?;
     let replaces_dacl = security_info_sent & SECINFO_DACL != 0;
-    let mut current = current_acl(file, config, !replaces_dacl, cache_dev)?;
+    // No snapshot of the turn: what a set keeps and restores is read now (or settled).
+    let mut current = current_acl(file, config, !replaces_dacl, cache_dev, None)?;
     let idmap = SambaIdMap::new(config.idmap_cache_time);
     if replaces_dacl {
         // Only the stored SACL survives; do not map DACL ACEs that are about to be replaced.

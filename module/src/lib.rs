@@ -57,6 +57,7 @@ static RUST_OPS: ffi::nfsb_rust_ops = ffi::nfsb_rust_ops {
     bridge_break_signalled: Some(bridge_break_signalled),
     bridge_break_signals_lost: Some(bridge_break_signals_lost),
     break_answered: Some(break_answered),
+    acl_state_changed: Some(acl_state_changed),
 };
 
 /// What the module keeps for one tree connect, owned by the shim's handle data.
@@ -356,6 +357,12 @@ unsafe extern "C" fn bridge_break_signals_lost() {
 
 unsafe extern "C" fn break_answered(token: u64, lease_state: u32) {
     guard::call("break_answered", (), || lease::break_answered(token, lease_state))
+}
+
+unsafe extern "C" fn acl_state_changed(dev: u64, ino: u64) {
+    guard::call("acl_state_changed", (), || {
+        samba::with_state_cache(|cache| cache.forget(dev, ino));
+    })
 }
 
 /// The raw smb.conf value of `nfsbridge:<name>`, if set.

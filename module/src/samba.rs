@@ -234,6 +234,14 @@ fn with_cache<C: 'static, T>(cache: &'static LocalKey<RefCell<C>>, f: impl FnOnc
     cache.try_with(|cache| cache.try_borrow_mut().ok().map(|mut cache| f(&mut cache))).ok().flatten()
 }
 
+/// The turn of smbd's event loop this call runs in, `None` when it cannot be told (the ACL
+/// state cache keeps a read of a file changed in the last seconds for its turn only).
+pub fn loop_turn() -> Option<u64> {
+    // SAFETY: no arguments; reads the shim's counter and tevent's current trace callback.
+    let turn = unsafe { ffi::nfsb_loop_turn() };
+    (turn != 0).then_some(turn)
+}
+
 /// Runs `f` on the process's ACL state cache; `None` if it is not reachable.
 pub fn with_state_cache<T>(f: impl FnOnce(&mut StateCache) -> T) -> Option<T> {
     with_cache(&STATE_CACHE, f)

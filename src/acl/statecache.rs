@@ -19,8 +19,16 @@
 //!    [`StateCache::MAX_AGE`] (bounds what a clock step could hide);
 //! 4. the read was for the same xattr name (shares may name the ACL xattr differently).
 //!
-//! Anything else is a miss, and the caller reads the file again. A file changed within the
-//! margin before a read is simply not cached. The caller forgets a file before writing its
+//! A read of a file changed within the margin is kept only for its **turn**: the caller's
+//! name for one piece of work that forms a single snapshot (in smbd, one turn of its event
+//! loop, which handles one request or compound chain; smbd's own access checks and ACL
+//! inheritance read a directory's ACL up to three times while creating one file in it, and
+//! such a directory has always changed in the last two seconds). Rule 1 still applies within
+//! a turn. A change by someone else that lands between two reads of one turn and keeps the
+//! ctime is missed by the second read as it would be by a request that came a moment earlier;
+//! the next turn reads the file again.
+//!
+//! Anything else is a miss, and the caller reads the file again. The caller forgets a file before writing its
 //! ACL, and only uses the cache on file systems whose ctime is kept by the local kernel (a
 //! network file system's client may show a cached ctime while the server's xattrs changed)
 //! and when the xattrs are the file's own (in smbd: no VFS module stacked below nfsbridge,
@@ -80,6 +88,10 @@ struct Entry {
     stamp: Stamp,
     /// When the read began (before the stat that gave `stamp`).
     read_began: SystemTime,
+    /// The ctime was older than the read by more than the margin: trusted in any turn.
+    settled: bool,
+    /// The turn of the read ([`StateCache::put`]).
+    turn: Option<u64>,
     xattrs: AclXattrs,
 }
 
@@ -110,14 +122,16 @@ impl StateCache {
         self.entries.is_empty()
     }
 
-    /// The cached xattrs of the file `stamp` describes (from a stat made just now), if they
-    /// are certain to be what the file holds (module docs); a stale entry is dropped.
-    pub fn get(&mut self, stamp: &Stamp, xattr_name: &str, now: SystemTime) -> Option<&AclXattrs> {
+    /// The cached xattrs of the file `stamp` describes (from a stat made just now, in the
+    /// caller's `turn`, `None` when it cannot tell), if they are certain to be what the file
+    /// holds (module docs); a stale entry is dropped.
+    pub fn get(&mut self, stamp: &Stamp, xattr_name: &str, now: SystemTime, turn: Option<u64>) -> Option<&AclXattrs> {
         let key = (stamp.dev, stamp.ino);
         let entry = self.entries.get(&key)?;
         let fresh = entry.stamp == *stamp
             && entry.xattrs.xattr_name == xattr_name
-            && now.duration_since(entry.read_began).is_ok_and(|age| age < Self::MAX_AGE);
+            && now.duration_since(entry.read_began).is_ok_and(|age| age < Self::MAX_AGE)
+            && (entry.settled || (turn.is_some() && entry.turn == turn));
         if !fresh {
             self.entries.remove(&key);
             return None;
@@ -126,15 +140,16 @@ impl StateCache {
     }
 
     /// Records a read: `read_began` was taken before the stat that gave `stamp`, and the
-    /// xattrs were read after that stat. Not recorded when the ctime is too recent (or in the
-    /// future) to tell later changes apart.
-    pub fn put(&mut self, stamp: Stamp, read_began: SystemTime, xattrs: AclXattrs) {
+    /// xattrs were read after that stat, in the caller's `turn` (`None`: it cannot tell).
+    /// When the ctime is too recent (or in the future) to tell later changes apart, the read
+    /// is kept for its turn only, and not at all without one.
+    pub fn put(&mut self, stamp: Stamp, read_began: SystemTime, turn: Option<u64>, xattrs: AclXattrs) {
         let key = (stamp.dev, stamp.ino);
         let settled = stamp
             .ctime()
             .and_then(|ctime| read_began.duration_since(ctime).ok())
             .is_some_and(|age| age > Self::MARGIN);
-        if !settled || self.capacity == 0 {
+        if (!settled && turn.is_none()) || self.capacity == 0 {
             self.entries.remove(&key);
             return;
         }
@@ -146,7 +161,7 @@ impl StateCache {
                 self.entries.clear();
             }
         }
-        self.entries.insert(key, Entry { stamp, read_began, xattrs });
+        self.entries.insert(key, Entry { stamp, read_began, settled, turn, xattrs });
     }
 
     /// Forgets the file (before writing its ACL).
@@ -199,9 +214,9 @@ mod tests {
     fn a_settled_read_is_used_while_the_stat_is_unchanged() {
         let mut cache = StateCache::default();
         let stamp = stamp_at(7, at(0));
-        cache.put(stamp, at(3), xattrs(b"acl"));
-        assert_eq!(cache.get(&stamp, NAME, at(3) + 5 * MS), Some(&xattrs(b"acl")));
-        assert_eq!(cache.get(&stamp, NAME, at(9)), Some(&xattrs(b"acl")));
+        cache.put(stamp, at(3), None, xattrs(b"acl"));
+        assert_eq!(cache.get(&stamp, NAME, at(3) + 5 * MS, None), Some(&xattrs(b"acl")));
+        assert_eq!(cache.get(&stamp, NAME, at(9), None), Some(&xattrs(b"acl")));
     }
 
     #[test]
@@ -210,23 +225,47 @@ mod tests {
         // Changed 1.5 s before the read: a change right after the read could share its ctime
         // on a file system with 1 s timestamps.
         let stamp = stamp_at(7, at(0));
-        cache.put(stamp, at(0) + 1500 * MS, xattrs(b"acl"));
+        cache.put(stamp, at(0) + 1500 * MS, None, xattrs(b"acl"));
         assert!(cache.is_empty());
-        assert_eq!(cache.get(&stamp, NAME, at(1)), None);
+        assert_eq!(cache.get(&stamp, NAME, at(1), None), None);
         // Exactly at the margin is still too close.
-        cache.put(stamp, at(0) + StateCache::MARGIN, xattrs(b"acl"));
+        cache.put(stamp, at(0) + StateCache::MARGIN, None, xattrs(b"acl"));
         assert!(cache.is_empty());
         // A ctime in the future (clock stepped back) is never settled.
-        cache.put(stamp_at(8, at(10)), at(5), xattrs(b"acl"));
+        cache.put(stamp_at(8, at(10)), at(5), None, xattrs(b"acl"));
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_read_within_the_margin_is_used_in_its_own_turn_only() {
+        let mut cache = StateCache::default();
+        // A directory a file was just created in: changed 1 ms before the read.
+        let stamp = stamp_at(7, at(0));
+        cache.put(stamp, at(0) + MS, Some(41), xattrs(b"acl"));
+        assert_eq!(cache.get(&stamp, NAME, at(0) + 2 * MS, Some(41)), Some(&xattrs(b"acl")));
+        assert_eq!(cache.get(&stamp, NAME, at(0) + 3 * MS, Some(41)), Some(&xattrs(b"acl")));
+        // The next turn reads again (and the entry goes).
+        assert_eq!(cache.get(&stamp, NAME, at(0) + 4 * MS, Some(42)), None);
+        assert!(cache.is_empty());
+        // A caller that cannot tell its turn never uses it.
+        cache.put(stamp, at(0) + MS, Some(41), xattrs(b"acl"));
+        assert_eq!(cache.get(&stamp, NAME, at(0) + 2 * MS, None), None);
+        // Within the turn, a changed stat is still a miss.
+        cache.put(stamp, at(0) + MS, Some(41), xattrs(b"acl"));
+        assert_eq!(cache.get(&Stamp { mode: 0o100600, ..stamp }, NAME, at(0) + 2 * MS, Some(41)), None);
+        // A settled read is used in any turn, with or without one.
+        let settled = stamp_at(8, at(0));
+        cache.put(settled, at(3), Some(41), xattrs(b"old"));
+        assert_eq!(cache.get(&settled, NAME, at(4), Some(50)), Some(&xattrs(b"old")));
+        assert_eq!(cache.get(&settled, NAME, at(4), None), Some(&xattrs(b"old")));
     }
 
     #[test]
     fn a_too_recent_read_drops_what_was_cached_for_the_file() {
         let mut cache = StateCache::default();
-        cache.put(stamp_at(7, at(0)), at(3), xattrs(b"old"));
+        cache.put(stamp_at(7, at(0)), at(3), None, xattrs(b"old"));
         let changed = stamp_at(7, at(10));
-        cache.put(changed, at(10) + 100 * MS, xattrs(b"new"));
+        cache.put(changed, at(10) + 100 * MS, None, xattrs(b"new"));
         assert!(cache.is_empty());
     }
 
@@ -242,10 +281,10 @@ mod tests {
         ];
         for changed in changes {
             let mut cache = StateCache::default();
-            cache.put(base, at(3), xattrs(b"acl"));
-            assert_eq!(cache.get(&changed, NAME, at(4)), None, "{changed:?}");
+            cache.put(base, at(3), None, xattrs(b"acl"));
+            assert_eq!(cache.get(&changed, NAME, at(4), None), None, "{changed:?}");
             // The stale entry is gone, even for the old stamp.
-            assert_eq!(cache.get(&base, NAME, at(4)), None);
+            assert_eq!(cache.get(&base, NAME, at(4), None), None);
         }
     }
 
@@ -253,20 +292,20 @@ mod tests {
     fn another_file_or_another_xattr_name_is_a_miss() {
         let mut cache = StateCache::default();
         let stamp = stamp_at(7, at(0));
-        cache.put(stamp, at(3), xattrs(b"acl"));
-        assert_eq!(cache.get(&Stamp { dev: 2050, ..stamp }, NAME, at(4)), None);
-        assert_eq!(cache.get(&Stamp { ino: 8, ..stamp }, NAME, at(4)), None);
-        assert_eq!(cache.get(&stamp, "security.nfs4acl_ndr", at(4)), None);
+        cache.put(stamp, at(3), None, xattrs(b"acl"));
+        assert_eq!(cache.get(&Stamp { dev: 2050, ..stamp }, NAME, at(4), None), None);
+        assert_eq!(cache.get(&Stamp { ino: 8, ..stamp }, NAME, at(4), None), None);
+        assert_eq!(cache.get(&stamp, "security.nfs4acl_ndr", at(4), None), None);
     }
 
     #[test]
     fn entries_expire_and_a_clock_going_back_is_a_miss() {
         let mut cache = StateCache::default();
         let stamp = stamp_at(7, at(0));
-        cache.put(stamp, at(3), xattrs(b"acl"));
-        assert_eq!(cache.get(&stamp, NAME, at(3) + StateCache::MAX_AGE), None);
-        cache.put(stamp, at(3), xattrs(b"acl"));
-        assert_eq!(cache.get(&stamp, NAME, at(3) - MS), None);
+        cache.put(stamp, at(3), None, xattrs(b"acl"));
+        assert_eq!(cache.get(&stamp, NAME, at(3) + StateCache::MAX_AGE, None), None);
+        cache.put(stamp, at(3), None, xattrs(b"acl"));
+        assert_eq!(cache.get(&stamp, NAME, at(3) - MS, None), None);
         assert!(cache.is_empty());
     }
 
@@ -274,10 +313,10 @@ mod tests {
     fn forget_drops_the_file() {
         let mut cache = StateCache::default();
         let stamp = stamp_at(7, at(0));
-        cache.put(stamp, at(3), xattrs(b"acl"));
-        cache.put(stamp_at(8, at(0)), at(3), xattrs(b"other"));
+        cache.put(stamp, at(3), None, xattrs(b"acl"));
+        cache.put(stamp_at(8, at(0)), at(3), None, xattrs(b"other"));
         cache.forget(2049, 7);
-        assert_eq!(cache.get(&stamp, NAME, at(4)), None);
+        assert_eq!(cache.get(&stamp, NAME, at(4), None), None);
         assert_eq!(cache.len(), 1);
     }
 
@@ -294,23 +333,23 @@ mod tests {
     fn the_cache_is_bounded() {
         let mut cache = StateCache::new(3);
         for ino in 0..3 {
-            cache.put(stamp_at(ino, at(0)), at(3), xattrs(b"acl"));
+            cache.put(stamp_at(ino, at(0)), at(3), None, xattrs(b"acl"));
         }
         // Full, none older than MAX_AGE: all go, then the new one.
-        cache.put(stamp_at(9, at(0)), at(4), xattrs(b"acl"));
+        cache.put(stamp_at(9, at(0)), at(4), None, xattrs(b"acl"));
         assert_eq!(cache.len(), 1);
         // Full with old entries: only those go.
-        cache.put(stamp_at(10, at(0)), at(5), xattrs(b"acl"));
-        cache.put(stamp_at(11, at(0)), at(20), xattrs(b"acl"));
+        cache.put(stamp_at(10, at(0)), at(5), None, xattrs(b"acl"));
+        cache.put(stamp_at(11, at(0)), at(20), None, xattrs(b"acl"));
         assert_eq!(cache.len(), 3);
-        cache.put(stamp_at(12, at(0)), at(21), xattrs(b"acl"));
+        cache.put(stamp_at(12, at(0)), at(21), None, xattrs(b"acl"));
         assert_eq!(cache.len(), 2);
         for ino in 100..1000 {
-            cache.put(stamp_at(ino, at(0)), at(30), xattrs(b"acl"));
+            cache.put(stamp_at(ino, at(0)), at(30), None, xattrs(b"acl"));
             assert!(cache.len() <= 3);
         }
         let mut off = StateCache::new(0);
-        off.put(stamp_at(1, at(0)), at(3), xattrs(b"acl"));
+        off.put(stamp_at(1, at(0)), at(3), None, xattrs(b"acl"));
         assert!(off.is_empty());
     }
 }
