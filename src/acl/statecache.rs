@@ -28,11 +28,11 @@
 //! ctime is missed by the second read as it would be by a request that came a moment earlier;
 //! the next turn reads the file again.
 //!
-//! Anything else is a miss, and the caller reads the file again. The caller forgets a file before writing its
-//! ACL, and only uses the cache on file systems whose ctime is kept by the local kernel (a
-//! network file system's client may show a cached ctime while the server's xattrs changed)
-//! and when the xattrs are the file's own (in smbd: no VFS module stacked below nfsbridge,
-//! which might keep them elsewhere, as vfs_xattr_tdb does).
+//! Anything else is a miss, and the caller reads the file again. The caller forgets a file
+//! before writing its ACL, and only uses the cache on file systems whose ctime is kept by the
+//! local kernel (a network file system's client may show a cached ctime while the server's
+//! xattrs changed) and when the xattrs are the file's own (in smbd: no VFS module stacked
+//! below nfsbridge, which might keep them elsewhere, as vfs_xattr_tdb does).
 //!
 //! Bounded: at most `capacity` files; when full, old entries go, and if none is old, all do.
 //! Pure data structure: the caller passes the clock readings (`SystemTime`, because ctimes are
@@ -125,7 +125,13 @@ impl StateCache {
     /// The cached xattrs of the file `stamp` describes (from a stat made just now, in the
     /// caller's `turn`, `None` when it cannot tell), if they are certain to be what the file
     /// holds (module docs); a stale entry is dropped.
-    pub fn get(&mut self, stamp: &Stamp, xattr_name: &str, now: SystemTime, turn: Option<u64>) -> Option<&AclXattrs> {
+    pub fn get(
+        &mut self,
+        stamp: &Stamp,
+        xattr_name: &str,
+        now: SystemTime,
+        turn: Option<u64>,
+    ) -> Option<&AclXattrs> {
         let key = (stamp.dev, stamp.ino);
         let entry = self.entries.get(&key)?;
         let fresh = entry.stamp == *stamp
