@@ -88,11 +88,19 @@ struct Entry {
     stamp: Stamp,
     /// When the read began (before the stat that gave `stamp`).
     read_began: SystemTime,
-    /// The ctime was older than the read by more than the margin: trusted in any turn.
-    settled: bool,
     /// The turn of the read ([`StateCache::put`]).
     turn: Option<u64>,
     xattrs: AclXattrs,
+}
+
+impl Entry {
+    /// The ctime was older than the read by more than the margin: trusted in any turn.
+    fn settled(&self) -> bool {
+        self.stamp
+            .ctime()
+            .and_then(|ctime| self.read_began.duration_since(ctime).ok())
+            .is_some_and(|age| age > StateCache::MARGIN)
+    }
 }
 
 /// See the module docs.
@@ -137,7 +145,7 @@ impl StateCache {
         let fresh = entry.stamp == *stamp
             && entry.xattrs.xattr_name == xattr_name
             && now.duration_since(entry.read_began).is_ok_and(|age| age < Self::MAX_AGE)
-            && (entry.settled || (turn.is_some() && entry.turn == turn));
+            && (entry.settled() || (turn.is_some() && entry.turn == turn));
         if !fresh {
             self.entries.remove(&key);
             return None;
@@ -151,11 +159,8 @@ impl StateCache {
     /// is kept for its turn only, and not at all without one.
     pub fn put(&mut self, stamp: Stamp, read_began: SystemTime, turn: Option<u64>, xattrs: AclXattrs) {
         let key = (stamp.dev, stamp.ino);
-        let settled = stamp
-            .ctime()
-            .and_then(|ctime| read_began.duration_since(ctime).ok())
-            .is_some_and(|age| age > Self::MARGIN);
-        if (!settled && turn.is_none()) || self.capacity == 0 {
+        let entry = Entry { stamp, read_began, turn, xattrs };
+        if (!entry.settled() && turn.is_none()) || self.capacity == 0 {
             self.entries.remove(&key);
             return;
         }
@@ -167,7 +172,7 @@ impl StateCache {
                 self.entries.clear();
             }
         }
-        self.entries.insert(key, Entry { stamp, read_began, settled, turn, xattrs });
+        self.entries.insert(key, entry);
     }
 
     /// Forgets the file (before writing its ACL).
