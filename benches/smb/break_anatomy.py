@@ -68,10 +68,6 @@ for line in sys.stdin:
 """
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 class Trace:
     """A tracefs instance of its own (the global buffer, and anyone else's tracing, stay as
     they are), limited to the given processes, with the monotonic clock across CPUs."""
@@ -109,11 +105,11 @@ class Trace:
 
 
 LINE = re.compile(r"^\s*.+?-(\d+)\s+\[\d+\]\s+\S+\s+([\d.]+): ([a-z_]+):?\s?(.*)$")
-NUMBER = r"(0x[0-9a-f]+|-?\d+)"
 
 
-def number(text: str) -> int:
-    return int(text, 16) if text.startswith("0x") else int(text)
+def on_fd(fd: int) -> re.Pattern:
+    """A system call's arguments on descriptor `fd` (tracefs prints it in hex or decimal)."""
+    return re.compile(rf"fd: (0x{fd:x}|{fd})\b")
 
 
 def parse(text: str) -> list[tuple[str, list[tuple]]]:
@@ -140,7 +136,7 @@ def steps_of(events: list[tuple], opener: int, server_pids: set[int], client_fds
     def find(start: int, match) -> int:
         return next(i for i in range(start, len(events)) if match(events[i]))
 
-    def call(pid_ok, name: str, pattern: str):
+    def call(pid_ok, name: str, pattern: str | re.Pattern):
         regex = re.compile(pattern)
         return lambda e: pid_ok(e[1]) and e[2] == name and regex.search(e[3])
 
@@ -151,11 +147,11 @@ def steps_of(events: list[tuple], opener: int, server_pids: set[int], client_fds
         signalled = int(re.search(r"pid=(\d+)", events[i_signal][3])[1])
         i_runs = find(i_signal + 1, lambda e: e[1] == signalled)
         # The smbd serving the client: the one that sends the break on its client socket.
-        i_break = find(i_runs, lambda e: e[2] == "sys_sendmsg" and e[1] in client_fds
-                       and number(re.search(r"fd: " + NUMBER, e[3])[1]) == client_fds[e[1]])
-        smbd, fd = events[i_break][1], client_fds[events[i_break][1]]
-        on_client = rf"fd: (0x{fd:x}|{fd})\b"
-        i_ack = find(i_break + 1, call(lambda p: p == smbd, "sys_recvmsg", on_client))
+        on_client = {pid: on_fd(fd) for pid, fd in client_fds.items()}
+        i_break = find(i_runs, lambda e: e[2] == "sys_sendmsg" and e[1] in on_client
+                       and on_client[e[1]].search(e[3]))
+        smbd = events[i_break][1]
+        i_ack = find(i_break + 1, call(lambda p: p == smbd, "sys_recvmsg", on_client[smbd]))
         i_release = None
         for i in range(i_ack, len(events)):
             usec, pid, event, rest = events[i]
@@ -170,7 +166,7 @@ def steps_of(events: list[tuple], opener: int, server_pids: set[int], client_fds
             return None
         i_returns = find(i_release, call(lambda p: p == opener, "sys_openat", r"->"))
         i_response = next((i for i in range(i_ack + 1, len(events)) if events[i][1] == smbd
-                           and events[i][2] == "sys_sendmsg" and re.search(on_client, events[i][3])), None)
+                           and events[i][2] == "sys_sendmsg" and on_client[smbd].search(events[i][3])), None)
     except (StopIteration, TypeError):
         return None
     t = [events[i][0] for i in (i_open, i_signal, i_runs, i_break, i_ack, i_release, i_returns)]
@@ -181,7 +177,7 @@ def steps_of(events: list[tuple], opener: int, server_pids: set[int], client_fds
     return out
 
 
-def client_socket_fds(pid: int) -> int | None:
+def client_socket_fd(pid: int) -> int | None:
     """The descriptor of smbd `pid` that is its TCP connection on port 445."""
     inodes = set()
     for table in ("tcp", "tcp6"):
@@ -204,7 +200,8 @@ def client_socket_fds(pid: int) -> int | None:
     return None
 
 
-def probe(client, path: Path, batch: bool, opener: subprocess.Popen, trace: Trace, label: str) -> float | None:
+def probe(client, path: Path, batch: bool, opener: subprocess.Popen, trace: Trace, label: str) -> float:
+    """One probe; the local open's time in microseconds as the opener measured it."""
     client.pending_breaks()
     if batch:
         handle, _ = wl.open_file(client, path.name, lease=None, oplock=wl.BATCH_OPLOCK)
@@ -254,15 +251,15 @@ def main() -> int:
     results: dict[str, list] = {label: [] for label, _, _ in CONFIGURATIONS}
     opener_usec: dict[str, list] = {label: [] for label, _, _ in CONFIGURATIONS}
     try:
-        log(f"smbd with shares {', '.join(p.name for p in sb.PROFILES)} under {work}")
+        sb.log(f"smbd with shares {', '.join(p.name for p in sb.PROFILES)} under {work}")
         bench.start()
         smbds = {share: bench.server_pids[share] for _, share, _ in CONFIGURATIONS}
-        client_fds = {pid: client_socket_fds(pid) for pid in smbds.values()}
+        client_fds = {pid: client_socket_fd(pid) for pid in smbds.values()}
         if None in client_fds.values():
             raise SystemExit(f"cannot find the client sockets of smbd {client_fds}")
         server_pids = set(smbds.values()) | {p for p in [bench.smbd.bridge_pid()] if p is not None}
         trace = Trace([opener.pid, *server_pids])
-        log(f"{args.probes} probes per configuration, {args.gap} s idle before each")
+        sb.log(f"{args.probes} probes per configuration, {args.gap} s idle before each")
         for i in range(args.probes):
             for label, share, batch in CONFIGURATIONS:
                 time.sleep(args.gap)
@@ -288,7 +285,7 @@ def main() -> int:
         lines.append(step.ljust(width) + "".join(
             summary([r[step] for r in results[label] if r]).ljust(32) for label, _, _ in CONFIGURATIONS))
     lines.append(opener_row.ljust(width) + "".join(
-        summary([v for v in opener_usec[label] if v is not None]).ljust(32) for label, _, _ in CONFIGURATIONS))
+        summary(opener_usec[label]).ljust(32) for label, _, _ in CONFIGURATIONS))
     lines.append("")
     for label, _, _ in CONFIGURATIONS:
         traced = [r for r in results[label] if r]
